@@ -1,0 +1,53 @@
+# endoedge: `make demo` and `make test` do all set-up on a fresh Debian 12 / Ubuntu 22.04+ machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Root runs apt-get directly; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Ultralytics is a test-time peer (AGPL-3.0): installed without its dependencies (it would pull
+# opencv-python next to opencv-python-headless), never imported by endoedge itself.
+ULTRALYTICS := ultralytics==8.4.190
+STAMP := $(VENV)/.endoedge-installed
+
+.PHONY: all demo test pytest lint typecheck bench clean venv system-deps
+
+all: test
+
+demo: $(STAMP)
+	$(BIN)/endoedge demo --output demo_out
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(MAKE) --no-print-directory pytest
+
+# pytest exits 5 when it collected no test: treat that as the failure it is.
+pytest: $(STAMP)
+	@$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_detect.py
+
+venv: $(STAMP)
+
+system-deps:
+	@missing=""; \
+	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v git >/dev/null || missing="$$missing git"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml Makefile
+	$(MAKE) --no-print-directory system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[torch,dev]"
+	$(BIN)/python -m pip install -q --no-deps "$(ULTRALYTICS)"
+	touch $@
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

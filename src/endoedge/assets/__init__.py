@@ -1,0 +1,12 @@
+"""Files shipped with endoedge: sample endoscopy frames (see ``holohub/NOTICE.md``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent
+
+
+def sample_frame_paths() -> list[Path]:
+    """The bundled 1920x1080 HoloHub colonoscopy frames (Apache-2.0), in order."""
+    return sorted((ASSETS / "holohub").glob("*.jpg"))

@@ -1,0 +1,7 @@
+"""``python -m endoedge.cli``."""
+
+import sys
+
+from endoedge.cli import main
+
+sys.exit(main())

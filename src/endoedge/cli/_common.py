@@ -1,0 +1,72 @@
+"""Option groups shared by subcommands, and the detector loading they imply."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from endoedge.errors import InputError
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --backend, --device, thresholds, and flags describing a metadata-less ONNX."""
+    from endoedge.runtime import backend_names
+
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", "-m", required=True, help="model: .onnx (endoedge or Ultralytics) or endoedge checkpoint")
+    g.add_argument("--backend", default="auto", help=f"auto or one of: {', '.join(backend_names())}")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] (onnxruntime also tensorrt[:N])")
+    g.add_argument("--conf", type=float, default=None, help="score threshold (default: the model's)")
+    g.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model's)")
+    g.add_argument("--max-det", type=int, default=None, help="max detections per image (default: the model's)")
+    g.add_argument("--precise-resize", action="store_true", help="resize in float32 (exact torchvision parity, slower)")
+    f = parser.add_argument_group("describe an ONNX without endoedge/Ultralytics metadata")
+    f.add_argument("--decoder", choices=("yolov8", "yolov5"), help="output layout of a foreign YOLO ONNX")
+    f.add_argument("--classes", help="comma-separated class names of a foreign ONNX")
+    f.add_argument("--imgsz", type=int, help="square input size of a foreign ONNX (default: read from the ONNX)")
+
+
+def load_detector(args: argparse.Namespace, **options: Any) -> Any:
+    """``endoedge.load`` with the model options of ``args``."""
+    from endoedge.detector import load
+
+    spec = None
+    if args.decoder or args.classes:
+        spec = _foreign_spec(args)
+    return load(
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        score_threshold=args.conf,
+        iou_threshold=args.iou,
+        max_detections=args.max_det,
+        spec=spec,
+        precise_resize=args.precise_resize,
+        **options,
+    )
+
+
+def _foreign_spec(args: argparse.Namespace) -> Any:
+    from endoedge.models.checkpoint import parse_class_names
+    from endoedge.spec import spec_for_foreign_yolo
+
+    if not (args.decoder and args.classes):
+        raise InputError("describing a foreign ONNX needs both --decoder and --classes")
+    names = parse_class_names(args.classes) or ()
+    size = args.imgsz or _onnx_input_size(args.model)
+    return spec_for_foreign_yolo(args.decoder, names, (size, size))
+
+
+def _onnx_input_size(path: str) -> int:
+    import onnx
+
+    from endoedge.errors import ModelFormatError
+
+    try:
+        dims = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        h, w = dims[2].dim_value, dims[3].dim_value
+    except Exception as err:  # noqa: BLE001
+        raise ModelFormatError(f"cannot read the input size of '{path}'; pass --imgsz") from err
+    if not (h and w and h == w):
+        raise ModelFormatError(f"'{path}' has no fixed square input size; pass --imgsz N")
+    return int(h)

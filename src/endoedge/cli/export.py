@@ -1,0 +1,75 @@
+"""``endoedge export WEIGHTS -o MODEL.onnx``: PyTorch checkpoint -> self-describing ONNX + parity."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``export`` subcommand."""
+    from endoedge.models import arch_names
+
+    p = sub.add_parser(
+        "export",
+        help="export a PyTorch detector to ONNX (raw heads, metadata, parity check)",
+        description="Export an endoedge checkpoint (or a bare torchvision state_dict with --arch "
+        "and --classes) to ONNX: raw box regressions and class logits, no NMS, dynamic batch, "
+        "everything needed to run it in metadata_props. Then compare ONNX Runtime with PyTorch "
+        "on real-looking frames and exit 1 if they disagree beyond tolerance.",
+    )
+    p.add_argument("weights", help="endoedge checkpoint or torchvision state_dict (.pt/.pth)")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path")
+    p.add_argument("--arch", help=f"architecture of a bare state_dict: {', '.join(arch_names())}")
+    p.add_argument("--classes", help="foreground class names, comma-separated (background is implicit)")
+    p.add_argument("--imgsz", type=int, help="square input size (resizable architectures only)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch axis at 1")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim graph simplification")
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
+    p.add_argument("--atol", type=float, default=1e-3, help="parity absolute tolerance")
+    p.add_argument("--rtol", type=float, default=1e-3, help="parity relative tolerance")
+    p.add_argument("--conf", type=float, help="default score threshold stored in the ONNX")
+    p.add_argument("--iou", type=float, help="default NMS IoU threshold stored in the ONNX")
+    p.add_argument("--max-det", type=int, help="default max detections stored in the ONNX")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, then check parity unless ``--no-check``."""
+    from dataclasses import replace
+
+    from endoedge.export import check_parity, export_onnx
+    from endoedge.models.checkpoint import load_checkpoint
+
+    size = (args.imgsz, args.imgsz) if args.imgsz else None
+    loaded = load_checkpoint(args.weights, arch=args.arch, class_names=args.classes, input_size=size)
+    loaded.spec = loaded.spec.with_thresholds(args.conf, args.iou, args.max_det)
+    result = export_onnx(
+        loaded,
+        args.output,
+        opset=args.opset,
+        dynamic_batch=not args.static_batch,
+        simplify=not args.no_simplify,
+    )
+    loaded = replace(loaded, spec=result.spec)
+    pp = result.spec.preprocess
+    print(
+        f"exported {result.path} ({loaded.arch.name}, classes {', '.join(result.spec.class_names)}, "
+        f"input {pp.input_size[0]}x{pp.input_size[1]}, opset {result.opset}, "
+        f"{'simplified' if result.simplified else 'not simplified'})"
+    )
+    if args.no_check:
+        print("parity check skipped (--no-check)")
+        return 0
+    report = check_parity(result.path, loaded, atol=args.atol, rtol=args.rtol, raise_on_failure=False)
+    print(f"parity ONNX Runtime vs PyTorch (CPU, batch sizes {report.batch_sizes}):")
+    for line in report.lines():
+        print("  " + line)
+    if not report.ok:
+        print(f"endoedge export: error: parity check failed; the ONNX at {result.path} is kept for inspection")
+        return 1
+    return 0

@@ -1,0 +1,36 @@
+"""The exception types endoedge raises for user and environment errors.
+
+Everything that derives from :class:`EndoedgeError` is a problem the user can fix (a bad path, a
+model without metadata, a backend that is not installed). The CLI prints such errors as one line
+and exits 1. Any other exception is a bug and propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class EndoedgeError(Exception):
+    """Base class of every user-facing endoedge error."""
+
+
+class ModelFormatError(EndoedgeError):
+    """A checkpoint or ONNX file is missing, corrupt, or lacks the metadata needed to run it."""
+
+
+class UnknownNameError(EndoedgeError):
+    """A registry lookup (architecture, backend) used a name that is not registered."""
+
+
+class BackendUnavailableError(EndoedgeError):
+    """A backend is registered but cannot be used here (missing package, no GPU)."""
+
+
+class InputError(EndoedgeError):
+    """An image or tensor handed to a detector cannot be used (wrong dtype, shape, empty)."""
+
+
+class ExportError(EndoedgeError):
+    """Export to ONNX failed or the exported file does not match the source model."""
+
+
+class ParityError(ExportError):
+    """The exported ONNX disagrees with PyTorch beyond the tolerance."""

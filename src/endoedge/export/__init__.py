@@ -1,0 +1,8 @@
+"""PyTorch -> ONNX export and the ONNX Runtime vs PyTorch parity check."""
+
+from __future__ import annotations
+
+from endoedge.export.onnx_export import ExportResult, export_onnx
+from endoedge.export.parity import ParityReport, check_parity
+
+__all__ = ["ExportResult", "ParityReport", "check_parity", "export_onnx"]

@@ -1,0 +1,299 @@
+"""What a deployed model needs besides its weights: pre-processing, decoder, classes, thresholds.
+
+A :class:`ModelSpec` travels inside every ONNX file endoedge exports, as ``metadata_props`` under
+keys prefixed ``endoedge.``, so a deployed ``.onnx`` alone is enough to run it. Ultralytics
+detection exports (metadata ``names``, ``imgsz``, ``stride``) are read too, and ONNX files with
+neither can be described with explicit arguments (:func:`spec_for_foreign_yolo`).
+
+Conventions: sizes are ``(height, width)`` in pixels; ``mean``/``std`` are per channel, in the
+model's colour order, on the 0..1 scale (``x = (pixel / 255 - mean) / std``).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from endoedge._version import __version__
+from endoedge.errors import ModelFormatError
+
+ResizeMode = Literal["stretch", "letterbox"]
+ColorOrder = Literal["RGB", "BGR"]
+DecoderType = Literal["ssd", "yolov8", "yolov5"]
+
+DECODER_TYPES: tuple[str, ...] = ("ssd", "yolov8", "yolov5")
+PREFIX = "endoedge."
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a source image becomes the network input.
+
+    Attributes:
+        input_size: network input ``(height, width)`` in pixels.
+        resize: ``"stretch"`` (resize to input_size, aspect ratio not kept, as torchvision SSD)
+            or ``"letterbox"`` (keep aspect ratio, pad centred with ``pad_value``, as Ultralytics).
+        color: channel order the network expects.
+        mean: per-channel mean on the 0..1 scale, in ``color`` order.
+        std: per-channel standard deviation on the 0..1 scale, in ``color`` order.
+        pad_value: letterbox border value (0..255, all channels).
+    """
+
+    input_size: tuple[int, int]
+    resize: ResizeMode = "stretch"
+    color: ColorOrder = "RGB"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pad_value: int = 114
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything besides the weights that running a detector needs.
+
+    Attributes:
+        arch: architecture name (an :mod:`endoedge.models` registry name, or e.g. ``"yolov8"``).
+        class_names: foreground class names; class id ``i`` is ``class_names[i]``.
+        preprocess: see :class:`PreprocessSpec`.
+        decoder: ``"ssd"`` (raw box regressions + class logits + priors), ``"yolov8"``
+            (``B x (4+nc) x A``: cxcywh in input pixels, class scores) or ``"yolov5"``
+            (``B x A x (5+nc)``: cxcywh, objectness, class scores).
+        decoder_params: decoder-specific values (SSD: priors, box-coder weights, top-k).
+        score_threshold: default minimum score of a reported detection (0..1).
+        iou_threshold: default NMS IoU threshold (0..1), applied per class.
+        max_detections: default maximum number of detections per image.
+        producer: who wrote the file (``"endoedge"``, ``"ultralytics"``, ``"user"``).
+        source_checkpoint: path of the checkpoint the ONNX was exported from, if known.
+        source_sha256: sha256 of that checkpoint, if known.
+    """
+
+    arch: str
+    class_names: tuple[str, ...]
+    preprocess: PreprocessSpec
+    decoder: str
+    decoder_params: Mapping[str, Any] = field(default_factory=dict)
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    producer: str = "endoedge"
+    source_checkpoint: str | None = None
+    source_sha256: str | None = None
+
+    def with_thresholds(
+        self,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
+    ) -> ModelSpec:
+        """Return a copy with the given thresholds replaced (``None`` keeps the current value)."""
+        out = replace(
+            self,
+            score_threshold=self.score_threshold if score_threshold is None else score_threshold,
+            iou_threshold=self.iou_threshold if iou_threshold is None else iou_threshold,
+            max_detections=self.max_detections if max_detections is None else max_detections,
+        )
+        validate_thresholds(out.score_threshold, out.iou_threshold, out.max_detections)
+        return out
+
+    # -- ONNX metadata_props --------------------------------------------------------------
+    def to_metadata(self) -> dict[str, str]:
+        """Serialize to string key/values for ONNX ``metadata_props`` (keys ``endoedge.*``)."""
+        params = dict(self.decoder_params)
+        if "priors" in params:
+            priors = np.ascontiguousarray(params.pop("priors"), dtype="<f4")
+            params["priors_b64"] = base64.b64encode(priors.tobytes()).decode("ascii")
+            params["priors_shape"] = list(priors.shape)
+        pp = self.preprocess
+        meta = {
+            "version": __version__,
+            "producer": self.producer,
+            "arch": self.arch,
+            "class_names": json.dumps(list(self.class_names)),
+            "input_size": json.dumps(list(pp.input_size)),
+            "resize": pp.resize,
+            "color_order": pp.color,
+            "mean": json.dumps(list(pp.mean)),
+            "std": json.dumps(list(pp.std)),
+            "pad_value": str(pp.pad_value),
+            "decoder": self.decoder,
+            "decoder_params": json.dumps(params),
+            "score_threshold": repr(float(self.score_threshold)),
+            "iou_threshold": repr(float(self.iou_threshold)),
+            "max_detections": str(int(self.max_detections)),
+            "source_checkpoint": self.source_checkpoint or "",
+            "source_sha256": self.source_sha256 or "",
+        }
+        return {PREFIX + k: v for k, v in meta.items()}
+
+    @classmethod
+    def from_metadata(cls, props: Mapping[str, str], *, where: str = "model") -> ModelSpec:
+        """Parse ``metadata_props`` written by :meth:`to_metadata` or by Ultralytics.
+
+        Raises:
+            ModelFormatError: neither endoedge nor Ultralytics metadata is present, or a value
+                cannot be parsed.
+        """
+        if PREFIX + "decoder" in props:
+            return _from_endoedge_metadata(props, where)
+        if "names" in props and "imgsz" in props:
+            return _from_ultralytics_metadata(props, where)
+        raise ModelFormatError(
+            f"{where} has no endoedge or Ultralytics metadata, so its pre-processing and output "
+            "layout are unknown; re-export it with `endoedge export`, or describe it with "
+            "--decoder yolov8|yolov5 --classes a,b,... [--imgsz N]"
+        )
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """Return an ONNX file's ``metadata_props`` as a dict (weights stored externally are not read).
+
+    Raises:
+        ModelFormatError: the file is missing or not a parseable ONNX model.
+    """
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFormatError(f"model '{p}' does not exist or is not a file")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise ModelFormatError(f"'{p}' is not a readable ONNX file ({type(err).__name__})") from err
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def validate_thresholds(score: float, iou: float, max_det: int) -> None:
+    """Raise :class:`~endoedge.errors.InputError` when a threshold is out of range."""
+    from endoedge.errors import InputError
+
+    if not 0.0 <= score <= 1.0:
+        raise InputError(f"score_threshold must be in [0, 1], got {score}")
+    if not 0.0 <= iou <= 1.0:
+        raise InputError(f"iou_threshold must be in [0, 1], got {iou}")
+    if max_det < 1:
+        raise InputError(f"max_detections must be >= 1, got {max_det}")
+
+
+def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
+    def get(key: str) -> str:
+        try:
+            return props[PREFIX + key]
+        except KeyError:
+            raise ModelFormatError(
+                f"{where}: endoedge metadata key '{PREFIX + key}' is missing; re-export the model "
+                "with `endoedge export`"
+            ) from None
+
+    try:
+        params = json.loads(get("decoder_params"))
+        if "priors_b64" in params:
+            raw = base64.b64decode(params.pop("priors_b64"))
+            shape = tuple(params.pop("priors_shape"))
+            params["priors"] = np.frombuffer(raw, dtype="<f4").reshape(shape)
+        h, w = json.loads(get("input_size"))
+        pp = PreprocessSpec(
+            input_size=(int(h), int(w)),
+            resize=_choice(get("resize"), ("stretch", "letterbox"), "resize"),  # type: ignore[arg-type]
+            color=_choice(get("color_order"), ("RGB", "BGR"), "color_order"),  # type: ignore[arg-type]
+            mean=_triple(json.loads(get("mean"))),
+            std=_triple(json.loads(get("std"))),
+            pad_value=int(props.get(PREFIX + "pad_value", "114")),
+        )
+        return ModelSpec(
+            arch=get("arch"),
+            class_names=tuple(str(c) for c in json.loads(get("class_names"))),
+            preprocess=pp,
+            decoder=_choice(get("decoder"), DECODER_TYPES, "decoder"),
+            decoder_params=params,
+            score_threshold=float(get("score_threshold")),
+            iou_threshold=float(get("iou_threshold")),
+            max_detections=int(get("max_detections")),
+            producer=props.get(PREFIX + "producer", "endoedge"),
+            source_checkpoint=props.get(PREFIX + "source_checkpoint") or None,
+            source_sha256=props.get(PREFIX + "source_sha256") or None,
+        )
+    except ModelFormatError:
+        raise
+    except (ValueError, TypeError, KeyError) as err:
+        raise ModelFormatError(
+            f"{where}: endoedge metadata cannot be parsed ({err}); re-export the model"
+        ) from err
+
+
+def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
+    """Ultralytics writes Python-literal strings: names "{0: 'polyp'}", imgsz "[320, 320]"."""
+    try:
+        task = props.get("task", "detect")
+        if task != "detect":
+            raise ModelFormatError(
+                f"{where} is an Ultralytics '{task}' model; endoedge runs detection models only"
+            )
+        names = ast.literal_eval(props["names"])
+        imgsz = ast.literal_eval(props["imgsz"])
+        if isinstance(imgsz, int):
+            imgsz = [imgsz, imgsz]
+        if bool(ast.literal_eval(props.get("end2end", "False"))):
+            raise ModelFormatError(
+                f"{where} is an end-to-end (NMS-free) Ultralytics export; re-export it with "
+                "end2end=False (YOLOv26/YOLOv10 style heads are not supported yet)"
+            )
+        class_names = tuple(str(names[i]) for i in sorted(names))
+    except ModelFormatError:
+        raise
+    except (ValueError, SyntaxError, KeyError, TypeError) as err:
+        raise ModelFormatError(f"{where}: Ultralytics metadata cannot be parsed ({err})") from err
+    return spec_for_foreign_yolo(
+        "yolov8", class_names, (int(imgsz[0]), int(imgsz[1])), producer="ultralytics",
+        arch=props.get("description", "ultralytics").split(" ")[-1] or "ultralytics",
+    )
+
+
+def spec_for_foreign_yolo(
+    layout: str,
+    class_names: tuple[str, ...],
+    input_size: tuple[int, int],
+    *,
+    producer: str = "user",
+    arch: str | None = None,
+) -> ModelSpec:
+    """Describe a YOLO-style ONNX with Ultralytics' pre-processing (letterbox 114, RGB, /255).
+
+    Args:
+        layout: ``"yolov8"`` (``B x (4+nc) x A``) or ``"yolov5"`` (``B x A x (5+nc)``).
+        class_names: the model's class names in class-id order.
+        input_size: network input ``(height, width)``.
+    """
+    if layout not in ("yolov8", "yolov5"):
+        raise ModelFormatError(f"unknown YOLO layout '{layout}'; known: yolov8, yolov5")
+    if not class_names:
+        raise ModelFormatError("a YOLO model needs at least one class name (--classes a,b,...)")
+    return ModelSpec(
+        arch=arch or layout,
+        class_names=tuple(class_names),
+        preprocess=PreprocessSpec(input_size=input_size, resize="letterbox", color="RGB"),
+        decoder=layout,
+        decoder_params={},
+        score_threshold=0.25,
+        iou_threshold=0.7 if layout == "yolov8" else 0.45,
+        max_detections=300,
+        producer=producer,
+    )
+
+
+def _choice(value: str, allowed: tuple[str, ...], key: str) -> str:
+    if value not in allowed:
+        raise ModelFormatError(f"metadata '{key}' is '{value}'; expected one of {', '.join(allowed)}")
+    return value
+
+
+def _triple(values: Any) -> tuple[float, float, float]:
+    if len(values) != 3:
+        raise ValueError(f"expected 3 per-channel values, got {values}")
+    return (float(values[0]), float(values[1]), float(values[2]))
