@@ -251,8 +251,14 @@ def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpe
         raise ModelFormatError(f"{where}: Ultralytics metadata cannot be parsed ({err})") from err
     return spec_for_foreign_yolo(
         "yolov8", class_names, (int(imgsz[0]), int(imgsz[1])), producer="ultralytics",
-        arch=props.get("description", "ultralytics").split(" ")[-1] or "ultralytics",
+        arch=_ultralytics_arch(props.get("description", "")),
     )
+
+
+def _ultralytics_arch(description: str) -> str:
+    """'Ultralytics YOLOv8n model ' -> 'YOLOv8n' (or 'ultralytics' when there is no name)."""
+    words = [w for w in description.split() if w not in ("Ultralytics", "model")]
+    return words[0] if words else "ultralytics"
 
 
 def spec_for_foreign_yolo(
