@@ -27,10 +27,9 @@ IMGSZ = 320
 
 
 def build_ultralytics_onnx(family: str, scale_yaml: str, out_dir: Path, frames, dynamic: bool) -> Path:
+    import ultralytics
     import yaml
     from ultralytics import YOLO
-
-    import ultralytics
 
     cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg" / "models" / family).read_text())
     cfg["nc"] = len(NAMES)
@@ -189,5 +188,5 @@ def test_dynamic_batch_ultralytics_export(tmp_path, frames, monkeypatch):
     with endoedge.load(path) as det:
         assert det.backend.max_batch is None
         batch = det.detect_batch(frames)
-        for image, got in zip(frames, batch):
+        for image, got in zip(frames, batch, strict=True):
             assert_same(ultralytics_predict(path, image, 0.25, 0.7, 300, rect=False), got)
