@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     cache: dict[str, bool] = {}
     for item in items:
         for name, (check, reason) in SKIPS.items():
-            if name in item.keywords:
+            if item.get_closest_marker(name) is not None:
                 if name not in cache:
                     cache[name] = bool(check())
                 if not cache[name]:

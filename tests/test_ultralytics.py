@@ -167,9 +167,8 @@ def _to_yolov5_layout(v8_path: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.parametrize("ultralytics_onnx", [("v8/yolov8.yaml", "yolov8n.yaml")], indirect=True, ids=["yolov8n"])
 def test_original_yolov5_layout_with_explicit_flags(ultralytics_onnx, frames, tmp_path):
-    if "yolov8n" not in ultralytics_onnx.name:
-        pytest.skip("one model is enough for the layout rewrite")
     v5 = _to_yolov5_layout(ultralytics_onnx, tmp_path / "yolov5_layout.onnx")
     with pytest.raises(endoedge.EndoedgeError, match="--decoder"):
         endoedge.load(v5)

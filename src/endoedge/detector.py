@@ -24,7 +24,7 @@ from endoedge.imageio import to_bgr8
 from endoedge.postprocess import RawDetections, make_decoder
 from endoedge.preprocess import Preprocessor
 from endoedge.runtime import Backend, auto_backend, backend_names, check_available
-from endoedge.spec import ModelSpec, read_onnx_metadata, validate_thresholds
+from endoedge.spec import ModelSpec, read_onnx_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Detections:
         """JSON-ready list of ``{"box": [x1, y1, x2, y2], "score", "class_id", "label"}``."""
         return [
             {"box": [round(float(v), 2) for v in b], "score": round(float(s), 5), "class_id": int(c), "label": lab}
-            for b, s, c, lab in zip(self.boxes, self.scores, self.class_ids, self.labels, strict=False)
+            for b, s, c, lab in zip(self.boxes, self.scores, self.class_ids, self.labels, strict=True)
         ]
 
 
@@ -230,8 +230,7 @@ def load(
 
             loaded = load_checkpoint(path)
             spec = loaded.spec
-    spec = spec.with_thresholds(score_threshold, iou_threshold, max_detections)
-    validate_thresholds(spec.score_threshold, spec.iou_threshold, spec.max_detections)
+    spec = spec.with_thresholds(score_threshold, iou_threshold, max_detections)  # validates
     if name == "torch" and loaded is not None:
         backend_options.setdefault("loaded", loaded)
     runner = cls(path, device=device, **backend_options)

@@ -52,7 +52,8 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 BGR (any bit depth / channel count OpenCV decodes).
 
     Raises:
-        InputError: the file is missing, empty, or not a decodable image.
+        InputError: the file is missing, empty, not an image, or a corrupt/truncated image
+            (each with its own message).
     """
     p = Path(path)
     if not p.is_file():
@@ -60,7 +61,35 @@ def read_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(p, dtype=np.uint8)
     if data.size == 0:
         raise InputError(f"image '{p}' is an empty (zero-byte) file")
+    kind = _sniff_format(data[:12].tobytes())
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise InputError(f"image '{p}' cannot be decoded (corrupt, truncated or not an image)")
+    if image is None and kind is None:
+        raise InputError(
+            f"image '{p}' is not an image OpenCV can decode (its content has no JPEG, PNG, "
+            "BMP, TIFF or WebP signature)"
+        )
+    # OpenCV 4.x returns a grey-filled frame for a JPEG cut short ("Premature end of JPEG
+    # file"); a complete JPEG always contains the end-of-image marker FF D9.
+    if image is None or (kind == "JPEG" and data[-2:].tobytes() != b"\xff\xd9"
+                         and b"\xff\xd9" not in data.tobytes()):
+        raise InputError(f"image '{p}' is a corrupt or truncated {kind} file and cannot be decoded")
     return to_bgr8(image, name=f"image '{p}'")
+
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _sniff_format(head: bytes) -> str | None:
+    """The image format a file's first bytes announce, or ``None`` when none matches."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    return None

@@ -7,6 +7,7 @@ import glob
 import json
 import logging
 import statistics
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     median = f", median {statistics.median(totals):.1f} ms/image" if totals else ""
     print(f"{done}/{len(paths)} images processed{median}; results in {out / 'detections.jsonl'}")
     if failures:
-        print(f"endoedge detect: error: {failures} image(s) could not be processed (error records in the JSONL)")
+        print(f"endoedge detect: error: {failures} image(s) could not be processed (error records in the JSONL)",
+              file=sys.stderr)
         return 1
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     for line in report.lines():
         print("  " + line)
     if not report.ok:
-        print(f"endoedge export: error: parity check failed; the ONNX at {result.path} is kept for inspection")
+        print(f"endoedge export: error: parity check failed; the ONNX at {result.path} is kept for inspection",
+              file=sys.stderr)
         return 1
     return 0

@@ -186,6 +186,11 @@ def load_checkpoint(
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _looks_like_torch_file(p):
+            raise ModelFormatError(
+                f"checkpoint '{p}' is not a PyTorch file (neither a torch.save zip archive nor a "
+                "pickle); it is corrupt or some other format"
+            ) from err
         raise ModelFormatError(
             f"checkpoint '{p}' holds pickled Python objects that weights_only loading refuses "
             "(a whole model or training state?); save model.state_dict() and pass --arch/--classes"
@@ -213,6 +218,13 @@ def load_checkpoint(
     sha = file_sha256(p)
     spec = replace(loaded.spec, source_checkpoint=str(p.resolve()), source_sha256=sha)
     return replace(loaded, spec=spec, path=p, sha256=sha)
+
+
+def _looks_like_torch_file(p: Path) -> bool:
+    """Whether ``p`` starts like a ``torch.save`` file: a zip archive, or a legacy pickle."""
+    with open(p, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"  # zip local header / pickle PROTO opcode
 
 
 def _from_endoedge(

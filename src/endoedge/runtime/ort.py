@@ -27,7 +27,11 @@ def providers_for(device: str, available: list[str]) -> list[Any]:
         BackendUnavailableError: the provider asked for is not in ``available``.
     """
     kind, _, index = device.partition(":")
-    device_id = int(index) if index.isdigit() else 0
+    if index and not index.isdigit():
+        raise BackendUnavailableError(
+            f"onnxruntime backend: bad device '{device}'; the GPU index must be a number, e.g. cuda:0"
+        )
+    device_id = int(index) if index else 0
     if kind == "cpu":
         return ["CPUExecutionProvider"]
     if kind == "auto":
@@ -97,7 +101,7 @@ class OnnxRuntimeBackend(Backend):
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._session.run(None, dict(feed))
-        return dict(zip(self.output_names, outputs, strict=False))
+        return dict(zip(self.output_names, outputs, strict=True))
 
     def _deactivate(self) -> None:
         self._session = None

@@ -67,7 +67,7 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(feed[self.input_name])).to(self.device)
             outs = self._module(x)
-        return {n: o.float().cpu().numpy() for n, o in zip(self.output_names, outs, strict=False)}
+        return {n: o.float().cpu().numpy() for n, o in zip(self.output_names, outs, strict=True)}
 
     def _deactivate(self) -> None:
         self._module = None

@@ -1,0 +1,149 @@
+"""Per-image latency of ``Detector.detect``: SSDLite320 on ONNX Runtime (CPU) vs PyTorch eager (CPU).
+
+Both detectors run the same model (the demo SSDLite320 checkpoint and its ONNX export) on the
+same bundled 1920x1080 colonoscopy frames, interleaved call by call so that both see the same
+machine state. Each call's stages are timed with ``time.perf_counter_ns`` on the calling thread
+(``Detector.timings``): pre-process (checks, resize, normalize), infer (the backend call),
+post-process (decode, NMS, boxes to source pixels). Warm-up calls are excluded. Raw samples go
+to ``benchmarks/results/detect_latency.json``; the summary replaces the marked section of
+``benchmarks/RESULTS.md``.
+
+Usage: ``python benchmarks/bench_detect.py [--runs 200] [--warmup 20]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+START, END = "<!-- detect-latency:start -->", "<!-- detect-latency:end -->"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+
+    import onnxruntime
+    import torch
+
+    import endoedge
+    from endoedge.assets import sample_frame_paths
+    from endoedge.export import export_onnx
+    from endoedge.imageio import read_image
+    from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
+    from endoedge.models.demo import make_demo_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="endoedge-bench-"))
+    ckpt = save_checkpoint(tmp / "ssdlite.pt", make_demo_model())
+    onnx_path = export_onnx(load_checkpoint(ckpt), tmp / "ssdlite.onnx").path
+    frames = [read_image(p) for p in sample_frame_paths()]
+    dets = {
+        "onnxruntime": endoedge.load(onnx_path, backend="onnxruntime", device="cpu"),
+        "torch": endoedge.load(ckpt, backend="torch", device="cpu"),
+    }
+    samples: dict[str, dict[str, list[float]]] = {
+        n: {"preprocess": [], "infer": [], "postprocess": [], "total": [], "detections": []} for n in dets
+    }
+    for i in range(args.warmup + args.runs):
+        frame = frames[i % len(frames)]
+        for name, det in dets.items():
+            result = det.detect(frame)
+            if i < args.warmup:
+                continue
+            t = det.timings
+            s = samples[name]
+            s["preprocess"].append(t.preprocess)
+            s["infer"].append(t.infer)
+            s["postprocess"].append(t.postprocess)
+            s["total"].append(t.total)
+            s["detections"].append(float(len(result)))
+
+    env = {
+        "machine": machine(),
+        "python": sys.version.split()[0],
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "endoedge": endoedge.__version__,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "frames": "10 bundled HoloHub frames, 1920x1080, cycled",
+        "model": "demo SSDLite320-MobileNetV3 (untrained, BN-calibrated), 3 classes, score 0.5",
+    }
+    rows = []
+    med = {n: {k: statistics.median(v) for k, v in s.items()} for n, s in samples.items()}
+    for name, s in samples.items():
+        m = med[name]
+        rows.append(
+            f"| {name} | {m['total']:.2f} | {pct(s['total'], 90):.2f} | {m['preprocess']:.2f} | "
+            f"{m['infer']:.2f} | {m['postprocess']:.2f} | "
+            f"{(m['preprocess'] + m['postprocess']) / m['infer']:.1%} | {m['detections']:.0f} |"
+        )
+    ort, pt = med["onnxruntime"], med["torch"]
+    lines = [
+        START,
+        f"Machine: {env['machine']}; Python {env['python']}, onnxruntime {env['onnxruntime']}, "
+        f"torch {env['torch']} ({env['torch_threads']} threads). {args.runs} interleaved calls per "
+        f"backend after {args.warmup} warm-up calls; medians in ms (`Detector.timings`, "
+        "perf_counter_ns). Command: `make bench` (`python benchmarks/bench_detect.py`).",
+        "",
+        "| backend | detect p50 | detect p90 | pre p50 | infer p50 | post p50 | (pre+post)/infer | detections |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"- `Detector.detect` speed-up, ONNX Runtime vs PyTorch eager (median total): "
+        f"**{pt['total'] / ort['total']:.2f}x** (target >= 3x)",
+        f"- bare inference speed-up (median infer): **{pt['infer'] / ort['infer']:.2f}x**",
+        f"- ONNX Runtime pre+post vs inference: **{(ort['preprocess'] + ort['postprocess']) / ort['infer']:.1%}** "
+        "(target <= 15%)",
+        "",
+        "Raw samples: `benchmarks/results/detect_latency.json`.",
+        END,
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / "detect_latency.json").write_text(
+            json.dumps({"env": env, "samples_ms": samples}, indent=1)
+        )
+        results = HERE / "RESULTS.md"
+        old = results.read_text() if results.exists() else "# Benchmark results\n\n"
+        if START in old and END in old:
+            new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
+        else:
+            new = old.rstrip() + "\n\n## Detector.detect latency: ONNX Runtime vs PyTorch eager (CPU)\n\n" + text + "\n"
+        results.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
