@@ -73,3 +73,17 @@ def test_real_looking_batch_is_not_blank(ssdlite):
     assert batch.shape == (2, 3, 320, 320)
     assert batch.std() > 0.2
     assert not np.array_equal(batch[0], batch[1])
+
+
+def test_fixed_batch_model_runs_in_chunks(ssdlite, frames, tmp_path):
+    import endoedge
+
+    loaded, _, onnx_path = ssdlite
+    static = export_onnx(loaded, tmp_path / "b1.onnx", dynamic_batch=False).path
+    with endoedge.load(static, device="cpu") as fixed, endoedge.load(onnx_path, device="cpu") as dyn:
+        assert fixed.backend.max_batch == 1
+        assert dyn.backend.max_batch is None
+        for a, b in zip(fixed.detect_batch(frames), dyn.detect_batch(frames), strict=True):
+            np.testing.assert_array_equal(a.class_ids, b.class_ids)
+            np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from endoedge.errors import BackendUnavailableError, InputError, ModelFormatError
+from endoedge.errors import BackendUnavailableError, ModelFormatError
 from endoedge.imageio import to_bgr8
 from endoedge.postprocess import RawDetections, make_decoder
 from endoedge.preprocess import Preprocessor
@@ -50,9 +50,11 @@ class Detections:
 
     def to_records(self) -> list[dict[str, Any]]:
         """JSON-ready list of ``{"box": [x1, y1, x2, y2], "score", "class_id", "label"}``."""
+        boxes = np.round(self.boxes.astype(np.float64), 2).tolist()
+        scores = np.round(self.scores.astype(np.float64), 5).tolist()
         return [
-            {"box": [round(float(v), 2) for v in b], "score": round(float(s), 5), "class_id": int(c), "label": lab}
-            for b, s, c, lab in zip(self.boxes, self.scores, self.class_ids, self.labels, strict=True)
+            {"box": b, "score": s, "class_id": c, "label": lab}
+            for b, s, c, lab in zip(boxes, scores, self.class_ids.tolist(), self.labels, strict=True)
         ]
 
 
@@ -116,8 +118,8 @@ class Detector:
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect objects in several images, run as one batch where the model allows it.
 
-        A model with a fixed batch size runs in chunks of that size. Stage times of the whole
-        call are in :attr:`timings`.
+        A model with a fixed batch size runs in chunks of that size (a short last chunk is padded
+        by repeating its last image). Stage times of the whole call are in :attr:`timings`.
         """
         if len(images) == 0:
             return []
@@ -129,16 +131,11 @@ class Detector:
         for start in range(0, len(frames), chunk):
             part = frames[start : start + chunk]
             t1 = time.perf_counter_ns()
-            batch, geoms = self.preprocessor(part)
-            if self.backend.max_batch and batch.shape[0] < self.backend.max_batch:
-                raise InputError(
-                    f"model has a fixed batch of {self.backend.max_batch}; re-export it with a "
-                    "dynamic batch axis to run fewer images at once"
-                )
+            batch, geoms = self.preprocessor(part + [part[-1]] * (chunk - len(part)))
             t2 = time.perf_counter_ns()
             outputs = self.backend.infer({self.backend.input_name: batch})
             t3 = time.perf_counter_ns()
-            for i, geom in enumerate(geoms):
+            for i, geom in enumerate(geoms[: len(part)]):
                 raw = self.decoder(
                     outputs, i, self.spec.score_threshold, self.spec.iou_threshold, self.spec.max_detections
                 )

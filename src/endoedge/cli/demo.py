@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     frames = [str(p) for p in sample_frame_paths()]
     print(f"[3/3] detecting in {len(frames)} bundled 1920x1080 HoloHub frames with {args.backend}")
     return detect.run(argparse.Namespace(
-        sources=frames, output=str(out), no_images=False, warmup=2, model=str(onnx_path),
+        sources=frames, output=str(out), no_images=False, warmup=2, show=3, model=str(onnx_path),
         backend=args.backend, device=args.device, conf=None, iou=None, max_det=None,
         precise_resize=False, decoder=None, classes=None, imgsz=None,
     ))

@@ -33,6 +33,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--no-images", action="store_true", help="write only the JSONL")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs on the first readable image (default 2)")
+    p.add_argument("--show", type=int, default=3, help="print the N best detections per image (default 3)")
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -122,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
                 cv2.imwrite(str(annotated / f"{name}.png"), draw_detections(image, result))
             print(f"{path}: {len(result)} detections, {t.total:.1f} ms "
                   f"(pre {t.preprocess:.1f}, infer {t.infer:.1f}, post {t.postprocess:.1f})")
+            for d in record["detections"][: max(0, args.show)]:
+                print(f"    {d['label']:>10} {d['score']:.3f}  box {d['box']}")
     done = len(paths) - failures
     median = f", median {statistics.median(totals):.1f} ms/image" if totals else ""
     print(f"{done}/{len(paths)} images processed{median}; results in {out / 'detections.jsonl'}")
