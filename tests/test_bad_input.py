@@ -256,3 +256,14 @@ def test_read_image_of_good_files(sample_paths, tmp_path):
     assert cv2.imwrite(str(png16), gray.astype(np.uint16) * 257)
     back = read_image(png16)
     np.testing.assert_array_equal(back, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+
+
+def test_wrong_input_size_is_a_one_line_input_error(ssdlite):
+    from endoedge.errors import InputError
+    from endoedge.runtime import get_backend_class
+
+    with get_backend_class("onnxruntime")(ssdlite[2], device="cpu") as backend:
+        batch = np.random.default_rng(0).random((1, 3, 200, 200), dtype=np.float32)
+        with pytest.raises(InputError, match="--imgsz") as info:
+            backend.infer({backend.input_name: batch})
+    assert "\n" not in str(info.value)

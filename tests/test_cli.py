@@ -220,3 +220,27 @@ def test_demo_end_to_end(sample_paths, tmp_path, capsys):
     from endoedge.models.checkpoint import file_sha256
 
     assert spec.source_sha256 == file_sha256(ckpt)
+
+
+def test_detect_output_that_is_a_file(ssdlite, sample_paths, tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where the output folder should go\n")
+    rc = main(["detect", str(sample_paths[0]), "-m", str(ssdlite[2]), "-o", str(blocker)])
+    assert rc == 1
+    assert "is not a folder" in _one_error_line(capsys.readouterr().err, "detect")
+
+
+@pytest.mark.parametrize("size", ["0", "-320", "abc"])
+def test_bad_imgsz_is_a_usage_error(ssdlite, sample_paths, tmp_path, size, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["detect", str(sample_paths[0]), "-m", str(ssdlite[2]), "-o", str(tmp_path), "--imgsz", size])
+    assert info.value.code == 2
+    assert "--imgsz" in capsys.readouterr().err
+
+
+def test_colliding_output_names_stay_unique(tmp_path):
+    from endoedge.cli.detect import _unique_names
+
+    paths = [tmp_path / "a" / "x.png", tmp_path / "x_1.png", tmp_path / "b" / "x.png"]
+    names = [name for _, name in _unique_names(paths)]
+    assert len(set(names)) == 3

@@ -85,7 +85,7 @@ class Detector:
     Args:
         spec: the model's description (pre-processing, decoder, classes, thresholds).
         backend: an inactive or active backend; the detector activates it.
-        precise_resize: resize in float32 (bit-identical to torchvision's transform) instead of
+        precise_resize: resize in float32 (torchvision's transform to float rounding) instead of
             uint8 (faster; see :class:`~endoedge.preprocess.Preprocessor`).
     """
 
@@ -94,7 +94,11 @@ class Detector:
         self.backend = backend
         if not backend.is_active:
             backend.activate()
-        self.decoder = make_decoder(spec, backend.output_names)
+        try:
+            self.decoder = make_decoder(spec, backend.output_names)
+        except BaseException:
+            backend.deactivate()
+            raise
         self.preprocessor = Preprocessor(spec.preprocess, precise=precise_resize)
         self.timings = StageTimes()
         self._labels = np.asarray(spec.class_names, dtype=object)

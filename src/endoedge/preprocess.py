@@ -55,8 +55,9 @@ class Preprocessor:
         spec: the model's pre-processing spec.
         precise: resize in float32 instead of uint8. uint8 resizing (the default, ~6x faster
             at 1080p) rounds each resized pixel to an integer, i.e. up to 0.5 grey levels away
-            from torchvision's float resize; ``precise=True`` reproduces torchvision's transform
-            bit for bit, for evaluation and parity checks.
+            from torchvision's float resize; ``precise=True`` matches torchvision's transform to
+            float rounding (<= 2e-7; it normalizes before resizing, we after), for evaluation
+            and parity checks.
     """
 
     def __init__(self, spec: PreprocessSpec, *, precise: bool = False) -> None:

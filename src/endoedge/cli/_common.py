@@ -3,9 +3,49 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from endoedge.errors import InputError
+
+
+def image_size(text: str) -> int:
+    """argparse type for ``--imgsz``: a square network input size in pixels, at least 32."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of pixels") from None
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"{value} px is too small; use at least 32 (e.g. 320)")
+    return value
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create an output folder (and parents).
+
+    Raises:
+        InputError: it exists as a file, or cannot be created (permissions, read-only disk).
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output '{out}' exists and is not a folder; pick another --output")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create output folder '{out}': {err.strerror}; pick another --output") from err
+    return out
+
+
+def open_output(path: Path) -> Any:
+    """Open a text output file for writing (UTF-8, line-buffered).
+
+    Raises:
+        InputError: it cannot be written.
+    """
+    try:
+        return open(path, "w", encoding="utf-8", buffering=1)
+    except OSError as err:
+        raise InputError(f"cannot write '{path}': {err.strerror}") from err
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +63,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     f = parser.add_argument_group("describe an ONNX without endoedge/Ultralytics metadata")
     f.add_argument("--decoder", choices=("yolov8", "yolov5"), help="output layout of a foreign YOLO ONNX")
     f.add_argument("--classes", help="comma-separated class names of a foreign ONNX")
-    f.add_argument("--imgsz", type=int, help="square input size of a foreign ONNX (default: read from the ONNX)")
+    f.add_argument("--imgsz", type=image_size, help="square input size of a foreign ONNX (default: read from the ONNX)")
 
 
 def load_detector(args: argparse.Namespace, **options: Any) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from endoedge.cli._common import add_model_options, load_detector
+from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
 from endoedge.errors import EndoedgeError, InputError
 from endoedge.imageio import IMAGE_SUFFIXES
 
@@ -60,11 +60,15 @@ def expand_sources(sources: Sequence[str]) -> list[Path]:
 
 
 def _unique_names(paths: Sequence[Path]) -> Iterator[tuple[Path, str]]:
-    seen: dict[str, int] = {}
+    """Pair each path with an output stem no other path uses (``a``, ``a_1``, ...)."""
+    used: set[str] = set()
     for p in paths:
-        n = seen.get(p.stem, 0)
-        seen[p.stem] = n + 1
-        yield p, p.stem if n == 0 else f"{p.stem}_{n}"
+        name, n = p.stem, 0
+        while name in used:
+            n += 1
+            name = f"{p.stem}_{n}"
+        used.add(name)
+        yield p, name
 
 
 def _warm_up(det: Any, paths: Sequence[Path], n: int) -> None:
@@ -89,12 +93,11 @@ def run(args: argparse.Namespace) -> int:
     from endoedge.render import draw_detections
 
     paths = expand_sources(args.sources)
-    out = Path(args.output)
-    annotated = out / "annotated"
-    annotated.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(args.output)
+    annotated = prepare_output_dir(out / "annotated")
     failures = 0
     totals: list[float] = []
-    with load_detector(args) as det, open(out / "detections.jsonl", "w", encoding="utf-8") as jsonl:
+    with load_detector(args) as det, open_output(out / "detections.jsonl") as jsonl:
         logger.info("%r", det)
         _warm_up(det, paths, args.warmup)
         for path, name in _unique_names(paths):
@@ -119,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
             }
             jsonl.write(json.dumps(record) + "\n")
             jsonl.flush()
-            if not args.no_images:
-                cv2.imwrite(str(annotated / f"{name}.png"), draw_detections(image, result))
+            if not args.no_images and not cv2.imwrite(str(annotated / f"{name}.png"),
+                                                      draw_detections(image, result)):
+                raise InputError(f"cannot write '{annotated / (name + '.png')}' (disk full or read-only?)")
             print(f"{path}: {len(result)} detections, {t.total:.1f} ms "
                   f"(pre {t.preprocess:.1f}, infer {t.infer:.1f}, post {t.postprocess:.1f})")
             for d in record["detections"][: max(0, args.show)]:

@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import Any
 
+from endoedge.cli._common import image_size
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,7 +28,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="output .onnx path")
     p.add_argument("--arch", help=f"architecture of a bare state_dict: {', '.join(arch_names())}")
     p.add_argument("--classes", help="foreground class names, comma-separated (background is implicit)")
-    p.add_argument("--imgsz", type=int, help="square input size (resizable architectures only)")
+    p.add_argument("--imgsz", type=image_size, help="square input size (resizable architectures only)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch axis at 1")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim graph simplification")

@@ -48,7 +48,7 @@ _nms_batched: Any = cv2.dnn.NMSBoxesBatched
 
 def empty() -> RawDetections:
     """Return a detection set with no boxes."""
-    return RawDetections(EMPTY_BOXES, np.zeros(0, np.float32), np.zeros(0, np.int64))
+    return RawDetections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
 def batched_nms(

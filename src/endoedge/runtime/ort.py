@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from endoedge._optional import require
-from endoedge.errors import BackendUnavailableError, ModelFormatError
+from endoedge.errors import BackendUnavailableError, InputError, ModelFormatError
 from endoedge.runtime.base import Backend
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,14 @@ class OnnxRuntimeBackend(Backend):
         logger.debug("%s | session on %s", self.name, self.providers)
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self._session.run(None, dict(feed))
+        try:
+            outputs = self._session.run(None, dict(feed))
+        except Exception as err:  # noqa: BLE001 - ORT raises its own InvalidArgument/Fail types
+            shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in feed.items())
+            raise InputError(
+                f"ONNX Runtime could not run '{self.model_path.name}' on {shapes}: "
+                f"{str(err).splitlines()[0]} (is --imgsz the size the model was exported with?)"
+            ) from err
         return dict(zip(self.output_names, outputs, strict=True))
 
     def _deactivate(self) -> None:
