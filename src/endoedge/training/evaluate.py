@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 def coco_gt(dataset: Dataset, sizes: list[tuple[int, int]]) -> Any:
     """A pycocotools ``COCO`` ground-truth object for ``dataset`` (image ids 1..N, class ids 1..C)."""
-    coco_mod = require("pycocotools.coco", extra="dev", purpose="COCO evaluation")
-    images, anns = [], []
+    coco_mod = require("pycocotools.coco", extra="torch", purpose="COCO evaluation")
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     for i, (s, (h, w)) in enumerate(zip(dataset.samples, sizes, strict=True), start=1):
         images.append({"id": i, "width": w, "height": h, "file_name": s.path.name})
         for b, lab in zip(s.boxes.tolist(), s.labels.tolist(), strict=True):
@@ -72,7 +73,7 @@ def evaluate(
         sizes: source ``(height, width)`` per image.
         input_size: network input ``(height, width)`` the boxes refer to.
     """
-    cocoeval = require("pycocotools.cocoeval", extra="dev", purpose="COCO evaluation")
+    cocoeval = require("pycocotools.cocoeval", extra="torch", purpose="COCO evaluation")
     box_ops = require("torchvision.ops", extra="torch", purpose="evaluation")
     torch = require("torch", extra="torch", purpose="evaluation")
     gt = coco_gt(dataset, sizes)

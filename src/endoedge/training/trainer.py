@@ -108,7 +108,7 @@ class Trainer:
         num_classes = len(self.class_names) + 1
         size = (cfg.imgsz, cfg.imgsz)
         if cfg.pretrained and self.arch.build_pretrained is not None:
-            model = self.arch.build_pretrained(num_classes, size)
+            model: Any = self.arch.build_pretrained(num_classes, size)
         else:
             if cfg.pretrained:
                 logger.warning("%s has no pretrained backbone here; training from scratch", cfg.arch)
@@ -117,7 +117,7 @@ class Trainer:
             raise ModelFormatError(f"endoedge train supports the SSD family; {cfg.arch} is not one")
         if cfg.focal:
             init_focal_bias(model)
-        self.model = model.to(self.device)
+        self.model: Any = model.to(self.device)
         self._freeze()
         from endoedge.models.torchvision_ssd import priors
 
@@ -226,14 +226,16 @@ class Trainer:
         dets = predict(model, batches, self.anchors)
         return evaluate(dets, self.val_set, self.val_cache.sizes, (self.cfg.imgsz, self.cfg.imgsz))
 
-    def fit(self) -> dict[str, Any]:
-        """Train until ``cfg.epochs`` (continuing a resumed state); returns the last metrics."""
+    def fit(self, until: int | None = None) -> dict[str, Any]:
+        """Train until ``cfg.epochs`` (or stop early after epoch ``until``), continuing a resumed
+        state; returns the last epoch's metrics."""
         if self.train_cache is None:
             self.load_data()
         progress = Progress()
         run_start, start_epoch = time.perf_counter(), self.epoch
         record: dict[str, Any] = {}
-        while self.epoch < self.cfg.epochs:
+        stop = min(self.cfg.epochs, until) if until is not None else self.cfg.epochs
+        while self.epoch < stop:
             stats = self.run_epoch(progress, run_start, start_epoch)
             self.epoch += 1
             record = {"epoch": self.epoch, **stats}
