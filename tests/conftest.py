@@ -113,6 +113,12 @@ def ssd300(tmp_path_factory):
     return _exported("ssd300_vgg16", tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def effssd(tmp_path_factory):
+    """The same for SSDLite320-EfficientNet-Lite0 (random backbone: nothing is downloaded)."""
+    return _exported("ssdlite320_efficientnet_lite0", tmp_path_factory)
+
+
 def _exported(arch: str, tmp_path_factory):
     from endoedge.export import export_onnx
     from endoedge.models.checkpoint import load_checkpoint, save_checkpoint

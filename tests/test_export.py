@@ -87,3 +87,15 @@ def test_fixed_batch_model_runs_in_chunks(ssdlite, frames, tmp_path):
             np.testing.assert_array_equal(a.class_ids, b.class_ids)
             np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
             np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_efficientnet_ssd_exports_with_parity(effssd):
+    loaded, _, onnx_path = effssd
+    model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.name for o in model.graph.output] == ["bbox_regression", "cls_logits"]
+    spec = ModelSpec.from_metadata(read_onnx_metadata(onnx_path))
+    assert spec.arch == "ssdlite320_efficientnet_lite0"
+    assert spec.preprocess.input_size == (320, 320)
+    assert spec.decoder_params["priors"].shape == (3234, 4)
+    assert check_parity(onnx_path, loaded, batch_sizes=(1, 2)).ok

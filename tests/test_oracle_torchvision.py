@@ -46,7 +46,7 @@ def match(ref, got):
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
-@pytest.mark.parametrize("which", ["ssdlite", "ssd300"])
+@pytest.mark.parametrize("which", ["ssdlite", "ssd300", "effssd"])
 def test_detector_matches_torchvision(which, backend, frames, request):
     loaded, ckpt, onnx_path = request.getfixturevalue(which)
     path = onnx_path if backend == "onnxruntime" else ckpt

@@ -34,6 +34,10 @@ class Architecture:
             batch to the raw outputs that are exported.
         output_names: names of the raw outputs, in order.
         make_spec: ``make_spec(model, arch_name, class_names) -> ModelSpec``.
+        build_pretrained: optional ``build_pretrained(num_classes_with_background, input_size)``
+            with ImageNet backbone weights from a locally installed package (for training).
+        freeze_early: optional ``freeze_early(model, n) -> number of tensors frozen``: freeze the
+            stem and the first ``n`` backbone blocks (training on a small CPU budget).
     """
 
     name: str
@@ -44,6 +48,8 @@ class Architecture:
     raw_heads: Callable[[torch.nn.Module], torch.nn.Module]
     output_names: tuple[str, ...]
     make_spec: Callable[[Any, str, tuple[str, ...]], ModelSpec]
+    build_pretrained: Callable[[int, tuple[int, int]], torch.nn.Module] | None = None
+    freeze_early: Callable[[Any, int], int] | None = None
 
 
 _ARCHS: dict[str, Architecture] = {}

@@ -1,0 +1,89 @@
+"""``endoedge train --data DATA --out DIR``: train an SSD-family registry detector."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARCH = "ssdlite320_efficientnet_lite0"
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``train`` subcommand."""
+    p = sub.add_parser(
+        "train",
+        help="train a detector (Kvasir-SEG, COCO json or YOLO txt data)",
+        description="Train an SSD-family detector with endoscopy augmentations (90-degree "
+        "rotations and flips, scale/crop, colour jitter). Writes last.pt / best.pt (endoedge "
+        "checkpoints of the EMA weights), train_state.pt (for --resume) and metrics.jsonl "
+        "(COCO mAP@0.5 and @0.5:0.95 on the val split) under --out.",
+    )
+    p.add_argument("--data", required=True, help="Kvasir-SEG folder, COCO .json, or YOLO folder (images/, labels/)")
+    p.add_argument("--format", default="auto", choices=("auto", "kvasir", "coco", "yolo"), help="dataset layout")
+    p.add_argument("--images", help="COCO: folder of the images (default: beside the json)")
+    p.add_argument("--classes", help="YOLO: class names, comma-separated (default: classes.txt)")
+    p.add_argument("--split", help="folder with one *_train.txt and one *_val.txt (image stems)")
+    p.add_argument("--val-count", type=int, default=0,
+                   help="without --split: hold out this many random images (seeded; default 12%%)")
+    p.add_argument("--arch", default=DEFAULT_ARCH, help=f"architecture (default {DEFAULT_ARCH})")
+    p.add_argument("--imgsz", type=int, default=320, help="square network input in pixels")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
+    p.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup-epochs", type=float, default=2.0)
+    p.add_argument("--final-lr", type=float, default=0.02, help="final lr as a fraction of --lr (cosine)")
+    p.add_argument("--focal", action="store_true",
+                   help="focal classification loss instead of hard-negative-mined cross-entropy")
+    p.add_argument("--no-pretrained", action="store_true", help="random backbone instead of ImageNet weights")
+    p.add_argument("--freeze", type=int, default=0,
+                   help="freeze the stem and the first N backbone blocks (saves CPU time)")
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt if present")
+    p.add_argument("--notes", help="free text stored in the checkpoints (data, licence)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse the data, split it, train."""
+    from endoedge.models.checkpoint import parse_class_names
+    from endoedge.training.datasets import load_dataset, random_split, read_split
+    from endoedge.training.trainer import TrainConfig, train
+
+    names = parse_class_names(args.classes)
+    data = load_dataset(args.data, args.format, images_dir=args.images, class_names=names)
+    if args.split:
+        train_stems, val_stems = read_split(args.split)
+    else:
+        stems = [s.stem for s in data.samples]
+        n_val = args.val_count or max(1, round(0.12 * len(stems)))
+        train_stems, val_stems = random_split(stems, n_val, args.seed)
+    train_set, val_set = data.subset(train_stems), data.subset(val_stems)
+    notes = args.notes or (
+        f"endoedge train {args.arch} on {data.source} ({len(train_stems)} train / {len(val_stems)} "
+        "val images); the weights inherit the training data's terms of use"
+    )
+    cfg = TrainConfig(
+        arch=args.arch, out=args.out, imgsz=args.imgsz, epochs=args.epochs, batch=args.batch,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs, final_lr=args.final_lr, focal=args.focal,
+        pretrained=not args.no_pretrained, freeze=args.freeze, ema_decay=args.ema_decay,
+        val_every=args.val_every, seed=args.seed, device=args.device, threads=args.threads,
+        notes=notes,
+    )
+    print(f"training {args.arch} on {data.source}: {len(train_stems)} train / {len(val_stems)} val "
+          f"images, classes {', '.join(data.class_names)}, {args.epochs} epochs -> {args.out}", flush=True)
+    record = train(cfg, train_set, val_set, resume=args.resume)
+    if "map50" in record:
+        print(f"final val mAP@0.5 {record['map50']:.4f}, mAP@0.5:0.95 {record['map50_95']:.4f}; "
+              f"best mAP@0.5 {record['best_map50']:.4f} at epoch {record['best_epoch']}")
+    return 0
