@@ -32,20 +32,28 @@ bench: $(STAMP)
 
 venv: $(STAMP)
 
+# Debian/Ubuntu packages: GStreamer (capture pipeline) and what PyGObject<3.51 builds against.
+APT_PACKAGES := python3-venv python3-dev git pkg-config gcc \
+	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
+	libgirepository1.0-dev libcairo2-dev
+
 system-deps:
-	@missing=""; \
-	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
-	command -v git >/dev/null || missing="$$missing git"; \
+	@if ! command -v dpkg-query >/dev/null; then \
+	  echo "not a Debian/Ubuntu system: install the equivalents of: $(APT_PACKAGES)"; exit 0; fi; \
+	missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 $(STAMP): pyproject.toml Makefile
 	$(MAKE) --no-print-directory system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[torch,dev]"
+	$(BIN)/python -m pip install -q -e ".[torch,gst,dev]"
 	$(BIN)/python -m pip install -q --no-deps "$(ULTRALYTICS)"
 	touch $@
 

@@ -27,12 +27,11 @@ def _has_cuda() -> bool:
 
 
 def _has_gstreamer() -> bool:
+    # Through endoedge's own loader: it preloads libgcc_s before GStreamer brings libunwind.
     try:
-        import gi
+        from endoedge.pipeline.gst import gst
 
-        gi.require_version("Gst", "1.0")
-        from gi.repository import Gst  # noqa: F401
-
+        gst()
         return True
     except Exception:  # noqa: BLE001
         return False

@@ -1,0 +1,210 @@
+"""``endoedge run SOURCE --model M``: a capture pipeline with overlay, recording and latency report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
+from endoedge.errors import EndoedgeError, InputError
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``run`` subcommand."""
+    p = sub.add_parser(
+        "run",
+        help="run a detector on live video, a file, a folder or a GStreamer pipeline",
+        description="Capture frames with GStreamer (or an image folder), detect, and write an "
+        "annotated video, a detections JSONL (flushed per frame), a latency report and plot. "
+        "SOURCE: a video file, /dev/videoN, rtsp://..., rtp://HOST:PORT, an image folder or glob, "
+        "'test' / 'test:PATTERN' (videotestsrc, live), or a pipeline string ending in "
+        "'appsink name=sink'. Ctrl-C stops cleanly with all outputs finalized.",
+    )
+    p.add_argument("source", help="what to read (see above)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--live", dest="live", action="store_true", default=None,
+                      help="latest-frame mode: drop stale frames, bounded latency (default for devices, RTSP, test)")
+    mode.add_argument("--offline", dest="live", action="store_false",
+                      help="process every frame as fast as possible (default for files and folders)")
+    s = p.add_argument_group("source")
+    s.add_argument("--width", type=int, help="requested capture width (V4L2/test)")
+    s.add_argument("--height", type=int, help="requested capture height (V4L2/test)")
+    s.add_argument("--fps", type=float, help="requested frame rate; folders are played at it (default 30)")
+    s.add_argument("--format", dest="pixel_format", help="V4L2 pixel format, e.g. YUY2, MJPG, NV12")
+    s.add_argument("--latency", type=int, default=100, help="RTSP/RTP jitter buffer in ms (default 100)")
+    s.add_argument("--loop", action="store_true", help="replay a folder source forever (live demos)")
+    s.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without a frame = stalled source (default 5)")
+    s.add_argument("--reconnect-backoff", default="0.5:8", help="live reconnect back-off MIN:MAX seconds (default 0.5:8)")
+    s.add_argument("--max-reconnects", type=int, default=None, help="give up after N reconnects (default: never)")
+    s.add_argument("--jetson", choices=("auto", "on", "off"), default="auto",
+                   help="use NVIDIA's hardware decode/convert presets (auto: when running on a Jetson)")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--video", help="annotated video file (.mp4 / .mkv)")
+    o.add_argument("--display", action="store_true", help="show the annotated video in a window")
+    o.add_argument("--detections", help="detections JSONL (frame, pts, boxes in source pixels, scores, labels)")
+    o.add_argument("--report", help="latency report JSON")
+    o.add_argument("--plot", help="latency plot PNG (over frame index + CDF per stage)")
+    o.add_argument("--warmup", type=int, default=10, help="frames excluded from statistics (default 10)")
+    o.add_argument("--max-frames", type=int, help="stop after N frames")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def _backoff(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise InputError(f"--reconnect-backoff '{text}' must look like MIN:MAX seconds, e.g. 0.5:8") from None
+    if not 0 < lo <= hi:
+        raise InputError(f"--reconnect-backoff '{text}': need 0 < MIN <= MAX")
+    return lo, hi
+
+
+def _output_file(path: str | None) -> Path | None:
+    if not path:
+        return None
+    p = Path(path)
+    prepare_output_dir(p.parent if str(p.parent) else ".")
+    if p.is_dir():
+        raise InputError(f"output '{p}' is a folder; give a file name")
+    return p
+
+
+def make_capture_factory(spec: Any, *, live: bool, stall_timeout_s: float, loop: bool, jetson: str) -> Any:
+    """A zero-argument callable building a fresh capture for ``spec`` (used again to reconnect)."""
+    from endoedge.pipeline.sources import build_pipeline
+
+    if spec.kind == "folder":
+        from endoedge.pipeline.capture import FolderCapture
+
+        return lambda: FolderCapture(spec.files, fps=spec.fps or 30.0, live=live, loop=loop)
+    from endoedge.pipeline.capture import GstCapture
+
+    description = _jetson_pipeline(spec, live=live, mode=jetson) or build_pipeline(spec, live=live)
+    logger.info("pipeline: %s", description)
+    return lambda: GstCapture(description, location=spec.location, live=live, stall_timeout_s=stall_timeout_s)
+
+
+def _jetson_pipeline(spec: Any, *, live: bool, mode: str) -> str | None:
+    """NVIDIA hardware presets on a Jetson (None elsewhere, or for kinds without a preset)."""
+    if mode == "off":
+        return None
+    try:
+        from endoedge.jetson import presets
+        from endoedge.jetson.platform import is_jetson
+    except ImportError:
+        if mode == "on":
+            raise InputError("this endoedge has no Jetson presets") from None
+        return None
+    if mode == "auto" and not is_jetson():
+        return None
+    builder = getattr(presets, "for_source", None)
+    return builder(spec, live=live) if builder is not None else None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the pipeline; see the subcommand's description."""
+    from endoedge.benchmarks.stats import env_info, format_table, plot_latency, write_json
+    from endoedge.pipeline.report import build_report
+    from endoedge.pipeline.runner import Pipeline, RunOptions, per_frame_arrays
+    from endoedge.pipeline.sources import parse_source
+
+    spec = parse_source(args.source, width=args.width, height=args.height, fps=args.fps,
+                        pixel_format=args.pixel_format, latency_ms=args.latency)
+    live = spec.is_live if args.live is None else args.live
+    if args.warmup < 0 or (args.max_frames is not None and args.max_frames <= 0):
+        raise InputError("--warmup must be >= 0 and --max-frames > 0")
+    video_path, jsonl_path = _output_file(args.video), _output_file(args.detections)
+    report_path, plot_path = _output_file(args.report), _output_file(args.plot)
+    make_capture = make_capture_factory(spec, live=live, stall_timeout_s=args.stall_timeout,
+                                        loop=args.loop, jetson=args.jetson)
+    options = RunOptions(live=live, warmup=args.warmup, max_frames=args.max_frames,
+                         backoff_s=_backoff(args.reconnect_backoff), max_reconnects=args.max_reconnects)
+    fps_out = spec.fps or 30.0
+    env = env_info()
+    source_info: dict[str, Any] = {"description": spec.describe(), "kind": spec.kind,
+                                   "mode": "live" if live else "offline"}
+    video = display = jsonl = None
+    pipeline: Any = None
+    det: Any = None
+
+    def report(stats: Any) -> dict[str, Any]:
+        source_info["reconnects"] = list(stats.gaps)
+        return build_report(stats, dropped=pipeline.dropped, backend=det.backend.describe(),
+                            model=str(args.model), source=source_info, env=env)
+
+    def save_progress(stats: Any) -> None:
+        if report_path is not None:
+            write_json(report_path, report(stats))
+
+    restore = _sigterm_as_interrupt()
+    interrupted = False
+    failure: EndoedgeError | None = None
+    try:
+        det = load_detector(args)
+        if video_path is not None:
+            from endoedge.pipeline.writer import VideoWriter
+
+            video = VideoWriter(video_path, fps_out)
+        if args.display:
+            from endoedge.pipeline.writer import DisplaySink
+
+            display = DisplaySink(fps_out)
+        jsonl = open_output(jsonl_path) if jsonl_path is not None else None
+        pipeline = Pipeline(det, make_capture, options, video=video, display=display, jsonl=jsonl,
+                            on_progress=save_progress)
+        print(f"endoedge run: {spec.describe()} ({source_info['mode']}) -> {det.backend.describe()}",
+              file=sys.stderr)
+        try:
+            pipeline.run()
+        except KeyboardInterrupt:
+            interrupted = True
+        except EndoedgeError as err:  # keep what was measured, then report the error
+            failure = err
+    finally:
+        restore()
+        for sink in (video, display):
+            if sink is not None:
+                sink.close()
+        if jsonl is not None:
+            jsonl.close()
+        if det is not None:
+            det.close()
+    stats = pipeline.stats
+    final = report(stats)
+    if report_path is not None:
+        write_json(report_path, final)
+    if plot_path is not None and stats.frames:
+        plot_latency(per_frame_arrays(stats), plot_path, title=f"{Path(args.model).name} on {spec.describe()}")
+    print(format_table(final["stages"], title=f"latency per frame, ms ({stats.frames} frames after "
+                                               f"{stats.warmup_frames} warm-up; {final['dropped']} dropped; "
+                                               f"{final['fps'] or 0:.1f} fps)"))
+    written = [f"{k} {v}" for k, v in (("video", video_path), ("detections", jsonl_path),
+                                         ("report", report_path), ("plot", plot_path)) if v is not None]
+    if written:
+        print("wrote " + ", ".join(written))
+    if failure is not None:
+        raise failure
+    if interrupted:
+        print("endoedge run: interrupted; outputs finalized", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Make SIGTERM behave like Ctrl-C (clean shutdown) while the pipeline runs; returns an undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)

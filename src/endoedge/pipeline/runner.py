@@ -1,0 +1,344 @@
+"""The capture -> detect -> render pipeline with per-frame, per-stage latency.
+
+Three threads, joined by bounded queues:
+
+1. **capture** pulls frames from the source (GStreamer appsink or image folder). Offline, it
+   puts each frame into a small blocking queue (decode runs a few frames ahead of inference, every
+   frame is processed). Live, it overwrites a one-slot mailbox: inference always takes the newest
+   frame, older unprocessed ones are dropped and counted (latest-frame semantics, bounded latency).
+   A live source that stops delivering is rebuilt with exponential back-off and the gap reported.
+2. **inference** (the calling thread) runs ``Detector.detect``; its stage times are recorded.
+3. **output** draws boxes, feeds the video writer / display, writes the JSONL line (flushed), and
+   releases the frame's GStreamer buffer.
+
+Per-frame timestamps (``time.perf_counter_ns``): arrival in Python, pre-process end, inference
+end, post-process end, output written. ``e2e`` = arrival -> post-process end (result ready),
+which includes the time the frame waited for the detector.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from endoedge.errors import EndoedgeError
+from endoedge.pipeline.capture import Frame, SourceStalled
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "e2e")
+_DONE = object()
+
+
+class LatestSlot:
+    """A one-frame mailbox: ``put`` replaces an unconsumed frame (returned so it can be counted)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self._has = False
+
+    def put(self, item: Any) -> Any:
+        """Store ``item``; return the item it replaced, or None."""
+        with self._cond:
+            old = self._item if self._has else None
+            self._item, self._has = item, True
+            self._cond.notify()
+            return old
+
+    def get(self, timeout: float) -> Any:
+        """Take the newest item; raises ``queue.Empty`` after ``timeout`` seconds without one."""
+        with self._cond:
+            if not self._has and not self._cond.wait_for(lambda: self._has, timeout):
+                raise queue.Empty
+            item, self._item, self._has = self._item, None, False
+            return item
+
+
+@dataclass
+class RunOptions:
+    """How to run: ``live`` latest-frame vs offline every-frame, warm-up, reconnects, limits."""
+
+    live: bool
+    warmup: int = 10
+    max_frames: int | None = None
+    reconnect: bool = True
+    backoff_s: tuple[float, float] = (0.5, 8.0)
+    max_reconnects: int | None = None
+    report_every_s: float = 5.0
+
+
+@dataclass
+class RunStats:
+    """What a run measured. Per-frame arrays are in milliseconds, NaN where a stage did not apply."""
+
+    frame_index: list[int] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    warmup_frames: int = 0
+    dropped_slot: int = 0
+    errors: list[str] = field(default_factory=list)
+    gaps: list[dict[str, float]] = field(default_factory=list)
+    t_first_ns: int | None = None
+    t_last_ns: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def frames(self) -> int:
+        """Frames measured (after warm-up)."""
+        return len(self.frame_index)
+
+    def fps(self) -> float:
+        """Measured frames per second of wall time after warm-up."""
+        if self.t_first_ns is None or self.t_last_ns is None or self.frames < 2:
+            return math.nan
+        return (self.frames - 1) / ((self.t_last_ns - self.t_first_ns) / 1e9)
+
+
+class Pipeline:
+    """Run a detector over a source with overlapped capture, inference and output.
+
+    Args:
+        detector: an :class:`~endoedge.detector.Detector`.
+        make_capture: builds a fresh capture object (called again to reconnect).
+        options: :class:`RunOptions`.
+        video: optional :class:`~endoedge.pipeline.writer.VideoWriter`.
+        display: optional :class:`~endoedge.pipeline.writer.DisplaySink`.
+        jsonl: optional open text file for detection records.
+        on_progress: called with the stats every ``report_every_s`` (e.g. to save a report).
+    """
+
+    def __init__(
+        self,
+        detector: Any,
+        make_capture: Callable[[], Any],
+        options: RunOptions,
+        *,
+        video: Any = None,
+        display: Any = None,
+        jsonl: Any = None,
+        on_progress: Callable[[RunStats], None] | None = None,
+    ) -> None:
+        self.detector = detector
+        self.make_capture = make_capture
+        self.options = options
+        self.video = video
+        self.display = display
+        self.jsonl = jsonl
+        self.on_progress = on_progress
+        self.stats = RunStats()
+        self.capture: Any = None
+        self.dropped_upstream = 0
+        self._stop = threading.Event()
+        self._frames_in: Any = LatestSlot() if options.live else queue.Queue(maxsize=3)
+        self._out: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self._capture_error: BaseException | None = None
+        self._output_error: BaseException | None = None
+        self._processed = 0
+        self._canvas = np.empty((0, 0, 3), np.uint8)
+
+    # -- capture thread ---------------------------------------------------------------------
+    def _put_frame(self, item: Any) -> None:
+        if self.options.live:
+            old = self._frames_in.put(item)
+            if isinstance(old, Frame):
+                old.release()
+                with self.stats.lock:
+                    self.stats.dropped_slot += 1
+            return
+        while not self._stop.is_set():
+            try:
+                self._frames_in.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _capture_loop(self) -> None:
+        attempts = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self.capture.read(self._stop)
+                except SourceStalled as err:
+                    if not (self.options.live and self.options.reconnect):
+                        raise
+                    attempts += 1
+                    if self.options.max_reconnects is not None and attempts > self.options.max_reconnects:
+                        raise EndoedgeError(f"{err}; gave up after {attempts - 1} reconnects") from err
+                    self._reconnect(str(err), attempts)
+                    continue
+                if frame is None:
+                    break
+                attempts = 0
+                self._put_frame(frame)
+        except BaseException as err:  # noqa: BLE001 - handed to the inference thread
+            self._capture_error = err
+        finally:
+            self._put_frame(_DONE)
+
+    def _reconnect(self, reason: str, attempt: int) -> None:
+        lo, hi = self.options.backoff_s
+        delay = min(hi, lo * 2 ** (attempt - 1))
+        t0 = time.perf_counter()
+        logger.warning("%s; reconnecting in %.1f s (attempt %d)", reason, delay, attempt)
+        self.dropped_upstream += getattr(self.capture, "dropped_upstream", 0)
+        self.capture.stop()
+        if self._stop.wait(delay):
+            return
+        try:
+            self.capture = self.make_capture()
+            self.capture.start()
+        except EndoedgeError as err:
+            logger.warning("reconnect failed: %s", err)
+            self.capture = _DeadCapture(self.capture, reason)
+        with self.stats.lock:
+            self.stats.gaps.append({"attempt": attempt, "backoff_s": delay,
+                                    "gap_ms": round((time.perf_counter() - t0) * 1e3, 1)})
+
+    # -- output thread ----------------------------------------------------------------------
+    def _output_loop(self) -> None:
+        from endoedge.render import draw_detections
+
+        while True:
+            item = self._out.get()
+            if item is _DONE:
+                return
+            frame, result, times, warm = item
+            try:
+                if self._output_error is None:
+                    if self.video is not None or self.display is not None:
+                        if self._canvas.shape != frame.image.shape:
+                            self._canvas = np.empty_like(frame.image)
+                        np.copyto(self._canvas, frame.image)  # the source view is read-only
+                        annotated = draw_detections(self._canvas, result)
+                        if self.video is not None:
+                            self.video.write(annotated, frame.pts_ns)
+                        if self.display is not None:
+                            self.display.write(annotated, frame.pts_ns)
+                    if self.jsonl is not None:
+                        record = {"frame": frame.index, "pts_ms": None if frame.pts_ns is None else round(frame.pts_ns / 1e6, 3),
+                                  "warmup": warm, "detections": result.to_records(),
+                                  "latency_ms": {k: round(v, 3) for k, v in times.items() if not math.isnan(v)}}
+                        self.jsonl.write(json.dumps(record) + "\n")
+                        self.jsonl.flush()
+            except BaseException as err:  # noqa: BLE001 - reported by the inference thread
+                self._output_error = err
+                self._stop.set()
+            finally:
+                frame.release()
+            t_done = time.perf_counter_ns()
+            if not warm:
+                with self.stats.lock:
+                    self.stats.stages["render"].append((t_done - times["_post_end_ns"]) / 1e6)
+
+    # -- inference (calling thread) ---------------------------------------------------------
+    def run(self) -> RunStats:
+        """Process the source until it ends, ``max_frames`` is reached or Ctrl-C; returns the stats.
+
+        The source, writer and JSONL are finalized whatever happens; an error from the capture
+        or output thread is re-raised here after finalizing.
+        """
+        self.capture = self.make_capture()
+        self.capture.start()
+        cap_thread = threading.Thread(target=self._capture_loop, name="endoedge-capture", daemon=True)
+        out_thread = threading.Thread(target=self._output_loop, name="endoedge-output", daemon=True)
+        cap_thread.start()
+        out_thread.start()
+        last_report = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self._frames_in.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if frame is _DONE:
+                    break
+                self._process(frame)
+                if self.options.max_frames is not None and self._processed >= self.options.max_frames:
+                    break
+                if self.on_progress is not None and time.monotonic() - last_report > self.options.report_every_s:
+                    last_report = time.monotonic()
+                    self.on_progress(self.stats)
+        finally:
+            self._stop.set()
+            cap_thread.join(timeout=10)
+            self._drain_input()
+            self._out.put(_DONE)
+            out_thread.join(timeout=30)
+            self.capture.stop()
+        for err in (self._capture_error, self._output_error):
+            if err is not None:
+                raise err
+        return self.stats
+
+    def _drain_input(self) -> None:
+        while True:
+            try:
+                item = self._frames_in.get(timeout=0) if self.options.live else self._frames_in.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Frame):
+                item.release()
+
+    def _process(self, frame: Frame) -> None:
+        det = self.detector
+        t_start = time.perf_counter_ns()
+        result = det.detect(frame.image)
+        t_end = time.perf_counter_ns()
+        st = det.timings
+        warm = self._processed < self.options.warmup
+        self._processed += 1
+        times = {
+            "capture": frame.capture_ms,
+            "preprocess": st.preprocess,
+            "infer": st.infer,
+            "postprocess": st.postprocess,
+            "e2e": (t_end - frame.t_arrival_ns) / 1e6,
+            "_post_end_ns": t_end,
+            "wait": (t_start - frame.t_arrival_ns) / 1e6,
+        }
+        with self.stats.lock:
+            if warm:
+                self.stats.warmup_frames += 1
+            else:
+                if self.stats.t_first_ns is None:
+                    self.stats.t_first_ns = t_end
+                self.stats.t_last_ns = t_end
+                self.stats.frame_index.append(frame.index)
+                for key in ("capture", "preprocess", "infer", "postprocess", "e2e"):
+                    self.stats.stages[key].append(float(times[key]))
+        self._out.put((frame, result, times, warm))
+
+    @property
+    def dropped(self) -> int:
+        """Frames lost: dropped in the latest-frame slot plus gaps in the source's timestamps."""
+        return self.stats.dropped_slot + self.dropped_upstream + getattr(self.capture, "dropped_upstream", 0)
+
+
+class _DeadCapture:
+    """Stands in for a source that could not be reopened: stalls at once so the back-off continues."""
+
+    def __init__(self, previous: Any, reason: str) -> None:
+        self.previous = previous
+        self.reason = reason
+        self.dropped_upstream = 0
+
+    def read(self, stop: Any = None) -> Frame | None:
+        raise SourceStalled(self.reason)
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
+def per_frame_arrays(stats: RunStats) -> dict[str, np.ndarray]:
+    """The per-frame stage latencies as float arrays (ms), render aligned to the frames it has."""
+    with stats.lock:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in stats.stages.items() if len(v)}

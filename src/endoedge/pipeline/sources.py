@@ -1,0 +1,207 @@
+"""What ``endoedge run SOURCE`` means: parsing a source argument and building its GStreamer string.
+
+Source kinds (``SourceSpec.kind``):
+
+- ``file``: a video file, decoded by ``decodebin`` (anything the installed plugins handle).
+- ``v4l2``: a capture device ``/dev/videoN`` (HDMI/SDI capture cards, USB cameras), with optional
+  width/height/fps/format caps (``MJPG`` is decoded with ``jpegdec``).
+- ``rtsp``: ``rtsp://`` URLs through ``rtspsrc`` with a small jitter buffer (``latency`` ms,
+  ``drop-on-latency``); ``rtp``: ``udp://`` / ``rtp://HOST:PORT`` H.264 RTP through ``udpsrc``.
+- ``folder``: a folder or glob of images, played by endoedge itself (no GStreamer) at ``fps``.
+- ``test``: ``videotestsrc`` as a live source (``test`` or ``test:PATTERN``).
+- ``pipeline``: a raw gst-launch string that ends in ``appsink name=sink``.
+
+Every GStreamer string ends in ``videoconvert ! video/x-raw,format=BGR ! appsink name=sink ...``
+so frames arrive as packed BGR. Live mode adds a leaky one-buffer queue and a dropping appsink
+(latest-frame semantics); offline mode keeps every frame and lets the appsink's small queue block
+the decoder (back-pressure) so decoding runs ahead of inference by a few frames only.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from endoedge.errors import InputError
+from endoedge.imageio import IMAGE_SUFFIXES
+
+KINDS = ("file", "v4l2", "rtsp", "rtp", "folder", "test", "pipeline")
+LIVE_KINDS = frozenset({"v4l2", "rtsp", "rtp", "test"})
+TEST_PATTERNS = ("smpte", "ball", "snow", "pinwheel", "gamut", "circular", "spokes")
+
+
+@dataclass
+class SourceSpec:
+    """A parsed ``SOURCE`` argument.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        location: path, device, URL, glob, pattern name or pipeline string.
+        width, height, fps: requested caps (None = the source's own); ``fps`` also paces folders.
+        pixel_format: V4L2 format (``YUY2``, ``MJPG``, ``NV12``...), None = negotiate.
+        latency_ms: RTSP jitter-buffer latency.
+        files: the images of a ``folder`` source, sorted.
+    """
+
+    kind: str
+    location: str
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    pixel_format: str | None = None
+    latency_ms: int = 100
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the source produces frames in real time (default mode ``--live``)."""
+        return self.kind in LIVE_KINDS
+
+    def describe(self) -> str:
+        """Short human-readable description."""
+        if self.kind == "folder":
+            return f"folder {self.location} ({len(self.files)} images)"
+        return f"{self.kind} {self.location}"
+
+
+def parse_source(
+    text: str,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    pixel_format: str | None = None,
+    latency_ms: int = 100,
+) -> SourceSpec:
+    """Turn a ``SOURCE`` argument into a :class:`SourceSpec`.
+
+    Raises:
+        InputError: the file/folder/device does not exist, a glob matches nothing, a pipeline
+            string lacks ``appsink name=sink``, or a caps option is out of range.
+    """
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and value <= 0:
+            raise InputError(f"--{name} must be a positive number of pixels, not {value}")
+    if fps is not None and not 0 < fps <= 1000:
+        raise InputError(f"--fps must be between 0 and 1000, not {fps}")
+    if latency_ms < 0:
+        raise InputError(f"--latency must be >= 0 ms, not {latency_ms}")
+    common = {"width": width, "height": height, "fps": fps, "pixel_format": pixel_format, "latency_ms": latency_ms}
+    text = text.strip()
+    if not text:
+        raise InputError("empty SOURCE; give a video file, /dev/videoN, rtsp://..., a folder, a glob or 'test'")
+    if text == "test" or text.startswith("test:"):
+        pattern = text.partition(":")[2] or "ball"
+        if pattern not in TEST_PATTERNS:
+            raise InputError(f"unknown test pattern '{pattern}'; use one of {', '.join(TEST_PATTERNS)}")
+        return SourceSpec("test", pattern, **common)  # type: ignore[arg-type]
+    if "appsink" in text and "!" in text:
+        if not re.search(r"appsink\b[^!]*\bname\s*=\s*sink\b", text):
+            raise InputError("a pipeline SOURCE must end in 'appsink name=sink' (endoedge pulls frames from it)")
+        return SourceSpec("pipeline", text, **common)  # type: ignore[arg-type]
+    lowered = text.lower()
+    if lowered.startswith(("rtsp://", "rtsps://")):
+        return SourceSpec("rtsp", text, **common)  # type: ignore[arg-type]
+    if lowered.startswith(("udp://", "rtp://")):
+        if not re.fullmatch(r"(udp|rtp)://[^:/]*:\d+", lowered):
+            raise InputError(f"'{text}': RTP sources look like rtp://HOST:PORT (H.264 payload)")
+        return SourceSpec("rtp", text, **common)  # type: ignore[arg-type]
+    if text.startswith("/dev/video"):
+        if not Path(text).exists():
+            raise InputError(f"capture device {text} does not exist; is the card plugged in? (ls /dev/video*)")
+        return SourceSpec("v4l2", text, **common)  # type: ignore[arg-type]
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if not files:
+            raise InputError(f"folder '{text}' has no images ({', '.join(IMAGE_SUFFIXES)})")
+        return SourceSpec("folder", text, files=files, **common)  # type: ignore[arg-type]
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return SourceSpec("folder", text, files=[path], **common)  # type: ignore[arg-type]
+        return SourceSpec("file", str(path), **common)  # type: ignore[arg-type]
+    if any(c in text for c in "*?["):
+        matches = sorted(Path(f) for f in glob.glob(text, recursive=True))
+        files = [f for f in matches if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        if not files:
+            raise InputError(f"'{text}' matches no image file")
+        return SourceSpec("folder", text, files=files, **common)  # type: ignore[arg-type]
+    raise InputError(f"source '{text}' not found: not a file, folder, glob, device, URL, 'test' or pipeline")
+
+
+def quote(value: str) -> str:
+    """Quote a property value for gst-launch syntax.
+
+    Raises:
+        InputError: the value contains characters gst-launch cannot carry safely.
+    """
+    if any(c in value for c in '"\\\n\r\0'):
+        raise InputError(f"'{value}' contains a quote, backslash or newline; rename it to use it as a source")
+    return f'"{value}"'
+
+
+def appsink_description(live: bool, *, max_buffers: int = 4) -> str:
+    """The appsink element: dropping one-buffer latest-frame sink when live, blocking queue offline."""
+    if live:
+        return "appsink name=sink drop=true max-buffers=1 sync=false emit-signals=false"
+    return f"appsink name=sink drop=false max-buffers={max_buffers} sync=false emit-signals=false"
+
+
+def _caps(spec: SourceSpec, media: str = "video/x-raw") -> str:
+    parts = [media]
+    if spec.width:
+        parts.append(f"width={spec.width}")
+    if spec.height:
+        parts.append(f"height={spec.height}")
+    if spec.fps:
+        num, den = fps_fraction(spec.fps)
+        parts.append(f"framerate={num}/{den}")
+    return ",".join(parts)
+
+
+def fps_fraction(fps: float) -> tuple[int, int]:
+    """A GStreamer framerate fraction for ``fps`` (29.97 -> 30000/1001)."""
+    if abs(fps - round(fps)) < 1e-6:
+        return round(fps), 1
+    return round(fps * 1001), 1001
+
+
+def build_pipeline(spec: SourceSpec, *, live: bool) -> str:
+    """The gst-launch description of ``spec`` ending in the BGR ``appsink name=sink``.
+
+    Raises:
+        InputError: the kind has no GStreamer pipeline (``folder`` is played by endoedge).
+    """
+    sink = appsink_description(live)
+    tail = "videoconvert ! video/x-raw,format=BGR ! "
+    leaky = "queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream ! " if live else ""
+    if spec.kind == "pipeline":
+        return spec.location
+    if spec.kind == "file":
+        return f"filesrc location={quote(spec.location)} ! decodebin ! {leaky}{tail}{sink}"
+    if spec.kind == "test":
+        caps = _caps(SourceSpec("test", "", width=spec.width or 1280, height=spec.height or 720, fps=spec.fps or 30))
+        return f"videotestsrc is-live=true pattern={spec.location} ! {caps} ! {leaky}{tail}{sink}"
+    if spec.kind == "v4l2":
+        fmt = (spec.pixel_format or "").upper()
+        if fmt in ("MJPG", "MJPEG", "JPEG"):
+            head = f"v4l2src device={quote(spec.location)} ! {_caps(spec, 'image/jpeg')} ! jpegdec ! "
+        else:
+            caps = _caps(spec) + (f",format={fmt}" if fmt else "")
+            head = f"v4l2src device={quote(spec.location)} ! {caps} ! "
+        return f"{head}{leaky}{tail}{sink}"
+    if spec.kind == "rtsp":
+        return (
+            f"rtspsrc location={quote(spec.location)} latency={spec.latency_ms} drop-on-latency=true ! "
+            f"decodebin ! {leaky}{tail}{sink}"
+        )
+    if spec.kind == "rtp":
+        port = spec.location.rsplit(":", 1)[1]
+        return (
+            f'udpsrc port={port} caps="application/x-rtp,media=video,encoding-name=H264,payload=96" ! '
+            f"rtpjitterbuffer latency={spec.latency_ms} drop-on-latency=true ! rtph264depay ! h264parse ! "
+            f"decodebin ! {leaky}{tail}{sink}"
+        )
+    raise InputError(f"source kind '{spec.kind}' is not played through GStreamer")
