@@ -112,7 +112,7 @@ class Case:
             "warmup": warmup,
             "stats": stats,
             "throughput_ips": round(self.batch * 1000.0 / stats["mean"], 2) if stats["mean"] > 0 else None,
-            "samples_ms": [round(s, 4) for s in self.samples_ms],
+            "samples_ms": [round(s, 6) for s in self.samples_ms],  # exact: whole ns
             "backend_detail": self.backend.describe(),
             "input": {"name": self.backend.input_name, "shape": list(feed.shape), "dtype": str(feed.dtype)},
             "threads": self.threads,
