@@ -253,6 +253,32 @@ def test_bench_duration_extends_the_run(tiny, capsys):
     assert sum(measured[0].samples_ms) >= 50.0
 
 
+def test_bench_ctrl_c_keeps_the_samples_so_far(tiny):
+    from endoedge.benchmarks import bench
+
+    cases, _ = bench.plan([tiny], batches=[1, 2])
+    real = cases[1].backend.infer
+    calls = {"n": 0}
+
+    def infer(feed):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt
+        return real(feed)
+
+    try:
+        for case in cases:
+            case.backend.infer = infer  # type: ignore[method-assign]
+        measured, skipped, interrupted = bench.measure(cases, warmup=1, iterations=1000, block=10,
+                                                       block_warmup=2)
+    finally:
+        bench.close(cases)
+    assert interrupted
+    assert not skipped
+    assert [c.batch for c in measured] == [1, 2]
+    assert all(0 < len(c.samples_ms) < 1000 for c in measured)
+
+
 def test_bench_fixed_batch_and_fp16_side_by_side(tmp_path, capsys):
     fixed = _tiny_onnx(tmp_path / "fixed2.onnx", batch=2)
     half = _tiny_onnx(tmp_path / "fp16.onnx", dtype="float16")

@@ -114,6 +114,10 @@ def _cpu_model() -> str:
         # x86: "model name"; many ARM kernels: "Hardware"/"Model" or nothing useful.
         if key.strip() in ("model name", "Hardware", "Model") and value.strip():
             return value.strip()
+    for line in (_run(["lscpu"]) or "").splitlines():  # e.g. Jetson: "Model name: Cortex-A78AE"
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name" and value.strip():
+            return value.strip()
     return platform.processor() or platform.machine() or "unknown"
 
 
