@@ -1,5 +1,6 @@
-"""Latency measurement helpers (planned with the pipeline issue: per-stage statistics, reports).
+"""Latency measurement: statistics and reports (:mod:`~endoedge.benchmarks.stats`) and the
+inference-only benchmark behind ``endoedge bench`` (:mod:`~endoedge.benchmarks.bench`).
 
-Empty for now; today's per-call stage times are :class:`endoedge.detector.StageTimes`, and the
-repository's top-level ``benchmarks/`` folder holds the benchmark scripts and RESULTS.md.
+Per-call stage times of a detector are :class:`endoedge.detector.StageTimes`; the repository's
+top-level ``benchmarks/`` folder holds the benchmark scripts and RESULTS.md.
 """
