@@ -90,6 +90,17 @@ def _size(output_size: tuple[int, int] | None) -> str:
     return f",width={w},height={h}"
 
 
+def _dims(width: int, height: int, fps: float) -> str:
+    """``"width=W,height=H,framerate=N/D"`` after validating all three."""
+    w = _int("width", width, maximum=_MAX_DIM)
+    h = _int("height", height, maximum=_MAX_DIM)
+    return f"width={w},height={h},framerate={_framerate(fps)}"
+
+
+def _num_buffers(num_buffers: int | None) -> str:
+    return "" if num_buffers is None else f" num-buffers={_int('num_buffers', num_buffers)}"
+
+
 def quote(value: str, what: str = "location") -> str:
     """Double-quote ``value`` for a gst-launch property, refusing characters that cannot be passed.
 
@@ -188,12 +199,8 @@ def csi_camera(
     src = f"nvarguscamerasrc sensor-id={_int('sensor_id', sensor_id, minimum=0)}"
     if sensor_mode is not None:
         src += f" sensor-mode={_int('sensor_mode', sensor_mode, minimum=0)}"
-    if num_buffers is not None:
-        src += f" num-buffers={_int('num_buffers', num_buffers)}"
-    caps = (
-        f"video/x-raw(memory:NVMM),width={_int('width', width, maximum=_MAX_DIM)},"
-        f"height={_int('height', height, maximum=_MAX_DIM)},framerate={_framerate(fps)},format=NV12"
-    )
+    src += _num_buffers(num_buffers)
+    caps = f"video/x-raw(memory:NVMM),{_dims(width, height, fps)},format=NV12"
     flip = _flip(flip_method)
     tail = _nvmm_to_bgr(appsink, live=live, flip_method=flip, output_size=output_size)
     tail[0] = f"nvvidconv flip-method={flip}"  # always explicit for CSI, as in NVIDIA's examples
@@ -241,13 +248,8 @@ def v4l2_camera(
         raise InputError(
             f"fmt {fmt!r} is not supported; use one of {', '.join(RAW_FORMATS + ('MJPG',))}"
         )
-    src = f"v4l2src device={quote(device, 'device')} do-timestamp=true"
-    if num_buffers is not None:
-        src += f" num-buffers={_int('num_buffers', num_buffers)}"
-    dims = (
-        f"width={_int('width', width, maximum=_MAX_DIM)},"
-        f"height={_int('height', height, maximum=_MAX_DIM)},framerate={_framerate(fps)}"
-    )
+    src = f"v4l2src device={quote(device, 'device')} do-timestamp=true{_num_buffers(num_buffers)}"
+    dims = _dims(width, height, fps)
     flip = _flip(flip_method)
     if fmt_up not in MJPEG_FORMATS:
         raw = f"video/x-raw,format={fmt_up},{dims}"
