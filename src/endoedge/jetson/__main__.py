@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int)
     p.add_argument("--fps", type=float)
     p.add_argument("--format", dest="fmt", help="V4L2 pixel format: YUY2, UYVY, NV12, MJPG, ...")
+    p.add_argument("--codec", help="RTSP: h264 (default) or h265; file: auto (default), h264, ...")
     p.add_argument("--latency-ms", type=int, default=100, help="RTSP jitter-buffer latency")
     p.add_argument("--num-buffers", type=int, help="stop a camera after N frames")
     mode = p.add_mutually_exclusive_group()
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             fmt=args.fmt,
             latency_ms=args.latency_ms,
             num_buffers=args.num_buffers,
+            codec=args.codec,
         )
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -32,7 +32,7 @@ import logging
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from endoedge.errors import InputError
 from endoedge.jetson.platform import JetsonInfo, is_jetson, jetson_info
@@ -40,7 +40,8 @@ from endoedge.jetson.probe import DEMUXERS, container_from_extension, sniff_code
 
 log = logging.getLogger(__name__)
 
-Codec = Literal["h264", "h265", "av1"]
+FileCodec = Literal["auto", "h264", "h265", "av1"]
+RtspCodec = Literal["h264", "h265"]
 MjpegDecoder = Literal["auto", "nvv4l2decoder", "jpegdec"]
 
 NVMM_NV12 = "video/x-raw(memory:NVMM),format=NV12"
@@ -283,7 +284,7 @@ def _codec(codec: str, allowed: tuple[str, ...]) -> str:
 def video_file(
     path: str | Path,
     *,
-    codec: Literal["auto", "h264", "h265", "av1"] = "auto",
+    codec: FileCodec = "auto",
     appsink: str,
     live: bool = False,
     output_size: tuple[int, int] | None = None,
@@ -304,8 +305,7 @@ def video_file(
     GStreamer 1.16); NVIDIA lists AV1 decode for Orin-class devices only.
     """
     location = quote(str(path), "video path")
-    if codec not in ("auto", "h264", "h265", "av1"):
-        raise InputError(f"codec must be 'auto', 'h264', 'h265' or 'av1', got {codec!r}")
+    _codec(codec, ("auto", "h264", "h265", "av1"))
     container = container_from_extension(path)
     if codec == "auto" or container is None:
         if not Path(path).is_file():
@@ -341,7 +341,7 @@ def rtsp(
     url: str,
     latency_ms: int = 100,
     *,
-    codec: Literal["h264", "h265"] = "h264",
+    codec: RtspCodec = "h264",
     appsink: str,
     live: bool = True,
     tcp: bool = False,
@@ -380,6 +380,7 @@ def pipeline_for_source(
     fmt: str | None = None,
     latency_ms: int = 100,
     num_buffers: int | None = None,
+    codec: str | None = None,
 ) -> str | None:
     """The Jetson preset for an ``endoedge run`` SOURCE, or ``None`` if no preset applies.
 
@@ -387,6 +388,7 @@ def pipeline_for_source(
     :func:`rtsp`; an existing video file -> :func:`video_file`. Anything else (``test``, image
     folders, globs, raw pipeline strings) returns ``None`` and the caller uses its desktop pipeline.
     ``live`` defaults to True for cameras and RTSP and False for files, as ``endoedge run`` does.
+    ``codec`` is the RTSP stream's (default h264) or the file's (default auto).
     """
     live_default = live is not False
     w = 1920 if width is None else width
@@ -411,9 +413,11 @@ def pipeline_for_source(
             num_buffers=num_buffers,
         )
     if source.lower().startswith(RTSP_SCHEMES):
-        return rtsp(source, latency_ms, appsink=appsink, live=live_default)
+        rtsp_codec = cast(RtspCodec, codec or "h264")  # rtsp() validates it
+        return rtsp(source, latency_ms, codec=rtsp_codec, appsink=appsink, live=live_default)
     if Path(source).is_file() and (container_from_extension(source) or sniff_container(source)):
-        return video_file(source, appsink=appsink, live=bool(live))
+        file_codec = cast(FileCodec, codec or "auto")  # video_file() validates it
+        return video_file(source, codec=file_codec, appsink=appsink, live=bool(live))
     return None
 
 
