@@ -445,6 +445,7 @@ def test_unencodable_paths_are_refused(path):
         (lambda: v4l2_camera(device='/dev/"x', appsink=SINK), "device"),
         (lambda: v4l2_camera(fmt="MJPG", appsink=SINK, mjpeg_decoder="x"), "mjpeg_decoder"),
         (lambda: rtsp("http://cam/s", appsink=SINK), "must start with rtsp://"),
+        (lambda: rtsp('rtsp://cam/"s', appsink=SINK), "percent-encode"),
         (lambda: rtsp("rtsp://cam/s", -1, appsink=SINK), "latency_ms must be an integer >= 0"),
         (lambda: rtsp("rtsp://cam/s", codec="av1", appsink=SINK), "codec must be one of"),
         (lambda: pipeline_for_source("csi://x", appsink=SINK), "csi://N"),
@@ -518,6 +519,10 @@ def test_module_cli(capsys):
     out = capsys.readouterr().out.strip()
     assert out.startswith("nvarguscamerasrc sensor-id=0 num-buffers=30 ! ")
     assert out.endswith("! fakesink sync=false")
+    assert main(["pipeline", "rtsp://cam/s", "--codec", "h265", "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "rtph265depay ! h265parse" in out
+    assert "queue" not in out
     assert main(["pipeline", "test"]) == 1
     assert "no Jetson preset" in capsys.readouterr().err
     assert main(["pipeline", "/dev/video0", "--width", "0"]) == 1

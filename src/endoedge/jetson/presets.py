@@ -102,7 +102,9 @@ def _num_buffers(num_buffers: int | None) -> str:
     return "" if num_buffers is None else f" num-buffers={_int('num_buffers', num_buffers)}"
 
 
-def quote(value: str, what: str = "location") -> str:
+def quote(
+    value: str, what: str = "location", fix: str = "rename it or use a symlink without it"
+) -> str:
     """Double-quote ``value`` for a gst-launch property, refusing characters that cannot be passed.
 
     Inside double quotes GStreamer's parser takes spaces, ``!``, ``,``, ``=``, ``'`` and non-ASCII
@@ -115,7 +117,7 @@ def quote(value: str, what: str = "location") -> str:
     if bad:
         raise InputError(
             f"{what} {value!r} contains {bad[0]!r}, which cannot be passed safely in a GStreamer "
-            "pipeline string; rename the file or use a symlink without it"
+            f"pipeline string; {fix}"
         )
     return f'"{value}"'
 
@@ -357,7 +359,7 @@ def rtsp(
         raise InputError(f"RTSP URL must start with rtsp:// (or rtsps://), got {url!r}")
     depay = RTP_DEPAY[_codec(codec, tuple(RTP_DEPAY))]
     src = (
-        f"rtspsrc location={quote(url, 'RTSP URL')} "
+        f"rtspsrc location={quote(url, 'RTSP URL', 'percent-encode it (%22, %5C)')} "
         f"latency={_int('latency_ms', latency_ms, minimum=0)} drop-on-latency=true"
     )
     if tcp:
