@@ -1,0 +1,67 @@
+"""``python -m endoedge.jetson info|pipeline``: print the device's JetPack info or a preset string.
+
+Used by ``jetson/check_pipelines.sh`` on a device; works anywhere (the strings need no GStreamer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from endoedge.errors import InputError
+from endoedge.jetson.platform import jetson_info
+from endoedge.jetson.presets import pipeline_for_source
+
+DEFAULT_SINK = "appsink name=sink drop=true max-buffers=1 sync=false emit-signals=false"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and print; returns the exit status (1 with a one-line error)."""
+    parser = argparse.ArgumentParser(prog="python -m endoedge.jetson", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="print is-Jetson, board model, L4T and JetPack versions as JSON")
+    p = sub.add_parser("pipeline", help="print the Jetson preset pipeline for a source")
+    p.add_argument("source", help="csi://N, /dev/videoN, rtsp://..., or a video file")
+    p.add_argument("--sink", default=DEFAULT_SINK, help="sink element description at the end")
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--fps", type=float)
+    p.add_argument("--format", dest="fmt", help="V4L2 pixel format: YUY2, UYVY, NV12, MJPG, ...")
+    p.add_argument("--codec", help="RTSP: h264 (default) or h265; file: auto (default), h264, ...")
+    p.add_argument("--latency-ms", type=int, default=100, help="RTSP jitter-buffer latency")
+    p.add_argument("--num-buffers", type=int, help="stop a camera after N frames")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--live", dest="live", action="store_true", default=None)
+    mode.add_argument("--offline", dest="live", action="store_false")
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        info = jetson_info()
+        print(json.dumps({"jetson": info is not None, **(info or {})}, indent=2))
+        return 0
+    try:
+        desc = pipeline_for_source(
+            args.source,
+            appsink=args.sink,
+            live=args.live,
+            width=args.width,
+            height=args.height,
+            fps=args.fps,
+            fmt=args.fmt,
+            latency_ms=args.latency_ms,
+            num_buffers=args.num_buffers,
+            codec=args.codec,
+        )
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if desc is None:
+        print(f"error: no Jetson preset for source {args.source!r}", file=sys.stderr)
+        return 1
+    print(desc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
