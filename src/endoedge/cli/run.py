@@ -94,19 +94,17 @@ def make_capture_factory(spec: Any, *, live: bool, stall_timeout_s: float, loop:
 
 def _jetson_pipeline(spec: Any, *, live: bool, mode: str) -> str | None:
     """NVIDIA hardware presets on a Jetson (None elsewhere, or for kinds without a preset)."""
-    if mode == "off":
+    if mode == "off" or spec.kind not in ("file", "v4l2", "rtsp", "csi"):
         return None
-    try:
-        from endoedge.jetson import presets
-        from endoedge.jetson.platform import is_jetson
-    except ImportError:
-        if mode == "on":
-            raise InputError("this endoedge has no Jetson presets") from None
-        return None
+    from endoedge.jetson import is_jetson, pipeline_for_source
+    from endoedge.pipeline.sources import appsink_description
+
     if mode == "auto" and not is_jetson():
         return None
-    builder = getattr(presets, "for_source", None)
-    return builder(spec, live=live) if builder is not None else None
+    return pipeline_for_source(
+        spec.location, appsink=appsink_description(live), live=live, width=spec.width,
+        height=spec.height, fps=spec.fps, fmt=spec.pixel_format, latency_ms=spec.latency_ms,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ Source kinds (``SourceSpec.kind``):
 - ``file``: a video file, decoded by ``decodebin`` (anything the installed plugins handle).
 - ``v4l2``: a capture device ``/dev/videoN`` (HDMI/SDI capture cards, USB cameras), with optional
   width/height/fps/format caps (``MJPG`` is decoded with ``jpegdec``).
+- ``csi``: ``csi://N``, a Jetson CSI camera (``nvarguscamerasrc``; Jetson presets only).
 - ``rtsp``: ``rtsp://`` URLs through ``rtspsrc`` with a small jitter buffer (``latency`` ms,
   ``drop-on-latency``); ``rtp``: ``udp://`` / ``rtp://HOST:PORT`` H.264 RTP through ``udpsrc``.
 - ``folder``: a folder or glob of images, played by endoedge itself (no GStreamer) at ``fps``.
@@ -27,8 +28,8 @@ from pathlib import Path
 from endoedge.errors import InputError
 from endoedge.imageio import IMAGE_SUFFIXES
 
-KINDS = ("file", "v4l2", "rtsp", "rtp", "folder", "test", "pipeline")
-LIVE_KINDS = frozenset({"v4l2", "rtsp", "rtp", "test"})
+KINDS = ("file", "v4l2", "csi", "rtsp", "rtp", "folder", "test", "pipeline")
+LIVE_KINDS = frozenset({"v4l2", "csi", "rtsp", "rtp", "test"})
 TEST_PATTERNS = ("smpte", "ball", "snow", "pinwheel", "gamut", "circular", "spokes")
 
 
@@ -104,6 +105,10 @@ def parse_source(
     lowered = text.lower()
     if lowered.startswith(("rtsp://", "rtsps://")):
         return SourceSpec("rtsp", text, **common)  # type: ignore[arg-type]
+    if lowered.startswith("csi://"):
+        if not text[6:].isdigit():
+            raise InputError(f"'{text}': CSI cameras are csi://N with the sensor number, e.g. csi://0")
+        return SourceSpec("csi", text, **common)  # type: ignore[arg-type]
     if lowered.startswith(("udp://", "rtp://")):
         if not re.fullmatch(r"(udp|rtp)://[^:/]*:\d+", lowered):
             raise InputError(f"'{text}': RTP sources look like rtp://HOST:PORT (H.264 payload)")
@@ -204,4 +209,6 @@ def build_pipeline(spec: SourceSpec, *, live: bool) -> str:
             f"rtpjitterbuffer latency={spec.latency_ms} drop-on-latency=true ! rtph264depay ! h264parse ! "
             f"decodebin ! {leaky}{tail}{sink}"
         )
+    if spec.kind == "csi":
+        raise InputError("CSI cameras (csi://N) need a Jetson's nvarguscamerasrc; use --jetson on on a Jetson")
     raise InputError(f"source kind '{spec.kind}' is not played through GStreamer")
