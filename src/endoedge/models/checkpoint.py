@@ -138,8 +138,13 @@ def save_checkpoint(
     loaded: LoadedModel,
     *,
     notes: str = "",
+    half: bool = False,
 ) -> Path:
-    """Write ``loaded`` as an endoedge checkpoint; returns the path."""
+    """Write ``loaded`` as an endoedge checkpoint; returns the path.
+
+    ``half=True`` stores floating-point tensors as float16 (half the file size, for shipping);
+    loading casts them back into the float32 model.
+    """
     torch = require("torch", extra="torch", purpose="saving checkpoints")
     spec = loaded.spec
     payload = {
@@ -156,7 +161,9 @@ def save_checkpoint(
             "max_detections": spec.max_detections,
         },
         "notes": notes or loaded.notes,
-        "state_dict": loaded.model.state_dict(),
+        "state_dict": {
+            k: (v.half() if half and v.is_floating_point() else v) for k, v in loaded.model.state_dict().items()
+        },
     }
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
