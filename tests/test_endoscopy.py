@@ -241,7 +241,8 @@ def clean_and_noisy(holohub) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("mode", ["median", "median+wavelet"])
 def test_denoise_raises_psnr(clean_and_noisy, mode):
-    pytest.importorskip("pywt")
+    if "wavelet" in mode:
+        pytest.importorskip("pywt")
     clean, noisy = clean_and_noisy
     cfg = EndoscopyConfig(fov_crop=False, mask_osd=False, denoise=mode)
     out, offset = FrameCleaner(cfg)(noisy)
