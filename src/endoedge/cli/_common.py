@@ -82,6 +82,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-det", type=int, default=None, help="max detections per image (default: the model's)")
     g.add_argument("--precise-resize", action="store_true", help="resize in float32 (exact torchvision parity, slower)")
     g.add_argument("--endoscopy", metavar="OPTIONS", help=ENDOSCOPY_HELP + " (default: as stored in the model)")
+    add_foreign_model_options(parser)
+
+
+def add_foreign_model_options(parser: argparse.ArgumentParser) -> None:
+    """--decoder, --classes, --imgsz: describe an ONNX without metadata (see :func:`foreign_spec`)."""
     f = parser.add_argument_group("describe an ONNX without endoedge/Ultralytics metadata")
     f.add_argument("--decoder", choices=("yolov8", "yolov5"), help="output layout of a foreign YOLO ONNX")
     f.add_argument("--classes", help="comma-separated class names of a foreign ONNX")
@@ -92,9 +97,6 @@ def load_detector(args: argparse.Namespace, **options: Any) -> Any:
     """``endoedge.load`` with the model options of ``args``."""
     from endoedge.detector import load
 
-    spec = None
-    if args.decoder or args.classes:
-        spec = _foreign_spec(args)
     return load(
         args.model,
         backend=args.backend,
@@ -102,14 +104,21 @@ def load_detector(args: argparse.Namespace, **options: Any) -> Any:
         score_threshold=args.conf,
         iou_threshold=args.iou,
         max_detections=args.max_det,
-        spec=spec,
+        spec=foreign_spec(args),
         precise_resize=args.precise_resize,
         endoscopy=endoscopy_option(getattr(args, "endoscopy", None)),
         **options,
     )
 
 
-def _foreign_spec(args: argparse.Namespace) -> Any:
+def foreign_spec(args: argparse.Namespace) -> Any:
+    """The :class:`~endoedge.spec.ModelSpec` that --decoder/--classes/--imgsz describe, or ``None``.
+
+    Raises:
+        InputError: only one of --decoder and --classes is given.
+    """
+    if not (args.decoder or args.classes):
+        return None
     from endoedge.models.checkpoint import parse_class_names
     from endoedge.spec import spec_for_foreign_yolo
 

@@ -8,7 +8,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from endoedge.cli._common import ENDOSCOPY_HELP, endoscopy_option, image_size, open_output
+from endoedge.cli._common import (
+    ENDOSCOPY_HELP,
+    add_foreign_model_options,
+    endoscopy_option,
+    foreign_spec,
+    open_output,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,28 +53,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--endoscopy", metavar="OPTIONS", help=ENDOSCOPY_HELP + " (default: as stored in the model)")
     p.add_argument("--json", metavar="PATH", help="write the full report (with PR curves) as JSON")
     p.add_argument("--plot", metavar="PATH", help="write PR curves (and ROC with negatives) as PNG")
-    f = p.add_argument_group("describe an ONNX without endoedge/Ultralytics metadata")
-    f.add_argument("--decoder", choices=("yolov8", "yolov5"), help="output layout of a foreign YOLO ONNX")
-    f.add_argument("--classes", help="comma-separated class names of a foreign ONNX")
-    f.add_argument("--imgsz", type=image_size, help="square input size of a foreign ONNX")
+    add_foreign_model_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; print the table; write JSON/PNG when asked. Exit 0 (1 on errors)."""
-    from endoedge.cli._common import _foreign_spec
     from endoedge.evaluation import evaluate_model
     from endoedge.evaluation.report import format_table, plot_curves
 
-    extra: dict[str, Any] = {}
-    if args.decoder or args.classes:
-        extra["spec"] = _foreign_spec(args)
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
     report = evaluate_model(
         args.model, args.data, split=args.split, fmt=args.format, images_dir=args.images,
         class_names=names, backend=args.backend, device=args.device, conf=args.conf, iou=args.iou,
         negatives=args.negatives, proxy_negatives=args.proxy_negatives,
-        endoscopy=endoscopy_option(args.endoscopy), **extra,
+        endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args),
     )
     split = f" ({Path(args.split).name})" if args.split else ""
     report["header"] = f"endoedge eval: {args.model} [{report['backend']}] on {args.data}{split}"

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     size = (args.imgsz, args.imgsz) if args.imgsz else None
     loaded = load_checkpoint(args.weights, arch=args.arch, class_names=args.classes, input_size=size)
     loaded.spec = loaded.spec.with_thresholds(args.conf, args.iou, args.max_det)
-    endoscopy = endoscopy_option(args.endoscopy)
+    endoscopy = endoscopy_option(getattr(args, "endoscopy", None))
     if endoscopy is not None:
         loaded.spec = replace(loaded.spec, endoscopy=endoscopy.to_dict())
     result = export_onnx(
