@@ -261,6 +261,12 @@ def test_wavelet_alone_raises_psnr(clean_and_noisy, rule):
     assert psnr(clean, out) > psnr(clean, noisy) + 8.0
 
 
+def test_unknown_wavelet_fails_when_the_cleaner_is_built():
+    pytest.importorskip("pywt")
+    with pytest.raises(InputError, match="unknown wavelet 'sym99'"):
+        FrameCleaner(EndoscopyConfig(denoise="median+wavelet", wavelet="sym99"))
+
+
 def test_wavelet_with_zero_threshold_reconstructs_exactly(clean_and_noisy):
     pytest.importorskip("pywt")
     _, noisy = clean_and_noisy

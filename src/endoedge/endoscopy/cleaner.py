@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from endoedge.endoscopy.config import EndoscopyConfig
-from endoedge.endoscopy.denoise import median, wavelet_denoise
+from endoedge.endoscopy.denoise import check_wavelet, median, wavelet_denoise
 from endoedge.endoscopy.fov import FieldOfView, Rect, border_threshold, find_fov, find_osd_boxes
 from endoedge.errors import InputError
 
@@ -87,6 +87,10 @@ class FrameCleaner:
     Args:
         config: what to do (see :class:`EndoscopyConfig`); default: crop + OSD mask.
 
+    Raises:
+        BackendUnavailableError: the wavelet step is asked for and PyWavelets is missing.
+        InputError: an unknown wavelet name.
+
     Attributes:
         timings: :class:`CleanTimes` of the last call (ms per stage).
         fov: the cached :class:`~endoedge.endoscopy.fov.FieldOfView` (``None`` before the
@@ -101,6 +105,8 @@ class FrameCleaner:
 
     def __init__(self, config: EndoscopyConfig | None = None) -> None:
         self.config = config or EndoscopyConfig()
+        if self.config.active and self.config.denoise == "median+wavelet":
+            check_wavelet(self.config.wavelet)  # fail at load time, not on the first frame
         self.timings = CleanTimes()
         self.fov: FieldOfView | None = None
         self.osd_boxes: list[Rect] = []

@@ -21,12 +21,25 @@ import cv2
 import numpy as np
 
 from endoedge._optional import require
+from endoedge.errors import InputError
 
 
 def median(src: np.ndarray, ksize: int, dst: np.ndarray) -> np.ndarray:
     """``cv2.medianBlur`` of a uint8 BGR image into ``dst`` (same shape, not ``src``)."""
     cv2.medianBlur(src, ksize, dst=dst)
     return dst
+
+
+def check_wavelet(name: str) -> None:
+    """Import PyWavelets and check that ``name`` is a discrete wavelet it knows.
+
+    Raises:
+        BackendUnavailableError: PyWavelets is not installed (``pip install 'endoedge[denoise]'``).
+        InputError: an unknown wavelet name.
+    """
+    pywt = require("pywt", extra="denoise", purpose="wavelet denoising")
+    if name not in pywt.wavelist(kind="discrete"):
+        raise InputError(f"unknown wavelet '{name}'; PyWavelets' discrete wavelets include sym4, db4, haar")
 
 
 def wavelet_denoise(
