@@ -45,6 +45,18 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def write_section(text: str, start: str, end: str, heading: str) -> None:
+    """Replace the ``start``..``end`` section of RESULTS.md with ``text``, or append it under
+    ``## heading``."""
+    results = HERE / "RESULTS.md"
+    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
+    if start in old and end in old:
+        new = old[: old.index(start)] + text + old[old.index(end) + len(end) :]
+    else:
+        new = old.rstrip() + f"\n\n## {heading}\n\n" + text + "\n"
+    results.write_text(new)
+
+
 def measure(dets: dict, frames: list, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     """Per-stage samples (ms) of each detector on ``frames``, alternating backends in blocks."""
     samples: dict[str, dict[str, list[float]]] = {
@@ -164,13 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         (HERE / "results" / "detect_latency.json").write_text(
             json.dumps({"env": env, "samples_ms": samples})
         )
-        results = HERE / "RESULTS.md"
-        old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-        if START in old and END in old:
-            new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
-        else:
-            new = old.rstrip() + "\n\n## Detector.detect latency: ONNX Runtime vs PyTorch eager (CPU)\n\n" + text + "\n"
-        results.write_text(new)
+        write_section(text, START, END, "Detector.detect latency: ONNX Runtime vs PyTorch eager (CPU)")
     return 0
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from endoedge.endoscopy import EndoscopyConfig, FrameCleaner, to_source
 from endoedge.errors import BackendUnavailableError, ModelFormatError
 from endoedge.imageio import to_bgr8
 from endoedge.postprocess import RawDetections, make_decoder
@@ -64,17 +65,19 @@ class StageTimes:
 
     ``preprocess`` = input checks + resize + normalize into the batch buffer; ``infer`` = the
     backend call (synchronous; includes host<->device copies on GPU backends); ``postprocess`` =
-    decode + NMS + mapping boxes to source pixels.
+    decode + NMS + mapping boxes to source pixels; ``clean`` = endoscopy frame cleaning (0 when
+    the detector has none; its own stages are in ``Detector.cleaner.timings``).
     """
 
     preprocess: float = 0.0
     infer: float = 0.0
     postprocess: float = 0.0
+    clean: float = 0.0
 
     @property
     def total(self) -> float:
-        """Sum of the three stages, ms."""
-        return self.preprocess + self.infer + self.postprocess
+        """Sum of the stages, ms."""
+        return self.clean + self.preprocess + self.infer + self.postprocess
 
 
 class Detector:
@@ -87,9 +90,22 @@ class Detector:
         backend: an inactive or active backend; the detector activates it.
         precise_resize: resize in float32 (torchvision's transform to float rounding) instead of
             uint8 (faster; see :class:`~endoedge.preprocess.Preprocessor`).
+        endoscopy: endoscopy frame cleaning before pre-processing; ``None`` = the spec's stored
+            config (none by default), ``EndoscopyConfig(enabled=False)`` = off.
+
+    Attributes:
+        cleaner: the :class:`~endoedge.endoscopy.FrameCleaner` applied to every frame, or
+            ``None``. Boxes are returned in source pixels either way.
     """
 
-    def __init__(self, spec: ModelSpec, backend: Backend, *, precise_resize: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        backend: Backend,
+        *,
+        precise_resize: bool = False,
+        endoscopy: EndoscopyConfig | None = None,
+    ) -> None:
         self.spec = spec
         self.backend = backend
         if not backend.is_active:
@@ -100,6 +116,9 @@ class Detector:
             backend.deactivate()
             raise
         self.preprocessor = Preprocessor(spec.preprocess, precise=precise_resize)
+        if endoscopy is None and spec.endoscopy is not None:
+            endoscopy = EndoscopyConfig.from_dict(spec.endoscopy)
+        self.cleaner = FrameCleaner(endoscopy) if endoscopy is not None and endoscopy.active else None
         self.timings = StageTimes()
         self._labels = np.asarray(spec.class_names, dtype=object)
 
@@ -131,10 +150,18 @@ class Detector:
         frames = [to_bgr8(img, name=f"image {i}") for i, img in enumerate(images)]
         chunk = self.backend.max_batch or len(frames)
         results: list[Detections] = []
-        pre, inf, post = time.perf_counter_ns() - t0, 0, 0  # input conversion counts as pre-process
+        pre, inf, post, clean = time.perf_counter_ns() - t0, 0, 0, 0  # conversion counts as pre-process
         for start in range(0, len(frames), chunk):
             part = frames[start : start + chunk]
             t1 = time.perf_counter_ns()
+            offsets: list[tuple[int, int]] = []
+            if self.cleaner is not None:
+                cleaned = [self.cleaner(f, slot=j) for j, f in enumerate(part)]
+                part = [view for view, _ in cleaned]
+                offsets = [off for _, off in cleaned]
+                t_clean = time.perf_counter_ns()
+                clean += t_clean - t1
+                t1 = t_clean
             batch, geoms = self.preprocessor(part + [part[-1]] * (chunk - len(part)))
             t2 = time.perf_counter_ns()
             outputs = self.backend.infer({self.backend.input_name: batch})
@@ -143,12 +170,13 @@ class Detector:
                 raw = self.decoder(
                     outputs, i, self.spec.score_threshold, self.spec.iou_threshold, self.spec.max_detections
                 )
-                results.append(self._finish(raw, geom.to_source(raw.boxes)))
+                boxes = geom.to_source(raw.boxes)
+                results.append(self._finish(raw, to_source(boxes, offsets[i]) if offsets else boxes))
             t4 = time.perf_counter_ns()
             pre += t2 - t1
             inf += t3 - t2
             post += t4 - t3
-        self.timings = StageTimes(pre / 1e6, inf / 1e6, post / 1e6)
+        self.timings = StageTimes(pre / 1e6, inf / 1e6, post / 1e6, clean / 1e6)
         return results
 
     def _finish(self, raw: RawDetections, boxes: np.ndarray) -> Detections:
@@ -191,6 +219,7 @@ def load(
     *,
     spec: ModelSpec | None = None,
     precise_resize: bool = False,
+    endoscopy: EndoscopyConfig | None = None,
     **backend_options: Any,
 ) -> Detector:
     """Load a detector from an exported ONNX (endoedge or Ultralytics) or an endoedge checkpoint.
@@ -206,6 +235,9 @@ def load(
         spec: describe a model that carries no metadata (see
             :func:`endoedge.spec.spec_for_foreign_yolo`); overrides the file's metadata.
         precise_resize: resize in float32 instead of uint8 (slower; exact torchvision parity).
+        endoscopy: endoscopy frame cleaning (:class:`~endoedge.endoscopy.EndoscopyConfig`) to
+            apply before pre-processing; ``None`` = what the model stores (``endoedge.endoscopy``
+            metadata; none unless exported with it), ``EndoscopyConfig(enabled=False)`` = off.
         **backend_options: passed to the backend (e.g. ``intra_op_threads`` for onnxruntime).
 
     Raises:
@@ -236,4 +268,4 @@ def load(
         backend_options.setdefault("loaded", loaded)
     runner = cls(path, device=device, **backend_options)
     logger.debug("loading %s with %s", path, name)
-    return Detector(spec, runner, precise_resize=precise_resize)
+    return Detector(spec, runner, precise_resize=precise_resize, endoscopy=endoscopy)

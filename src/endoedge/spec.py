@@ -72,6 +72,9 @@ class ModelSpec:
         producer: who wrote the file (``"endoedge"``, ``"ultralytics"``, ``"user"``).
         source_checkpoint: path of the checkpoint the ONNX was exported from, if known.
         source_sha256: sha256 of that checkpoint, if known.
+        endoscopy: endoscopy frame cleaning the detector applies before pre-processing, as
+            :meth:`~endoedge.endoscopy.EndoscopyConfig.to_dict` (``None`` = none; stored under
+            ``endoedge.endoscopy`` only when set, so older readers and files are unaffected).
     """
 
     arch: str
@@ -85,6 +88,7 @@ class ModelSpec:
     producer: str = "endoedge"
     source_checkpoint: str | None = None
     source_sha256: str | None = None
+    endoscopy: Mapping[str, Any] | None = None
 
     def with_thresholds(
         self,
@@ -130,6 +134,8 @@ class ModelSpec:
             "source_checkpoint": self.source_checkpoint or "",
             "source_sha256": self.source_sha256 or "",
         }
+        if self.endoscopy is not None:
+            meta["endoscopy"] = json.dumps(dict(self.endoscopy), sort_keys=True)
         return {PREFIX + k: v for k, v in meta.items()}
 
     @classmethod
@@ -218,6 +224,7 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
             producer=props.get(PREFIX + "producer", "endoedge"),
             source_checkpoint=props.get(PREFIX + "source_checkpoint") or None,
             source_sha256=props.get(PREFIX + "source_sha256") or None,
+            endoscopy=_endoscopy(props.get(PREFIX + "endoscopy"), where),
         )
     except ModelFormatError:
         raise
@@ -225,6 +232,19 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
         raise ModelFormatError(
             f"{where}: endoedge metadata cannot be parsed ({err}); re-export the model"
         ) from err
+
+
+def _endoscopy(text: str | None, where: str) -> dict[str, Any] | None:
+    """Parse and validate the optional ``endoedge.endoscopy`` JSON (absent in older files)."""
+    if not text:
+        return None
+    from endoedge.endoscopy.config import EndoscopyConfig
+    from endoedge.errors import InputError
+
+    try:
+        return EndoscopyConfig.from_dict(json.loads(text)).to_dict()
+    except (InputError, ValueError, AttributeError) as err:
+        raise ModelFormatError(f"{where}: endoedge.endoscopy metadata is invalid ({err})") from err
 
 
 def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpec:

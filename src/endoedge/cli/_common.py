@@ -48,6 +48,27 @@ def open_output(path: Path) -> Any:
         raise InputError(f"cannot write '{path}': {err.strerror}") from err
 
 
+ENDOSCOPY_HELP = (
+    "endoscopy frame cleaning before detection: 'off', or comma-separated fov_crop, mask_osd, "
+    "median, wavelet, all (= fov_crop,mask_osd), key=value (e.g. redetect_every=1)"
+)
+
+
+def endoscopy_option(text: str | None) -> Any:
+    """``--endoscopy`` -> :class:`~endoedge.endoscopy.EndoscopyConfig` (``None`` when not given).
+
+    Raises:
+        InputError: an unknown option or invalid value.
+    """
+    from endoedge.endoscopy import EndoscopyConfig
+
+    if text is None:
+        return None
+    if text.strip().lower() in ("off", "none"):
+        return EndoscopyConfig(enabled=False)
+    return EndoscopyConfig.parse(text)
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --backend, --device, thresholds, and flags describing a metadata-less ONNX."""
     from endoedge.runtime import backend_names
@@ -60,6 +81,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model's)")
     g.add_argument("--max-det", type=int, default=None, help="max detections per image (default: the model's)")
     g.add_argument("--precise-resize", action="store_true", help="resize in float32 (exact torchvision parity, slower)")
+    g.add_argument("--endoscopy", metavar="OPTIONS", help=ENDOSCOPY_HELP + " (default: as stored in the model)")
+    add_foreign_model_options(parser)
+
+
+def add_foreign_model_options(parser: argparse.ArgumentParser) -> None:
+    """--decoder, --classes, --imgsz: describe an ONNX without metadata (see :func:`foreign_spec`)."""
     f = parser.add_argument_group("describe an ONNX without endoedge/Ultralytics metadata")
     f.add_argument("--decoder", choices=("yolov8", "yolov5"), help="output layout of a foreign YOLO ONNX")
     f.add_argument("--classes", help="comma-separated class names of a foreign ONNX")
@@ -70,9 +97,6 @@ def load_detector(args: argparse.Namespace, **options: Any) -> Any:
     """``endoedge.load`` with the model options of ``args``."""
     from endoedge.detector import load
 
-    spec = None
-    if args.decoder or args.classes:
-        spec = _foreign_spec(args)
     return load(
         args.model,
         backend=args.backend,
@@ -80,13 +104,21 @@ def load_detector(args: argparse.Namespace, **options: Any) -> Any:
         score_threshold=args.conf,
         iou_threshold=args.iou,
         max_detections=args.max_det,
-        spec=spec,
+        spec=foreign_spec(args),
         precise_resize=args.precise_resize,
+        endoscopy=endoscopy_option(getattr(args, "endoscopy", None)),
         **options,
     )
 
 
-def _foreign_spec(args: argparse.Namespace) -> Any:
+def foreign_spec(args: argparse.Namespace) -> Any:
+    """The :class:`~endoedge.spec.ModelSpec` that --decoder/--classes/--imgsz describe, or ``None``.
+
+    Raises:
+        InputError: only one of --decoder and --classes is given.
+    """
+    if not (args.decoder or args.classes):
+        return None
     from endoedge.models.checkpoint import parse_class_names
     from endoedge.spec import spec_for_foreign_yolo
 

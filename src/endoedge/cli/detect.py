@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         for path, name in _unique_names(paths):
             try:
                 image = read_image(path)
+                if det.cleaner is not None:
+                    det.cleaner.reset()  # independent images: find each one's field of view
                 result = det.detect(image)
             except EndoedgeError as err:
                 failures += 1
@@ -120,13 +122,16 @@ def run(args: argparse.Namespace) -> int:
                 "latency_ms": {"preprocess": round(t.preprocess, 3), "infer": round(t.infer, 3),
                                "postprocess": round(t.postprocess, 3)},
             }
+            if det.cleaner is not None:
+                record["latency_ms"]["clean"] = round(t.clean, 3)
             jsonl.write(json.dumps(record) + "\n")
             jsonl.flush()
             if not args.no_images and not cv2.imwrite(str(annotated / f"{name}.png"),
                                                       draw_detections(image, result)):
                 raise InputError(f"cannot write '{annotated / (name + '.png')}' (disk full or read-only?)")
+            clean = f"clean {t.clean:.1f}, " if det.cleaner is not None else ""
             print(f"{path}: {len(result)} detections, {t.total:.1f} ms "
-                  f"(pre {t.preprocess:.1f}, infer {t.infer:.1f}, post {t.postprocess:.1f})")
+                  f"({clean}pre {t.preprocess:.1f}, infer {t.infer:.1f}, post {t.postprocess:.1f})")
             for d in record["detections"][: max(0, args.show)]:
                 print(f"    {d['label']:>10} {d['score']:.3f}  box {d['box']}")
     done = len(paths) - failures

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Any
 
-from endoedge.cli._common import image_size
+from endoedge.cli._common import ENDOSCOPY_HELP, endoscopy_option, image_size
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--conf", type=float, help="default score threshold stored in the ONNX")
     p.add_argument("--iou", type=float, help="default NMS IoU threshold stored in the ONNX")
     p.add_argument("--max-det", type=int, help="default max detections stored in the ONNX")
+    p.add_argument("--endoscopy", metavar="OPTIONS", help=ENDOSCOPY_HELP + "; stored in the ONNX")
     p.set_defaults(func=run)
 
 
@@ -51,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     size = (args.imgsz, args.imgsz) if args.imgsz else None
     loaded = load_checkpoint(args.weights, arch=args.arch, class_names=args.classes, input_size=size)
     loaded.spec = loaded.spec.with_thresholds(args.conf, args.iou, args.max_det)
+    endoscopy = endoscopy_option(getattr(args, "endoscopy", None))
+    if endoscopy is not None:
+        loaded.spec = replace(loaded.spec, endoscopy=endoscopy.to_dict())
     result = export_onnx(
         loaded,
         args.output,

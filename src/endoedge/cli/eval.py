@@ -1,0 +1,84 @@
+"""``endoedge eval MODEL DATA``: COCO mAP, P/R/F1, frame-level result, AUC, overlap buckets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from endoedge.cli._common import (
+    ENDOSCOPY_HELP,
+    add_foreign_model_options,
+    endoscopy_option,
+    foreign_spec,
+    open_output,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``eval`` subcommand."""
+    from endoedge.runtime import backend_names
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on a labelled dataset (mAP, P/R/F1, frame level, AUC, overlap)",
+        description="Run a model over a Kvasir-SEG, COCO json or YOLO dataset once, at score "
+        "threshold 0.001, and report: COCO mAP@0.5 and @0.5:0.95 (pycocotools); precision, "
+        "recall, F1 per class at IoU 0.45/0.50/0.55 at the operating threshold --conf; the "
+        "frame-level confusion matrix with 'background', sensitivity, specificity, accuracy; the "
+        "AUC of the frame score (max detection score; needs --negatives: Kvasir-SEG has no "
+        "polyp-free frames, so it is reported as n/a with the reason); and the share of ground-"
+        "truth boxes whose best detection overlaps >= 60/70/80/90%%. Unreadable images are "
+        "skipped and listed.",
+    )
+    p.add_argument("model", help="model: .onnx (endoedge or Ultralytics) or endoedge checkpoint")
+    p.add_argument("data", help="dataset: Kvasir-SEG folder, COCO .json, or YOLO folder")
+    p.add_argument("--split", help="file of image stems to evaluate (one a line), e.g. data/splits/kvasir_seg_val.txt")
+    p.add_argument("--format", default="auto", choices=("auto", "kvasir", "coco", "yolo"), help="dataset layout")
+    p.add_argument("--images", help="image folder of a COCO json (default: beside the json)")
+    p.add_argument("--names", help="comma-separated class names of a YOLO dataset (default: classes.txt)")
+    p.add_argument("--negatives", help="folder of polyp-free images (frame-level specificity and AUC)")
+    p.add_argument("--proxy-negatives", action="store_true",
+                   help="also report a PROXY AUC whose negatives are box-free strips of the positive "
+                   "images (biased; labelled as such)")
+    p.add_argument("--backend", default="auto", help=f"auto or one of: {', '.join(backend_names())}")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] (onnxruntime also tensorrt[:N])")
+    p.add_argument("--conf", type=float, help="operating score threshold for P/R/F1, frame level and "
+                   "overlap (default: the model's)")
+    p.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--endoscopy", metavar="OPTIONS", help=ENDOSCOPY_HELP + " (default: as stored in the model)")
+    p.add_argument("--json", metavar="PATH", help="write the full report (with PR curves) as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write PR curves (and ROC with negatives) as PNG")
+    add_foreign_model_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate; print the table; write JSON/PNG when asked. Exit 0 (1 on errors)."""
+    from endoedge.evaluation import evaluate_model
+    from endoedge.evaluation.report import format_table, plot_curves
+
+    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
+    report = evaluate_model(
+        args.model, args.data, split=args.split, fmt=args.format, images_dir=args.images,
+        class_names=names, backend=args.backend, device=args.device, conf=args.conf, iou=args.iou,
+        negatives=args.negatives, proxy_negatives=args.proxy_negatives,
+        endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args),
+    )
+    split = f" ({Path(args.split).name})" if args.split else ""
+    report["header"] = f"endoedge eval: {args.model} [{report['backend']}] on {args.data}{split}"
+    print(format_table(report))
+    if args.json:
+        with open_output(Path(args.json)) as fh:
+            json.dump({k: v for k, v in report.items() if k != "header"}, fh, indent=1)
+            fh.write("\n")
+        print(f"report written to {args.json}")
+    if args.plot:
+        print(f"curves written to {plot_curves(report, args.plot)}")
+    for item in report["skipped"]:
+        logger.warning("skipped %s: %s", item["path"], item["error"])
+    return 0
