@@ -204,26 +204,38 @@ def test_detect_missing_model(sample_paths, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.gstreamer
 def test_demo_end_to_end(tmp_path, capsys):
+    """`make demo`: the shipped polyp detector, exported with frame cleaning, through the pipeline."""
+    from endoedge.models.checkpoint import file_sha256
+    from endoedge.models.pretrained import POLYP_DETECTOR, shipped_checkpoint
+
     out = tmp_path / "demo"
     rc = main(["demo", "-o", str(out), "--device", "cpu", "--frames", "20"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    ckpt, onnx_path = out / "demo_ssdlite320.pt", out / "demo_ssdlite320.onnx"
-    assert ckpt.is_file()
+    onnx_path = out / f"{POLYP_DETECTOR}.onnx"
     assert onnx_path.is_file()
     assert "(ok;" in captured.out
+    assert "Kvasir-SEG" in captured.out
+    assert "research and educational use only" in captured.out
     # the four outputs of the pipeline run over the sample clip
     records = _records(out / "detections.jsonl")
     assert [r["frame"] for r in records] == list(range(20))
     report = json.loads((out / "report.json").read_text())
     assert report["frames"] + report["warmup_frames"] == 20
+    # the stored frame cleaning is timed as its own stages
+    assert report["stages"]["clean"]["p50"] > 0
+    assert set(report["stages"]) >= {"clean_fov", "clean_osd", "clean_denoise"}
     assert (out / "annotated.mp4").stat().st_size > 10_000
     assert (out / "latency.png").stat().st_size > 10_000
     assert "e2e" in captured.out
     spec = ModelSpec.from_metadata(read_onnx_metadata(onnx_path))
-    from endoedge.models.checkpoint import file_sha256
+    assert spec.class_names == ("polyp",)
+    assert spec.source_sha256 == file_sha256(shipped_checkpoint())
 
-    assert spec.source_sha256 == file_sha256(ckpt)
+
+def test_demo_rejects_zero_frames(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "d"), "--frames", "0"]) == 1
+    assert "--frames" in _one_error_line(capsys.readouterr().err, "demo")
 
 
 def test_detect_output_that_is_a_file(ssdlite, sample_paths, tmp_path, capsys):

@@ -1,7 +1,9 @@
-"""``endoedge demo``: build the demo detector, export it to ONNX, run the pipeline over a sample clip.
+"""``endoedge demo``: the shipped polyp detector -> ONNX -> the GStreamer pipeline over a sample clip.
 
-Until a trained checkpoint ships, the demo detector is the untrained, seeded SSDLite320 of
-:mod:`endoedge.models.demo`; its detections are meaningless, the pipeline around it is real.
+The detector is :data:`endoedge.models.pretrained.POLYP_DETECTOR` (trained on Kvasir-SEG:
+research and educational use only), exported with endoscopy frame cleaning (field-of-view crop,
+OSD masking) stored in the ONNX. ``--untrained`` uses the seeded, untrained SSDLite320 of
+:mod:`endoedge.models.demo` instead (meaningless detections; the pipeline around it is the same).
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from endoedge.errors import InputError
+
 
 def add_parser(sub: Any) -> None:
     """Register the ``demo`` subcommand."""
     p = sub.add_parser(
         "demo",
-        help="export the demo detector and run it over the bundled colonoscopy frames",
-        description="Build the demo detector (untrained SSDLite320, classes normal/unclear/tumor), "
-        "save it as an endoedge checkpoint, export it to ONNX with a parity check, and run it "
+        help="export the shipped polyp detector and run it over the bundled colonoscopy frames",
+        description="Export the shipped polyp detector (SSDLite320-EfficientNet-Lite0 trained on "
+        "Kvasir-SEG; research and educational use only) to ONNX with endoscopy frame cleaning and a "
+        "parity check, and run it "
         "through the GStreamer pipeline over a clip built from the bundled HoloHub colonoscopy "
         "frames: writes annotated.mp4, detections.jsonl, report.json and latency.png, and prints "
         "the latency table.",
@@ -26,6 +31,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--backend", default="onnxruntime", help="backend for the run (default onnxruntime)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
     p.add_argument("--frames", type=int, default=90, help="frames in the sample clip (default 90)")
+    p.add_argument("--untrained", action="store_true",
+                   help="use the untrained placeholder SSDLite320 (classes normal/unclear/tumor) instead")
     p.set_defaults(func=run)
 
 
@@ -33,21 +40,33 @@ def run(args: argparse.Namespace) -> int:
     """Checkpoint -> ONNX (+ parity) -> detect over the sample frames."""
     from endoedge.cli import export
     from endoedge.cli import run as run_cmd
-    from endoedge.models.checkpoint import save_checkpoint
+    from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
     from endoedge.models.demo import make_demo_model
+    from endoedge.models.pretrained import (
+        POLYP_DETECTOR,
+        POLYP_DETECTOR_ENDOSCOPY,
+        shipped_checkpoint,
+    )
 
+    if args.frames < 1:
+        raise InputError(f"--frames must be at least 1, got {args.frames}")
     out = Path(args.output)
-    ckpt = out / "demo_ssdlite320.pt"
-    onnx_path = out / "demo_ssdlite320.onnx"
-    print(f"[1/4] building the demo detector -> {ckpt}")
-    loaded = make_demo_model()
-    save_checkpoint(ckpt, loaded)
+    if args.untrained:
+        ckpt, endoscopy = out / "demo_ssdlite320.pt", "off"
+        print(f"[1/4] building the untrained placeholder detector -> {ckpt}")
+        loaded = make_demo_model()
+        save_checkpoint(ckpt, loaded)
+    else:
+        ckpt, endoscopy = shipped_checkpoint(), POLYP_DETECTOR_ENDOSCOPY
+        print(f"[1/4] the shipped polyp detector: {ckpt}")
+        loaded = load_checkpoint(ckpt)
+    onnx_path = out / f"{'demo_ssdlite320' if args.untrained else POLYP_DETECTOR}.onnx"
     print(f"      {loaded.notes}")
     print(f"[2/4] exporting to ONNX -> {onnx_path}")
     rc = export.run(argparse.Namespace(
         weights=str(ckpt), output=str(onnx_path), arch=None, classes=None, imgsz=None, opset=17,
         static_batch=False, no_simplify=False, no_check=False, atol=1e-3, rtol=1e-3,
-        conf=None, iou=None, max_det=None,
+        conf=None, iou=None, max_det=None, endoscopy=endoscopy,
     ))
     if rc:
         return rc

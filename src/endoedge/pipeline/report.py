@@ -3,8 +3,10 @@
 Keys, exactly: ``frames``, ``warmup_frames``, ``dropped``, ``fps``, ``backend``, ``model``,
 ``source``, ``env``, ``stages``; ``stages`` maps ``capture``, ``preprocess``, ``infer``,
 ``postprocess``, ``render``, ``e2e`` to ``mean``, ``p50``, ``p90``, ``p95``, ``p99``, ``p999``,
-``max`` in milliseconds (null when the stage had no samples). ``source`` is an object: the
-description, kind, mode, reconnect gaps and frames skipped.
+``max`` in milliseconds (null when the stage had no samples); a model with endoscopy frame
+cleaning adds ``clean``, ``clean_fov``, ``clean_osd`` and ``clean_denoise``
+(:data:`~endoedge.pipeline.runner.CLEAN_STAGES`). ``source`` is an object: the description,
+kind, mode, reconnect gaps and frames skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from endoedge.benchmarks.stats import STAT_KEYS, env_info, summarize
-from endoedge.pipeline.runner import STAGES, RunStats, per_frame_arrays
+from endoedge.pipeline.runner import CLEAN_STAGES, STAGES, RunStats, per_frame_arrays
 
 REPORT_KEYS = ("frames", "warmup_frames", "dropped", "fps", "backend", "model", "source", "env", "stages")
 
@@ -24,7 +26,8 @@ def stage_summaries(stats: RunStats) -> dict[str, dict[str, float | None]]:
     """Statistics per stage (ms); a stage without samples gets nulls."""
     arrays = per_frame_arrays(stats)
     out: dict[str, dict[str, float | None]] = {}
-    for stage in STAGES:
+    extra = tuple(s for s in CLEAN_STAGES if s in stats.stages)
+    for stage in STAGES + extra:
         a = arrays.get(stage)
         if a is None or not np.isfinite(a).any():
             out[stage] = dict.fromkeys(STAT_KEYS)

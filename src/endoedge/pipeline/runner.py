@@ -36,6 +36,10 @@ from endoedge.pipeline.capture import Frame, SourceStalled
 logger = logging.getLogger(__name__)
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "e2e")
+#: Extra stages recorded when the detector cleans endoscopy frames (``--endoscopy``): ``clean`` is
+#: the whole cleaning step (it precedes ``preprocess`` and is inside ``e2e``); the others are its
+#: parts (field-of-view analysis/crop, OSD masking, median/wavelet denoise).
+CLEAN_STAGES = ("clean", "clean_fov", "clean_osd", "clean_denoise")
 _DONE = object()
 
 
@@ -296,6 +300,7 @@ class Pipeline:
         st = det.timings
         warm = self._processed < self.options.warmup
         self._processed += 1
+        cleaner = det.cleaner
         times = {
             "capture": frame.capture_ms,
             "preprocess": st.preprocess,
@@ -315,6 +320,10 @@ class Pipeline:
                 self.stats.frame_index.append(frame.index)
                 for key in ("capture", "preprocess", "infer", "postprocess", "e2e"):
                     self.stats.stages[key].append(float(times[key]))
+                if cleaner is not None:
+                    ct = cleaner.timings
+                    for key, value in zip(CLEAN_STAGES, (st.clean, ct.fov, ct.osd, ct.denoise), strict=True):
+                        self.stats.stages.setdefault(key, []).append(float(value))
         self._out.put((frame, result, times, warm))
 
     @property
