@@ -60,15 +60,20 @@ class OnnxRuntimeBackend(Backend):
         model_path: the ``.onnx`` file.
         device: see :func:`providers_for`.
         intra_op_threads: ONNX Runtime intra-op threads (0 = its default, one per core).
+        spin: let the intra-op threads spin-wait for work after a run (ONNX Runtime's default).
+            Spinning shaves latency off back-to-back calls but burns the cores that decoding and
+            encoding threads need (see the pipeline section of ``benchmarks/RESULTS.md``).
     """
 
     name = "onnxruntime"
     extra = "gpu"  # the CPU package is a core dependency; the extra adds GPU providers
     requires = ("onnxruntime",)
 
-    def __init__(self, model_path: str | Path, *, device: str = "auto", intra_op_threads: int = 0) -> None:
+    def __init__(self, model_path: str | Path, *, device: str = "auto", intra_op_threads: int = 0,
+                 spin: bool = True) -> None:
         super().__init__(model_path, device=device)
         self.intra_op_threads = intra_op_threads
+        self.spin = spin
         self._session: Any = None
         self.providers: list[str] = []
 
@@ -81,6 +86,8 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.intra_op_threads:
             options.intra_op_num_threads = self.intra_op_threads
+        if not self.spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(self.model_path), options, providers=providers)
         except Exception as err:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
