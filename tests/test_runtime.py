@@ -318,3 +318,13 @@ def test_thresholds_change_the_results(ssdlite, frames):
         many = low.detect(frames[0])
         assert many.scores.min() >= default / 2
         assert len(one.detect(frames[0])) <= 1
+
+
+def test_ort_thread_options_give_the_same_outputs(ssdlite, batch):
+    """intra_op_threads=1 and spin=False change scheduling, never results."""
+    with OnnxRuntimeBackend(ssdlite[2], device="cpu") as ref:
+        want = ref.infer({INPUT_NAME: batch})
+    with OnnxRuntimeBackend(ssdlite[2], device="cpu", intra_op_threads=1, spin=False) as backend:
+        got = backend.infer({INPUT_NAME: batch})
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5)
