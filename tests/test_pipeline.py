@@ -226,7 +226,9 @@ def test_unreadable_video_is_one_line_error(ssdlite, tmp_path, make, message, ca
 
 
 @pytest.mark.gstreamer
-def test_sigint_finalizes_outputs(ssdlite, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_finalizes_outputs(ssdlite, tmp_path, sig):
+    """Ctrl-C / SIGTERM (a killed run): video, JSONL and report finalized, exit 130."""
     out = tmp_path / "k"
     cmd = [sys.executable, "-m", "endoedge.cli", "-q", "run", "test", "-m", str(ssdlite[2]), "--warmup", "2",
            "--video", str(out / "v.mp4"), "--detections", str(out / "d.jsonl"), "--report", str(out / "r.json")]
@@ -236,8 +238,12 @@ def test_sigint_finalizes_outputs(ssdlite, tmp_path):
         if (out / "d.jsonl").exists() and len((out / "d.jsonl").read_text().splitlines()) >= 6:
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     assert proc.returncode == 130, err
     report = json.loads((out / "r.json").read_text())
     records = _records(out / "d.jsonl")

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         if report_path is not None:
             write_json(report_path, report(stats))
 
-    restore = _sigterm_as_interrupt()
+    restore: Any = lambda: None  # noqa: E731
     interrupted = False
     failure: EndoedgeError | None = None
     try:
@@ -160,12 +160,14 @@ def run(args: argparse.Namespace) -> int:
                             on_progress=save_progress)
         print(f"endoedge run: {spec.describe()} ({source_info['mode']}) -> {det.backend.describe()}",
               file=sys.stderr)
+        restore = _stop_on_signals(pipeline)
         try:
             pipeline.run()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
             interrupted = True
         except EndoedgeError as err:  # keep what was measured, then report the error
             failure = err
+        interrupted = interrupted or pipeline.interrupted
     finally:
         restore()
         for sink in (video, display):
@@ -196,13 +198,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sigterm_as_interrupt() -> Any:
-    """Make SIGTERM behave like Ctrl-C (clean shutdown) while the pipeline runs; returns an undo."""
+def _stop_on_signals(pipeline: Any) -> Any:
+    """While the pipeline runs, Ctrl-C (SIGINT) and SIGTERM ask it to stop after the current frame
+    (outputs finalized, exit 130); a second Ctrl-C interrupts at once. Returns an undo."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        if pipeline.interrupted:
+            raise KeyboardInterrupt
+        pipeline.request_stop()
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    for sig in signals:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -142,6 +142,7 @@ class Pipeline:
         self.capture: Any = None
         self.dropped_upstream = 0
         self._stop = threading.Event()
+        self.interrupted = False  # set by request_stop (signal handlers): a plain flag, no lock
         self._frames_in: Any = LatestSlot() if options.live else queue.Queue(maxsize=3)
         self._out: queue.Queue[Any] = queue.Queue(maxsize=4)
         self._capture_error: BaseException | None = None
@@ -258,7 +259,7 @@ class Pipeline:
         out_thread.start()
         last_report = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self.interrupted:
                 try:
                     frame = self._frames_in.get(timeout=0.2)
                 except queue.Empty:
@@ -282,6 +283,15 @@ class Pipeline:
             if err is not None:
                 raise err
         return self.stats
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to finish after the frame in hand (safe from a signal handler).
+
+        Only sets a flag: a handler that raised instead (``KeyboardInterrupt``) could land while
+        the main thread holds one of the pipeline's locks and leave it held for the threads that
+        still have to finalize the outputs.
+        """
+        self.interrupted = True
 
     def _drain_input(self) -> None:
         while True:
