@@ -147,6 +147,7 @@ def test_offline_file_processes_every_frame(ssdlite, clip, tmp_path, capsys):
     assert e2e["p50"] >= report["stages"]["infer"]["p50"]
     records = _records(out / "d.jsonl")
     assert [r["frame"] for r in records] == list(range(24))
+    assert set(records[5]["latency_ms"]) == {"capture", "preprocess", "infer", "postprocess", "e2e", "wait"}
     assert all(r["detections"] for r in records)  # the demo model finds boxes on every frame
     box = np.array(records[5]["detections"][0]["box"])
     assert (box[:2] >= 0).all()

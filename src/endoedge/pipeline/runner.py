@@ -231,7 +231,8 @@ class Pipeline:
                     if self.jsonl is not None:
                         record = {"frame": frame.index, "pts_ms": None if frame.pts_ns is None else round(frame.pts_ns / 1e6, 3),
                                   "warmup": warm, "detections": result.to_records(),
-                                  "latency_ms": {k: round(v, 3) for k, v in times.items() if not math.isnan(v)}}
+                                  "latency_ms": {k: round(v, 3) for k, v in times.items()
+                                                 if not k.startswith("_") and not math.isnan(v)}}
                         self.jsonl.write(json.dumps(record) + "\n")
                         self.jsonl.flush()
             except BaseException as err:  # noqa: BLE001 - reported by the inference thread
