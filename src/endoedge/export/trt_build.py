@@ -63,12 +63,20 @@ class BuildResult:
 
 
 def precheck(req: BuildRequest, facts: OnnxFacts) -> None:
-    """Raise the first plan error every supported TensorRT line reports (needs no TensorRT)."""
-    per_line = [set(make_plan(req, v, facts).errors) for v in _LINES]
-    common = set.intersection(*per_line)
-    for err in make_plan(req, _LINES[0], facts).errors:
+    """Raise what every supported TensorRT line refuses, before TensorRT is imported.
+
+    The first error all lines share; else, when every line has some error, the first one of
+    the 10.x line that names no version. Line-specific problems wait for the installed line.
+    """
+    plans = [make_plan(req, v, facts) for v in _LINES]
+    common = set.intersection(*(set(p.errors) for p in plans))
+    for err in plans[0].errors:
         if err in common:
             raise EngineBuildError(err)
+    if all(p.errors for p in plans):
+        for err in plans[1].errors:
+            if f"TensorRT {_LINES[1]}" not in err and str(_LINES[1]) not in err:
+                raise EngineBuildError(err)
 
 
 def make_trt_logger(trt: ModuleType) -> Any:
