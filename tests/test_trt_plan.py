@@ -68,7 +68,9 @@ def test_fp16_onnx_is_strongly_typed_on_10_and_11_and_flagged_on_86():
         assert p.network_flags == ("STRONGLY_TYPED",)
         assert p.builder_flags == ()
     p = plan(BuildRequest(precision="fp16"), V114, "fp16").check()
-    assert p.strongly_typed and p.network_flags == ("STRONGLY_TYPED",) and p.builder_flags == ()
+    assert p.strongly_typed
+    assert p.network_flags == ("STRONGLY_TYPED",)
+    assert p.builder_flags == ()
 
 
 @pytest.mark.parametrize("ver", [V86, V103, V1016])
@@ -76,18 +78,22 @@ def test_qdq_int8_builds_weakly_typed_with_fp16_and_int8_up_to_10(ver):
     p = plan(BuildRequest(precision="int8"), ver, "qdq").check()
     assert p.int8_source == "qdq"
     assert p.builder_flags == ("FP16", "INT8")
-    assert not p.use_calibrator and not p.strongly_typed
+    assert not p.use_calibrator
+    assert not p.strongly_typed
 
 
 def test_qdq_int8_on_11_has_no_flags():
     p = plan(BuildRequest(precision="int8"), V114, "qdq").check()
-    assert p.int8_source == "qdq" and p.builder_flags == () and p.strongly_typed
+    assert p.int8_source == "qdq"
+    assert p.builder_flags == ()
+    assert p.strongly_typed
 
 
 @pytest.mark.parametrize("ver", [V86, V103, V1016])
 def test_calibrator_path_up_to_10(ver):
     p = plan(BuildRequest(precision="int8", calib=True, calib_batch=4), ver).check()
-    assert p.use_calibrator and p.int8_source == "calibrator"
+    assert p.use_calibrator
+    assert p.int8_source == "calibrator"
     assert p.builder_flags == ("FP16", "INT8")
     assert p.calib_profile == {"images": {"min": [4, 3, 320, 320], "opt": [4, 3, 320, 320], "max": [4, 3, 320, 320]}}
     assert any("deprecated since TensorRT 10.1" in w for w in p.warnings) is (ver >= TrtVersion(10, 1))
@@ -107,7 +113,8 @@ def test_precision_flags_deprecation_warning_from_10_12():
 @pytest.mark.parametrize("ver", LINES)
 def test_int8_without_qdq_or_calib_is_refused(ver):
     errors = plan(BuildRequest(precision="int8"), ver).errors
-    assert errors and "Q/DQ" in errors[0]
+    assert errors
+    assert "Q/DQ" in errors[0]
 
 
 @pytest.mark.parametrize("ver", LINES)
@@ -157,7 +164,8 @@ def test_dynamic_batch_profile_and_default():
 def test_static_batch_onnx_refuses_a_range_but_accepts_its_own_batch():
     static = facts(batch=1)
     p = make_plan(BuildRequest(batch=(1, 4, 8)), V103, static)
-    assert "fixed batch of 1" in p.errors[0] and "--static-batch" in p.errors[0]
+    assert "fixed batch of 1" in p.errors[0]
+    assert "--static-batch" in p.errors[0]
     ok = make_plan(BuildRequest(batch=(1, 1, 1)), V103, static).check()
     assert not ok.set_profile
     assert make_plan(BuildRequest(precision="int8", calib=True, calib_batch=2), V103, static).errors[0].endswith(
@@ -172,7 +180,8 @@ def test_symbolic_spatial_dims_need_metadata():
 # -- DLA, version / hardware compatibility, workspace -------------------------------------------------
 def test_dla_per_line():
     ok = plan(BuildRequest(precision="fp16", dla_core=0), V103, jetson=True).check()
-    assert ok.builder_flags == ("FP16", "GPU_FALLBACK") and ok.dla_core == 0
+    assert ok.builder_flags == ("FP16", "GPU_FALLBACK")
+    assert ok.dla_core == 0
     assert "no DLA support" in plan(BuildRequest(precision="fp16", dla_core=0), V1016, jetson=True).errors[0]
     assert plan(BuildRequest(precision="int8", dla_core=1), V114, "qdq", jetson=True).check().gpu_fallback
     assert "not a Jetson" in plan(BuildRequest(precision="fp16", dla_core=0), V103, jetson=False).errors[0]
@@ -202,7 +211,9 @@ def test_too_old_line():
 def test_describe_is_one_line():
     text = plan(BuildRequest(precision="int8", batch=(1, 2, 4)), V86, "qdq").check().describe()
     assert "\n" not in text
-    assert "EXPLICIT_BATCH" in text and "FP16|INT8" in text and "batch 1:2:4" in text
+    assert "EXPLICIT_BATCH" in text
+    assert "FP16|INT8" in text
+    assert "batch 1:2:4" in text
 
 
 # -- precheck: what every line refuses is raised before TensorRT is imported ----------------------------
