@@ -165,7 +165,7 @@ def build_serialized(trt: ModuleType, plan: BuildPlan, onnx_path: Path, *, calib
         config.int8_calibrator = calibrator
         if plan.set_profile and plan.calib_profile is not None:
             config.set_calibration_profile(_set_profile(builder, plan.calib_profile))
-    if plan.dla_core is not None:
+    if ver.has_dla and plan.dla_core is not None:
         cores = int(builder.num_DLA_cores)
         if plan.dla_core >= cores:
             raise EngineBuildError(f"--dla {plan.dla_core}: this device has {cores} DLA core(s)"

@@ -84,10 +84,11 @@ def make_entropy_calibrator(
         EngineBuildError: this TensorRT has no implicit calibration (11.x).
     """
     ver = trt_version(trt)
-    if not ver.has_implicit_calibration:
+    if ver.has_implicit_calibration:  # removed in TensorRT 11.0
+        base = trt.IInt8EntropyCalibrator2
+    else:
         raise EngineBuildError(f"TensorRT {ver} has no implicit INT8 calibration; build a Q/DQ ONNX instead")
     identity = cache_identity(content_hash, str(trt.__version__), batch_shape)
-    base = trt.IInt8EntropyCalibrator2
 
     class EntropyCalibrator(base):  # type: ignore[misc, valid-type]
         """Feeds calibration batches to TensorRT through pinned host and device buffers."""

@@ -194,7 +194,7 @@ class CudaPythonApi(CudaApi):
         self._check(self.cudart.cudaEventDestroy(event), "cudaEventDestroy")
 
     def graph_capture_begin(self, stream: Any) -> None:
-        mode = self.cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        mode = self.cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal  # as in TensorRT's CUDA-graph guide
         self._check(self.cudart.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
 
     def graph_capture_end(self, stream: Any) -> Any:

@@ -86,6 +86,7 @@ class TensorRTBackend(Backend):
 
     def _reset(self) -> None:
         self._cuda: Any = None
+        self._logger: Any = None
         self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
@@ -148,11 +149,11 @@ class TensorRTBackend(Backend):
             machine = machine_info(self.trt_version, query_gpu(self._cuda, index))
             self.engine_path = self._resolve_engine(machine, index)
             self.manifest = read_manifest(self.engine_path)
-            log = make_trt_logger(trt)
+            log = self._logger = make_trt_logger(trt)  # must outlive the runtime, engine and context
             self._runtime = trt.Runtime(log)
             if ver.has_version_compatible and self.manifest.get("version_compatible"):
                 self._runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime
-            if self.manifest.get("dla_core") is not None:
+            if ver.has_dla and self.manifest.get("dla_core") is not None:
                 self._runtime.DLA_core = int(self.manifest["dla_core"])
             self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if self._engine is None:
