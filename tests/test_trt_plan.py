@@ -6,6 +6,7 @@ which network flags, builder flags and INT8 source each line gets, and the one-l
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,41 @@ def test_request_from_manifest_round_trip():
     assert req == BuildRequest(precision="fp16", batch=(1, 2, 8), version_compatible=True, hardware_compat="ampere+")
     manifest["io"][0]["shape"] = [1, 3, 320, 320]
     assert request_from_manifest(manifest).batch is None
+
+
+# -- the version shim ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "props"), [
+    # explicit_batch, precision_flags, calibrator, strongly_typed_flag, strongly_only, dla, vc, same_cc
+    ("8.5.2.2", (True, True, True, False, False, True, False, False)),
+    ("8.6.1.6", (True, True, True, False, False, True, True, False)),
+    ("10.3.0.26", (False, True, True, True, False, True, True, False)),
+    ("10.16.1.11", (False, True, True, True, False, False, True, True)),
+    ("11.0.0", (False, False, False, True, True, False, True, True)),
+    ("11.4.0.106", (False, False, False, True, True, True, True, True)),
+])
+def test_trt_version_properties(text, props):
+    v = TrtVersion.parse(text)
+    assert (v.needs_explicit_batch_flag, v.has_precision_flags, v.has_implicit_calibration, v.has_strongly_typed_flag,
+            v.strongly_typed_only, v.has_dla, v.has_version_compatible, v.has_same_compute_capability) == props
+    assert v.supported
+    assert v.has_hardware_compatibility is v.has_version_compatible
+    assert v.calibrator_deprecated is (v >= TrtVersion(10, 1))
+    assert v.precision_flags_deprecated is (v >= TrtVersion(10, 12))
+
+
+def test_trt_version_parse_and_order():
+    assert TrtVersion.parse("10.3") == TrtVersion(10, 3, 0)
+    assert str(TrtVersion.parse(" 8.6.1.6 ")) == "8.6.1"
+    assert TrtVersion(8, 6, 1) < TrtVersion(10, 0) < TrtVersion(11, 4)
+    assert not TrtVersion.parse("8.4.1").supported
+    with pytest.raises(ValueError, match="not a TensorRT version"):
+        TrtVersion.parse("ten")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is importable here")
+def test_import_tensorrt_explains_and_names_the_extra():
+    from endoedge._trt import import_tensorrt
+    from endoedge.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT could not be imported \(ModuleNotFoundError.*endoedge\[trt\]"):
+        import_tensorrt()

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from endoedge.errors import InputError
+from endoedge.errors import BackendUnavailableError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +93,12 @@ def _calibration_loader(args: argparse.Namespace, facts: Any) -> Any:
         from endoedge.spec import ModelSpec
 
         spec = ModelSpec.from_metadata(facts.metadata, where=f"'{facts.path}'")
-        module: Any = importlib.import_module("endoedge.calibration")
-        loader: Any = module.load_calibration_data
+        try:
+            module: Any = importlib.import_module("endoedge.calibration")
+            loader: Any = module.load_calibration_data
+        except (ImportError, AttributeError) as err:
+            raise BackendUnavailableError(f"--calib needs endoedge.calibration, which this install lacks ({err}); "
+                                          "build a Q/DQ ONNX elsewhere or update endoedge") from err
         return loader(args.calib, spec, num_images=args.calib_images or 500, batch_size=args.calib_batch or 1,
                       input_name=facts.input_name)
 
