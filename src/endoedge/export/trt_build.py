@@ -254,6 +254,7 @@ def build_engine(
     Raises:
         EndoedgeError: bad options for this TensorRT line, no TensorRT/CUDA, parser/build failure.
     """
+    from endoedge.jetson.platform import is_jetson
     from endoedge.runtime.cuda_mem import open_cuda
     from endoedge.runtime.gpu_info import query_gpu
 
@@ -267,7 +268,7 @@ def build_engine(
     calibrator = None
     try:
         machine = machine_info(str(trt.__version__), query_gpu(cuda, device))
-        plan = make_plan(req, ver, facts, jetson=machine.l4t is not None, gpu_cc=machine.gpu.cc_tuple).check()
+        plan = make_plan(req, ver, facts, jetson=is_jetson(), gpu_cc=machine.gpu.cc_tuple).check()
         for w in plan.warnings:
             logger.warning("%s", w)
         data = calibration() if plan.use_calibrator and calibration is not None else None

@@ -164,6 +164,7 @@ class TensorRTBackend(Backend):
             self._bind_io(trt)
             self._stream = self._cuda.stream_create()
             self._events = [self._cuda.event_create() for _ in range(4)]
+            self.device = f"cuda:{index}"  # what it runs on (bench rows, describe())
         except BaseException:
             self._deactivate()
             raise
