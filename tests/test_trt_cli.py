@@ -195,3 +195,10 @@ def test_bench_records_gpu_parts_from_the_optional_hook(tmp_path):
     assert result["gpu"]["compute"]["p50"] == 1.0
     assert result["gpu_samples_ms"]["h2d"] == [0.1]
     json.dumps(result)
+
+
+def test_tensorrt_backend_refuses_other_files_before_tensorrt(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"not a model")
+    with pytest.raises(ModelFormatError, match="runs .onnx or .engine/.plan/.trt files, not 'm.pt'"):
+        get_backend_class("tensorrt")(ckpt).activate()

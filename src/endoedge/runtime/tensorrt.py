@@ -116,8 +116,6 @@ class TensorRTBackend(Backend):
                                   device=index, cuda_bindings=self.cuda_bindings)
             logger.info("%s | engine %s (%s)", self.name, result.engine_path, "cached" if result.reused else "built")
             return result.engine_path
-        if path.suffix.lower() not in ENGINE_SUFFIXES:
-            raise ModelFormatError(f"the tensorrt backend runs .onnx or {'/'.join(ENGINE_SUFFIXES)} files, not '{path.name}'")
         manifest = read_manifest(path)
         onnx = Path(str(manifest.get("onnx_path") or ""))
         sha = file_sha256(onnx) if onnx.is_file() else None
@@ -139,6 +137,9 @@ class TensorRTBackend(Backend):
         index = device_index(self.device)
         if not self.model_path.is_file():
             raise ModelFormatError(f"model '{self.model_path}' does not exist")
+        if self.model_path.suffix.lower() not in (".onnx", *ENGINE_SUFFIXES):
+            raise ModelFormatError(f"the tensorrt backend runs .onnx or {'/'.join(ENGINE_SUFFIXES)} files, "
+                                   f"not '{self.model_path.name}' (export a checkpoint with `endoedge export`)")
         trt = import_tensorrt()
         ver = trt_version(trt)
         self.trt_version = str(trt.__version__)
