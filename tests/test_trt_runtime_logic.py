@@ -380,3 +380,66 @@ def test_check_batch(frames):
         check_batch({"x": x}, "images", (2, 3, 4, 4))
     with pytest.raises(InputError, match="expects \\[4, 3, 4, 4\\]"):
         check_batch({"images": x}, "images", (4, 3, 4, 4))
+
+
+# -- the real cuda-python bindings (installed with torch on Linux; importable without a GPU) -----------
+def _cudart_names_used() -> set[str]:
+    import re
+    from pathlib import Path
+
+    text = Path(cuda_mem.__file__).read_text(encoding="utf-8")
+    return set(re.findall(r"self\.cudart\.([A-Za-z_][\w.]*)", text))
+
+
+def test_every_cudart_name_cuda_mem_uses_exists_in_the_installed_bindings():
+    """Static, against the real module: names and enum members CudaPythonApi touches."""
+    cudart = pytest.importorskip("cuda.bindings.runtime")
+    used = _cudart_names_used()
+    assert {"cudaMalloc", "cudaMemcpyAsync", "cudaStreamBeginCapture", "cudaGraphInstantiate"} <= used
+    for dotted in used:
+        obj = cudart
+        for part in dotted.split("."):
+            assert hasattr(obj, part), f"cuda.bindings.runtime has no {dotted}"
+            obj = getattr(obj, part)
+
+
+def test_real_cuda_python_without_a_gpu_is_one_line():
+    pytest.importorskip("cuda.bindings.runtime")
+    from conftest import _has_cuda
+
+    if _has_cuda():
+        pytest.skip("a CUDA device is usable here; see test_real_cuda_round_trip")
+    with pytest.raises(BackendUnavailableError, match=r"CUDA is not usable here \(CUDA cudaSetDevice failed: cudaError"):
+        cuda_mem.open_cuda(prefer="cuda-python")
+
+
+@pytest.mark.gpu
+def test_real_cuda_round_trip(frames):
+    """Real CUDA (cuda-python): pinned buffers, async copies both ways, events, a captured graph of copies."""
+    api = cuda_mem.open_cuda(prefer="cuda-python")
+    try:
+        x = _frames_batch(frames, 4)
+        a, b = PinnedBuffer(api), PinnedBuffer(api)
+        a.ensure(x.nbytes)
+        b.ensure(x.nbytes)
+        stream = api.stream_create()
+        e0, e1 = api.event_create(), api.event_create()
+        host = a.host(x.shape, x.dtype)
+        np.copyto(host, x)
+        api.event_record(e0, stream)
+        api.memcpy_htod_async(a.device, host, x.nbytes, stream)
+        back = b.host(x.shape, x.dtype)
+        api.memcpy_dtoh_async(back, a.device, x.nbytes, stream)
+        api.event_record(e1, stream)
+        api.stream_synchronize(stream)
+        np.testing.assert_array_equal(back, x)
+        assert api.event_elapsed_ms(e0, e1) >= 0
+        info = __import__("endoedge.runtime.gpu_info", fromlist=["query_gpu"]).query_gpu(api, 0)
+        assert info.sm_count > 0
+        for e in (e0, e1):
+            api.event_destroy(e)
+        api.stream_destroy(stream)
+        a.release()
+        b.release()
+    finally:
+        api.close()

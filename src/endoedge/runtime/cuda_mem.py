@@ -314,7 +314,13 @@ def open_cuda(index: int = 0, prefer: str = "auto") -> CudaApi:
         except Exception as err:  # noqa: BLE001 - a CUDA library may fail with OSError
             errors.append(f"cuda-python: {type(err).__name__}: {err}")
         else:
-            return CudaPythonApi(cudart, index)
+            try:
+                return CudaPythonApi(cudart, index)
+            except CudaError as err:
+                raise BackendUnavailableError(
+                    f"CUDA is not usable here ({err}); the tensorrt backend needs an NVIDIA GPU with a driver "
+                    "at least as new as the cuda-python CUDA version"
+                ) from err
     if prefer in ("auto", "pycuda"):
         try:
             driver = importlib.import_module("pycuda.driver")
