@@ -236,7 +236,7 @@ def test_calibrator_feeds_batches_and_keeps_its_cache(use_fake, onnx_pair, tmp_p
 
     trt = use_fake("10.3.0")
     batches = [np.stack([cv2.resize(f, (32, 32)).transpose(2, 0, 1) for f in frames[i:i + 2]]).astype(np.float32) / 255
-               for i in (0, 2)]
+               for i in (0, 2, 3)]  # the last one is short (1 image): dropped, as TensorRT needs full batches
     data = type("Data", (), {"content_hash": "frames-v1", "__iter__": lambda self: iter([{"images": b} for b in batches])})()
     cache = tmp_path / "calib.cache"
     req = BuildRequest(precision="int8", calib=True, calib_batch=2)
@@ -244,7 +244,7 @@ def test_calibrator_feeds_batches_and_keeps_its_cache(use_fake, onnx_pair, tmp_p
     rec = trt.record
     assert rec["calib_profile"] == {"images": ([2, 3, 32, 32], [2, 3, 32, 32], [2, 3, 32, 32])}
     assert len(rec["calib_batches"]) == 2
-    for got, want in zip(rec["calib_batches"], batches, strict=True):
+    for got, want in zip(rec["calib_batches"], batches[:2], strict=True):
         np.testing.assert_array_equal(got[: want.size], want.ravel())  # what reached "device" memory
     assert cache.read_bytes() == b"calibration-table"
     assert result.manifest["int8_source"] == "calibrator"

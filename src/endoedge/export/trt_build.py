@@ -194,6 +194,11 @@ def build_serialized(trt: ModuleType, plan: BuildPlan, onnx_path: Path, *, calib
     return bytes(memoryview(serialized)), io
 
 
+def calibrator_shape(plan: BuildPlan) -> tuple[int, ...]:
+    """The calibration batch shape: the calibration profile's shape (``(calib_batch, C, H, W)``)."""
+    return tuple(plan.calib_profile[plan.input_name]["opt"]) if plan.calib_profile else ()
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
@@ -294,14 +299,16 @@ def build_engine(
             if plan.use_calibrator:
                 from endoedge.export.trt_calibrator import make_entropy_calibrator
 
-                shape = tuple(plan.calib_profile[plan.input_name]["opt"]) if plan.calib_profile else ()
                 calibrator = make_entropy_calibrator(
-                    trt, data or (), content_hash=str(calib_hash), input_name=plan.input_name, batch_shape=shape,
+                    trt, data or (), content_hash=str(calib_hash), input_name=plan.input_name,
+                    batch_shape=calibrator_shape(plan),
                     cuda=cuda, cache_file=Path(calib_cache) if calib_cache else None)
             blob, io = build_serialized(trt, plan, facts.path, calibrator=calibrator,
                                         timing_cache=Path(timing_cache) if timing_cache else None)
-            if calibrator is not None and calibrator.error is not None:
-                raise calibrator.error
+            if calibrator is not None:
+                if calibrator.error is not None:
+                    raise calibrator.error
+                logger.info("calibrated on %d batches of %s", calibrator.count, list(calibrator_shape(plan)))
             _write_atomic(built_at, blob)
             manifest = make_manifest(
                 onnx_path=facts.path, onnx_sha256=facts.sha256, machine=machine, precision=plan.precision,

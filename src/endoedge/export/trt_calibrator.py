@@ -109,6 +109,10 @@ def make_entropy_calibrator(
                 batch = next(self.batches)
             except StopIteration:
                 return None
+            short = np.shape(batch.get(input_name, ()))
+            if len(short) == len(batch_shape) and short[0] < batch_shape[0] and tuple(short[1:]) == tuple(batch_shape[1:]):
+                logger.info("calibration: dropping the short last batch (%d images)", short[0])
+                return None
             try:
                 arr = check_batch(batch, input_name, batch_shape)
                 self.buffer.ensure(arr.nbytes)
