@@ -76,6 +76,32 @@ class TrtVersion:
         return (self.major, self.minor) <= (10, 7) or (self.major, self.minor) >= (11, 4)
 
 
+    @property
+    def has_version_compatible(self) -> bool:
+        """``BuilderFlag.VERSION_COMPATIBLE`` and ``runtime.engine_host_code_allowed`` exist (8.6+)."""
+        return (self.major, self.minor) >= (8, 6)
+
+    @property
+    def has_hardware_compatibility(self) -> bool:
+        """``config.hardware_compatibility_level`` / ``HardwareCompatibilityLevel.AMPERE_PLUS`` (8.6+)."""
+        return (self.major, self.minor) >= (8, 6)
+
+    @property
+    def has_same_compute_capability(self) -> bool:
+        """``HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY`` exists (10.9+)."""
+        return (self.major, self.minor) >= (10, 9)
+
+    @property
+    def calibrator_deprecated(self) -> bool:
+        """The implicit INT8 calibrators are deprecated (10.1+; removed in 11.0)."""
+        return (self.major, self.minor) >= (10, 1)
+
+    @property
+    def precision_flags_deprecated(self) -> bool:
+        """``BuilderFlag.FP16`` / ``INT8`` are deprecated in favour of strong typing (10.12+)."""
+        return (self.major, self.minor) >= (10, 12)
+
+
 def trt_version(trt: ModuleType) -> TrtVersion:
     """The version of an imported ``tensorrt`` module."""
     return TrtVersion.parse(getattr(trt, "__version__", "0.0"))

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from endoedge.endoscopy import EndoscopyConfig, FrameCleaner, to_source
-from endoedge.errors import BackendUnavailableError, ModelFormatError
+from endoedge.errors import ModelFormatError
 from endoedge.imageio import to_bgr8
 from endoedge.postprocess import RawDetections, make_decoder
 from endoedge.preprocess import Preprocessor
-from endoedge.runtime import Backend, auto_backend, backend_names, check_available
+from endoedge.runtime import Backend, auto_backend, check_available
 from endoedge.spec import ModelSpec, read_onnx_metadata
 
 logger = logging.getLogger(__name__)
@@ -222,12 +222,15 @@ def load(
     endoscopy: EndoscopyConfig | None = None,
     **backend_options: Any,
 ) -> Detector:
-    """Load a detector from an exported ONNX (endoedge or Ultralytics) or an endoedge checkpoint.
+    """Load a detector from an exported ONNX (endoedge or Ultralytics), a TensorRT engine or a checkpoint.
 
     Args:
-        model_path: ``.onnx`` or endoedge checkpoint (``.pt``/``.pth``).
-        backend: ``"auto"`` (by file type: ONNX -> onnxruntime, checkpoint -> torch) or a
-            registered backend name (:func:`endoedge.runtime.backend_names`).
+        model_path: ``.onnx``, TensorRT ``.engine`` (with its ``.engine.json`` manifest, which
+            holds the pre-processing spec) or endoedge checkpoint (``.pt``/``.pth``).
+        backend: ``"auto"`` (by file type: ONNX -> onnxruntime, engine -> tensorrt, checkpoint
+            -> torch) or a registered backend name (:func:`endoedge.runtime.backend_names`);
+            ``backend="tensorrt"`` on an ``.onnx`` builds it once into the engine cache
+            (``precision=``, ``cache_dir=`` go to :class:`~endoedge.runtime.tensorrt.TensorRTBackend`).
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` (onnxruntime also ``"tensorrt[:N]"``).
         score_threshold: minimum score; ``None`` = the model's default.
         iou_threshold: per-class NMS IoU threshold; ``None`` = the model's default.
@@ -248,11 +251,11 @@ def load(
     if not path.is_file():
         raise ModelFormatError(f"model '{path}' does not exist or is not a file")
     name = auto_backend(path) if backend == "auto" else backend
-    if name == "tensorrt" and name not in backend_names():
-        raise BackendUnavailableError(
-            "TensorRT engines are not supported by this endoedge version yet; run the .onnx "
-            "with --backend onnxruntime"
-        )
+    engine = path.suffix.lower() in (".engine", ".plan", ".trt")
+    if engine and spec is None:  # an engine's pre-processing travels in its manifest
+        from endoedge.export.trt_manifest import read_manifest
+
+        spec = ModelSpec.from_metadata(read_manifest(path)["spec"], where=f"engine '{path}'")
     cls = check_available(name)  # unknown names raise with the list of known backends
     loaded = None
     if spec is None:

@@ -34,3 +34,11 @@ class ExportError(EndoedgeError):
 
 class ParityError(ExportError):
     """The exported ONNX disagrees with PyTorch beyond the tolerance."""
+
+
+class EngineBuildError(ExportError):
+    """A TensorRT engine cannot be built: impossible options for this TensorRT line, parser or builder failure."""
+
+
+class StaleEngineError(ModelFormatError):
+    """A TensorRT engine was built for another TensorRT, GPU, JetPack or ONNX than the one here."""

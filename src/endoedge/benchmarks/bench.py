@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ LATENCY_DEFINITION = (
 )
 _FEED_BUDGET_BYTES = 64 << 20  # distinct input batches kept per case (cycled through)
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+_ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Case:
     samples_ms: list[float] = field(default_factory=list)
     timed_ns: int = 0
     calls: int = 0
+    gpu_ms: dict[str, list[float]] = field(default_factory=dict)  # trtexec-style parts, when the backend has them
 
     @property
     def row(self) -> str:
@@ -95,6 +97,17 @@ class Case:
         t0 = time.perf_counter_ns()
         self.backend.infer(feed)
         return time.perf_counter_ns() - t0
+
+    def record_gpu(self) -> None:
+        """Keep the backend's CUDA-event times of the last call (``last_gpu_timings()``), if it has any.
+
+        An optional backend hook: ``last_gpu_timings() -> {"h2d", "compute", "d2h"} ms | None``
+        (the tensorrt backend); other backends do not define it.
+        """
+        hook = getattr(self.backend, "last_gpu_timings", None)
+        parts = hook() if callable(hook) else None
+        for key, ms in (parts or {}).items():
+            self.gpu_ms.setdefault(key, []).append(float(ms))
 
     def done(self, iterations: int, duration_s: float) -> bool:
         return len(self.samples_ms) >= iterations and self.timed_ns >= duration_s * 1e9
@@ -116,6 +129,9 @@ class Case:
             "backend_detail": self.backend.describe(),
             "input": {"name": self.backend.input_name, "shape": list(feed.shape), "dtype": str(feed.dtype)},
             "threads": self.threads,
+            **({"gpu": {k: summarize(v) for k, v in self.gpu_ms.items()},
+                "gpu_samples_ms": {k: [round(x, 6) for x in v] for k, v in self.gpu_ms.items()}}
+               if self.gpu_ms else {}),
         }
 
 
@@ -183,23 +199,38 @@ def _onnx_input(path: Path) -> _ModelInput:
     return _ModelInput(pp, dtype, note=note)
 
 
+def _engine_input(path: Path) -> _ModelInput:
+    """Pre-processing and input dtype of a TensorRT engine, from its manifest."""
+    from endoedge.export.trt_manifest import read_manifest
+    from endoedge.spec import ModelSpec
+
+    manifest = read_manifest(path)
+    inputs = [e for e in manifest["io"] if e.get("mode") == "input"]
+    dtype = np.dtype(inputs[0]["dtype"]) if inputs else np.dtype(np.float32)
+    return _ModelInput(ModelSpec.from_metadata(manifest["spec"], where=f"engine '{path}'").preprocess, dtype)
+
+
 def _model_input(path: Path) -> _ModelInput:
     if path.suffix.lower() == ".onnx":
         return _onnx_input(path)
+    if path.suffix.lower() in _ENGINE_SUFFIXES:
+        return _engine_input(path)
     if path.suffix.lower() in _CHECKPOINT_SUFFIXES:
         from endoedge.models.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path)
         return _ModelInput(loaded.spec.preprocess, np.dtype(np.float32), loaded=loaded)
     raise ModelFormatError(
-        f"'{path}': endoedge bench runs .onnx files and endoedge checkpoints ({', '.join(_CHECKPOINT_SUFFIXES)})"
+        f"'{path}': endoedge bench runs .onnx files, TensorRT engines ({', '.join(_ENGINE_SUFFIXES)}) "
+        f"and endoedge checkpoints ({', '.join(_CHECKPOINT_SUFFIXES)})"
     )
 
 
-def _open_backend(name: str, path: Path, info: _ModelInput, device: str, threads: int | None) -> Backend:
+def _open_backend(name: str, path: Path, info: _ModelInput, device: str, threads: int | None,
+                  trt_options: Mapping[str, Any] | None = None) -> Backend:
     """Construct and activate backend ``name`` on ``path``; EndoedgeError says why it cannot."""
     cls = check_available(name)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(trt_options or {}) if name == "tensorrt" else {}
     if name == "onnxruntime":
         if path.suffix.lower() != ".onnx":
             raise ModelFormatError("onnxruntime runs .onnx files; export the checkpoint first (endoedge export)")
@@ -273,6 +304,7 @@ def plan(
     batches: Sequence[int] | None = None,
     threads: int | None = None,
     frames: Sequence[np.ndarray] | None = None,
+    trt_options: Mapping[str, Any] | None = None,
 ) -> tuple[list[Case], list[Skipped]]:
     """Build and activate every runnable (model, backend, batch); the others come back as skipped.
 
@@ -301,7 +333,7 @@ def plan(
                 logger.warning("%s: %s", labels[path], info.note)
             for name in names:
                 try:
-                    runner = _open_backend(name, path, info, device, threads)
+                    runner = _open_backend(name, path, info, device, threads, trt_options)
                 except EndoedgeError as err:
                     skipped.append(Skipped(str(path), name, None, str(err)))
                     continue
@@ -375,6 +407,7 @@ def measure(
                         case.call()
                 for _ in range(timed_per_block if len(running) > 1 else block):
                     ns = case.call()
+                    case.record_gpu()
                     case.samples_ms.append(ns / 1e6)
                     case.timed_ns += ns
                     if case.done(iterations, duration_s):
@@ -418,3 +451,17 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         ips = r["throughput_ips"]
         out.append(line + f"  {r['iterations']:>5}  " + (f"{ips:>9.1f}" if ips else f"{'-':>9}"))
     return "\n".join(out)
+
+
+def gpu_table(results: Sequence[dict[str, Any]]) -> str | None:
+    """trtexec-style GPU parts (CUDA events) of the results that have them: H2D, compute, D2H; else ``None``."""
+    rows = [r for r in results if r.get("gpu")]
+    if not rows:
+        return None
+    labels = _model_labels([Path(r["model"]) for r in rows])
+    lines = ["GPU time per batch, ms (CUDA events: H2D copy | GPU compute | D2H copy; median / p99)"]
+    for r in rows:
+        parts = "  ".join(f"{k} {r['gpu'][k]['p50']:.3f} / {r['gpu'][k]['p99']:.3f}"
+                          for k in ("h2d", "compute", "d2h") if k in r["gpu"])
+        lines.append(f"{labels[Path(r['model'])]}  {r['backend']}/{r['device']}  b{r['batch']}: {parts}")
+    return "\n".join(lines)

@@ -82,7 +82,32 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-det", type=int, default=None, help="max detections per image (default: the model's)")
     g.add_argument("--precise-resize", action="store_true", help="resize in float32 (exact torchvision parity, slower)")
     g.add_argument("--endoscopy", metavar="OPTIONS", help=ENDOSCOPY_HELP + " (default: as stored in the model)")
+    add_tensorrt_options(parser)
     add_foreign_model_options(parser)
+
+
+def add_tensorrt_options(parser: argparse.ArgumentParser) -> None:
+    """--rebuild-if-stale, --cuda-graph (the tensorrt backend only)."""
+    t = parser.add_argument_group("TensorRT engines (--backend tensorrt, or a .engine model)")
+    t.add_argument("--rebuild-if-stale", action="store_true",
+                   help="rebuild an engine whose manifest does not match this TensorRT/GPU/ONNX (from the ONNX it names)")
+    t.add_argument("--cuda-graph", action="store_true", help="replay the engine as a CUDA graph (cuda-python)")
+
+
+def tensorrt_options(args: argparse.Namespace, backend: str, model: str | Path) -> dict[str, Any]:
+    """Backend options from --rebuild-if-stale / --cuda-graph.
+
+    Raises:
+        InputError: one is given but the model does not run on the tensorrt backend.
+    """
+    from endoedge.runtime import auto_backend
+
+    wanted = {k: True for k in ("rebuild_if_stale", "cuda_graph") if getattr(args, k, False)}
+    name = auto_backend(model) if backend == "auto" else backend
+    if wanted and name != "tensorrt":
+        flags = ", ".join("--" + k.replace("_", "-") for k in wanted)
+        raise InputError(f"{flags} apply to TensorRT engines only; use --backend tensorrt or a .engine model")
+    return wanted
 
 
 def add_foreign_model_options(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +122,7 @@ def load_detector(args: argparse.Namespace, **options: Any) -> Any:
     """``endoedge.load`` with the model options of ``args``."""
     from endoedge.detector import load
 
+    options.update(tensorrt_options(args, args.backend, args.model))
     return load(
         args.model,
         backend=args.backend,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from endoedge._optional import is_installed
+from endoedge.cli._common import add_tensorrt_options
 from endoedge.errors import BackendUnavailableError, EndoedgeError, InputError
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,8 @@ DEFINITION = (
     "copies on GPU backends (like trtexec's Latency with data transfers, not its GPU Compute "
     "Time) and excludes decoding, pre-processing, post-processing (box decoding, NMS) and "
     "rendering: `endoedge run --report` measures those per stage. Throughput = batch x 1000 / "
-    "mean latency (images/s)."
+    "mean latency (images/s). With the tensorrt backend, CUDA events also give the GPU parts of "
+    "each call, as trtexec reports them: H2D copy, GPU compute, D2H copy."
 )
 
 
@@ -71,7 +73,7 @@ def add_parser(sub: Any) -> None:
         "bundled HoloHub colonoscopy frames, stacked to the batch size. " + DEFINITION,
     )
     p.add_argument("models", nargs="+", metavar="MODEL",
-                   help=".onnx or endoedge checkpoint; several = side by side (e.g. fp32.onnx fp16.onnx int8.onnx)")
+                   help=".onnx, TensorRT .engine or endoedge checkpoint; several = side by side (e.g. fp32.onnx fp16.onnx int8.onnx)")
     p.add_argument("--backend", default="auto",
                    help="auto (by file type), all (every installed backend that can run the model; the "
                    f"others are skipped with the reason) or a comma-separated list of: {', '.join(backend_names())}")
@@ -88,6 +90,7 @@ def add_parser(sub: Any) -> None:
                    help="calls per case before switching to the next (default 25)")
     p.add_argument("--block-warmup", type=_count(0), default=5,
                    help="untimed calls at the start of each block when cases alternate (default 5)")
+    add_tensorrt_options(p)
     p.add_argument("--json", metavar="OUT.json", help="write env, settings, results with raw samples_ms")
     p.add_argument("--plot", metavar="OUT.png", help="latency over iterations and CDF per case (needs matplotlib)")
     p.set_defaults(func=run)
@@ -110,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
         raise BackendUnavailableError("--plot needs matplotlib; install it with: pip install matplotlib")
     if args.block_warmup >= args.block:
         raise InputError(f"--block-warmup ({args.block_warmup}) must be smaller than --block ({args.block})")
+    trt_options = {k: True for k in ("rebuild_if_stale", "cuda_graph") if getattr(args, k, False)}
     cases, skipped = bench.plan(args.models, backend=args.backend, device=args.device,
-                                batches=args.batch, threads=args.threads)
+                                batches=args.batch, threads=args.threads, trt_options=trt_options)
     try:
         for s in skipped:
             print(f"skipped: {s}")
@@ -134,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bench.close(cases)
     print(bench.table(rep["results"]))
+    gpu = bench.gpu_table(rep["results"])
+    if gpu:
+        print(gpu)
     print(f"latency: {bench.LATENCY_DEFINITION}")
     if interrupted:
         print("interrupted: statistics of the calls timed so far")

@@ -1,4 +1,4 @@
-"""Backends that run a model: ``"onnxruntime"`` and ``"torch"`` (``"tensorrt"`` is planned).
+"""Backends that run a model: ``"onnxruntime"``, ``"torch"`` and ``"tensorrt"`` (needs the ``trt`` extra).
 
 All share :class:`~endoedge.runtime.base.Backend`'s activate / infer / deactivate interface and
 are looked up by name in :mod:`endoedge.runtime.registry`.

@@ -77,3 +77,4 @@ def auto_backend(model_path: str | Path) -> str:
 
 register_backend("onnxruntime", "endoedge.runtime.ort:OnnxRuntimeBackend")
 register_backend("torch", "endoedge.runtime.pytorch:TorchBackend")
+register_backend("tensorrt", "endoedge.runtime.tensorrt:TensorRTBackend")

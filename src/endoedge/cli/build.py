@@ -1,0 +1,156 @@
+"""``endoedge build MODEL.onnx --precision fp16 -o MODEL.engine``: a TensorRT engine + its manifest.
+
+Options are checked in this order, each failure one line: argument syntax (argparse), the ONNX
+and the options every TensorRT line would refuse (no TensorRT needed), then TensorRT itself is
+imported (a machine without it gets "TensorRT could not be imported ..."), then the checks of the
+installed line (e.g. ``--calib`` on TensorRT 11), then CUDA and the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from endoedge.errors import BackendUnavailableError, InputError
+
+logger = logging.getLogger(__name__)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small; use at least 1")
+    return value
+
+
+def _core(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not a DLA core number (0 or 1)")
+    return int(text)
+
+
+def _batch(text: str) -> tuple[int, int, int]:
+    from endoedge.export.trt_plan import parse_batch_range
+
+    try:
+        return parse_batch_range(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--batch ")) from None
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``build`` subcommand."""
+    from endoedge.export.trt_plan import HARDWARE_COMPAT, PRECISIONS
+
+    p = sub.add_parser(
+        "build",
+        help="build a TensorRT engine (+ manifest) from an ONNX: fp32/fp16/int8, batch profile, DLA",
+        description="Build a TensorRT engine from an ONNX on this machine's GPU and write "
+        "ENGINE.json beside it (ONNX sha256, TensorRT version, GPU, JetPack, precision, profiles, "
+        "pre-processing spec); loading refuses an engine whose manifest does not match the machine. "
+        "TensorRT 8.6 / 10.x: precision via builder flags; INT8 from a Q/DQ ONNX or --calib. "
+        "TensorRT 11: strongly typed; FP16 needs an FP16 ONNX and INT8 a Q/DQ ONNX "
+        "(endoedge quantize makes both).",
+    )
+    p.add_argument("onnx", help="the .onnx to build (endoedge export / endoedge quantize output)")
+    p.add_argument("-o", "--output", help="engine path, e.g. model.engine (optional with --cache-dir)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="default: what the ONNX is (Q/DQ -> int8, FP16 ONNX -> fp16, else fp32)")
+    c = p.add_argument_group("INT8 implicit calibration (TensorRT <= 10; prefer a Q/DQ ONNX)")
+    c.add_argument("--calib", metavar="SRC", help="calibration images: folder, glob or dataset (endoedge.calibration)")
+    c.add_argument("--calib-images", type=_positive, default=None, help="images to calibrate on (default 500)")
+    c.add_argument("--calib-batch", type=_positive, default=None, help="images per calibration batch (default 1)")
+    c.add_argument("--calib-cache", metavar="FILE", help="calibration cache (reused while data, batch and TensorRT match)")
+    b = p.add_argument_group("build")
+    b.add_argument("--batch", type=_batch, default=None, metavar="MIN:OPT:MAX",
+                   help="optimization profile of the dynamic batch axis (default 1:1:8; a fixed-batch ONNX keeps its batch)")
+    b.add_argument("--workspace", type=_positive, default=None, metavar="MiB", help="builder workspace limit in MiB")
+    b.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache (read if present, updated after the build)")
+    b.add_argument("--dla", type=_core, default=None, metavar="CORE", help="build for DLA core N with GPU fallback (Jetson Xavier/Orin)")
+    b.add_argument("--version-compatible", action="store_true", help="engine runs on later TensorRT runtimes (>= 8.6)")
+    b.add_argument("--hardware-compat", choices=HARDWARE_COMPAT, default="none",
+                   help="ampere+: any Ampere+ discrete GPU; same-cc: same compute capability (TensorRT >= 10.9)")
+    b.add_argument("--cache-dir", metavar="DIR", help="engine cache: reuse an engine built from the same ONNX, TensorRT, GPU and options")
+    b.add_argument("--force", action="store_true", help="rebuild even if an up-to-date engine exists; replace -o")
+    b.add_argument("--device", default="auto", help="auto, cuda or cuda:N")
+    b.add_argument("--cuda-bindings", choices=("auto", "cuda-python", "pycuda"), default="auto",
+                   help="CUDA Python bindings for buffers (default: cuda-python, else pycuda)")
+    p.set_defaults(func=run)
+
+
+def _calibration_loader(args: argparse.Namespace, facts: Any) -> Any:
+    """A callable loading the calibration data through ``endoedge.calibration`` (only when used)."""
+    if not args.calib:
+        return None
+
+    def load() -> Any:
+        from endoedge.spec import ModelSpec
+
+        spec = ModelSpec.from_metadata(facts.metadata, where=f"'{facts.path}'")
+        try:
+            module: Any = importlib.import_module("endoedge.calibration")
+            loader: Any = module.load_calibration_data
+        except (ImportError, AttributeError) as err:
+            raise BackendUnavailableError(f"--calib needs endoedge.calibration, which this install lacks ({err}); "
+                                          "build a Q/DQ ONNX elsewhere or update endoedge") from err
+        return loader(args.calib, spec, num_images=args.calib_images or 500, batch_size=args.calib_batch or 1,
+                      input_name=facts.input_name)
+
+    return load
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not args.calib:
+        given = [f for f, v in (("--calib-images", args.calib_images), ("--calib-batch", args.calib_batch),
+                                ("--calib-cache", args.calib_cache)) if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} only apply with --calib SRC")
+    if not args.output and not args.cache_dir:
+        raise InputError("give the engine path with -o MODEL.engine (or an engine cache with --cache-dir DIR)")
+    for flag, value in (("-o", args.output), ("--timing-cache", args.timing_cache), ("--calib-cache", args.calib_cache)):
+        if value and Path(value).is_dir():
+            raise InputError(f"{flag} '{value}' is a folder; give a file name")
+    if args.output and Path(args.output).suffix.lower() == ".onnx":
+        raise InputError(f"-o '{args.output}' would overwrite an ONNX; name the engine MODEL.engine")
+    if args.cache_dir and Path(args.cache_dir).is_file():
+        raise InputError(f"--cache-dir '{args.cache_dir}' is a file; give a folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build; see the subcommand's description."""
+    from endoedge.export.onnx_facts import onnx_facts
+    from endoedge.export.trt_build import build_engine, precheck
+    from endoedge.export.trt_plan import BuildRequest
+    from endoedge.runtime.gpu_info import device_index
+
+    _check_args(args)
+    index = device_index(args.device)
+    facts = onnx_facts(args.onnx)
+    req = BuildRequest(
+        precision=args.precision,
+        calib=bool(args.calib),
+        calib_batch=args.calib_batch or 1,
+        batch=args.batch,
+        workspace_mib=args.workspace,
+        dla_core=args.dla,
+        version_compatible=args.version_compatible,
+        hardware_compat=args.hardware_compat,
+    )
+    precheck(req, facts)  # what every TensorRT line refuses, before importing TensorRT
+    result = build_engine(
+        facts.path, args.output, req, cache_dir=args.cache_dir, force=args.force,
+        timing_cache=args.timing_cache, calibration=_calibration_loader(args, facts),
+        calib_cache=args.calib_cache, device=index, cuda_bindings=args.cuda_bindings,
+    )
+    m = result.manifest
+    state = "up to date (not rebuilt)" if result.reused else "built"
+    print(f"{state}: {result.engine_path} ({m['precision']}, TensorRT {m['trt_version']}, {m['gpu']['name']} "
+          f"cc {m['gpu']['compute_capability']}); manifest {result.engine_path}.json")
+    print(f"plan: {result.plan.describe()}")
+    return 0

@@ -1,0 +1,345 @@
+"""ONNX -> TensorRT engine + manifest, and the engine cache: the TensorRT calls of ``endoedge build``.
+
+The decisions are made by :func:`endoedge.export.trt_plan.make_plan` (unit-tested per line
+without TensorRT); this module executes a plan with the API of the line it runs on, behind
+version guards on :class:`~endoedge._trt.TrtVersion`:
+
+* ``builder.create_network(flags)`` with ``EXPLICIT_BATCH`` only on 8.x and ``STRONGLY_TYPED``
+  only on 10.x when the plan asks for it (11.x is always strongly typed);
+* ``trt.OnnxParser(network, logger).parse_from_file(path)``; on failure every
+  ``parser.get_error(i)`` is listed in the error;
+* ``config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)``, one optimization profile
+  (``set_shape(name, min, opt, max)``), ``BuilderFlag.FP16/INT8`` (<= 10), the entropy
+  calibrator + calibration profile (<= 10), DLA (``default_device_type``, ``DLA_core``,
+  ``GPU_FALLBACK``), ``VERSION_COMPATIBLE``, ``hardware_compatibility_level``;
+* the timing cache exactly as NVIDIA's ``samples/python/common.py`` does it;
+* ``builder.build_serialized_network(network, config)``.
+
+Nothing was executed against TensorRT on the development machines (no GPU there): this code is
+written from NVIDIA's bindings and samples and its names are checked statically per line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from endoedge._trt import TrtVersion, import_tensorrt, trt_version
+from endoedge.errors import EndoedgeError, EngineBuildError, InputError, StaleEngineError
+from endoedge.export.onnx_facts import OnnxFacts, onnx_facts
+from endoedge.export.trt_manifest import (
+    MachineInfo,
+    cache_key,
+    cached_engine_path,
+    machine_info,
+    make_manifest,
+    manifest_path,
+    read_manifest,
+    stale_field,
+    write_manifest,
+)
+from endoedge.export.trt_plan import BuildPlan, BuildRequest, make_plan, request_from_manifest
+
+logger = logging.getLogger(__name__)
+
+# One representative of every supported line: errors all of them report do not depend on the
+# TensorRT installed, so they are raised before TensorRT is imported.
+_LINES = (TrtVersion(8, 6, 1), TrtVersion(10, 3, 0), TrtVersion(11, 4, 0))
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`build_engine` produced (or found up to date)."""
+
+    engine_path: Path
+    manifest: dict[str, Any]
+    plan: BuildPlan
+    reused: bool
+
+
+def precheck(req: BuildRequest, facts: OnnxFacts) -> None:
+    """Raise what every supported TensorRT line refuses, before TensorRT is imported.
+
+    The first error all lines share; else, when every line has some error, the first one of
+    the 10.x line that names no version. Line-specific problems wait for the installed line.
+    """
+    plans = [make_plan(req, v, facts) for v in _LINES]
+    common = set.intersection(*(set(p.errors) for p in plans))
+    for err in plans[0].errors:
+        if err in common:
+            raise EngineBuildError(err)
+    if all(p.errors for p in plans):
+        for err in plans[1].errors:
+            if f"TensorRT {_LINES[1]}" not in err and str(_LINES[1]) not in err:
+                raise EngineBuildError(err)
+
+
+def make_trt_logger(trt: ModuleType) -> Any:
+    """An ``ILogger`` that forwards to Python logging and keeps the errors for the one-line message."""
+
+    class _Logger(trt.ILogger):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = int(severity)  # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
+            if level <= 1:
+                self.errors.append(str(msg))
+                logger.error("TensorRT: %s", msg)
+            elif level == 2:
+                logger.warning("TensorRT: %s", msg)
+            else:
+                logger.debug("TensorRT: %s", msg)
+
+    return _Logger()
+
+
+def _dtype_name(trt: ModuleType, dtype: Any) -> str:
+    import numpy as np
+
+    try:
+        return np.dtype(trt.nptype(dtype)).name
+    except (TypeError, KeyError, ValueError):
+        return str(dtype).rsplit(".", 1)[-1].lower()
+
+
+def _network_io(trt: ModuleType, network: Any) -> list[dict[str, Any]]:
+    io = []
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        io.append({"name": t.name, "mode": "input", "dtype": _dtype_name(trt, t.dtype), "shape": list(t.shape)})
+    for i in range(network.num_outputs):
+        t = network.get_output(i)
+        io.append({"name": t.name, "mode": "output", "dtype": _dtype_name(trt, t.dtype), "shape": list(t.shape)})
+    return io
+
+
+def _set_profile(builder: Any, shapes: dict[str, dict[str, list[int]]]) -> Any:
+    profile = builder.create_optimization_profile()
+    for name, s in shapes.items():
+        profile.set_shape(name, s["min"], s["opt"], s["max"])
+    return profile
+
+
+def build_serialized(trt: ModuleType, plan: BuildPlan, onnx_path: Path, *, calibrator: Any = None,
+                     timing_cache: Path | None = None) -> tuple[bytes, list[dict[str, Any]]]:
+    """Parse ``onnx_path`` and build the plan; returns ``(engine bytes, io records)``.
+
+    Raises:
+        EngineBuildError: the parser or the builder failed (their messages are included).
+    """
+    ver = trt_version(trt)
+    if ver != plan.trt_version:
+        raise EngineBuildError(f"the plan is for TensorRT {plan.trt_version}, this is {ver}")
+    log = make_trt_logger(trt)
+    trt.init_libnvinfer_plugins(log, "")
+    builder = trt.Builder(log)
+    flags = 0
+    if ver.needs_explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if ver.has_strongly_typed_flag and not ver.strongly_typed_only and plan.strongly_typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, log)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)).replace("\n", " ") for i in range(parser.num_errors)]
+        raise EngineBuildError(f"TensorRT {ver}'s ONNX parser rejected '{onnx_path.name}': "
+                               + " | ".join(errors or log.errors or ["no reason given"]))
+    config = builder.create_builder_config()
+    if plan.workspace_bytes is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
+    if plan.set_profile:
+        config.add_optimization_profile(_set_profile(builder, plan.profile))
+    if ver.has_precision_flags:
+        if plan.fp16_flag:
+            config.set_flag(trt.BuilderFlag.FP16)
+        if plan.int8_flag:
+            config.set_flag(trt.BuilderFlag.INT8)
+    if ver.has_implicit_calibration and plan.use_calibrator:
+        config.int8_calibrator = calibrator
+        if plan.set_profile and plan.calib_profile is not None:
+            config.set_calibration_profile(_set_profile(builder, plan.calib_profile))
+    if ver.has_dla and plan.dla_core is not None:
+        cores = int(builder.num_DLA_cores)
+        if plan.dla_core >= cores:
+            raise EngineBuildError(f"--dla {plan.dla_core}: this device has {cores} DLA core(s)"
+                                   + (" (none: not a Jetson Xavier/Orin)" if cores == 0 else ""))
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = plan.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    if ver.has_version_compatible and plan.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if ver.has_hardware_compatibility and plan.hardware_compat == "ampere+":
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if ver.has_same_compute_capability and plan.hardware_compat == "same-cc":
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+    if timing_cache is not None:  # NVIDIA samples/python/common.py
+        buf = timing_cache.read_bytes() if timing_cache.is_file() else b""
+        cache = config.create_timing_cache(buf)
+        config.set_timing_cache(cache, True)  # ignore_mismatch: a cache from another device is dropped
+    io = _network_io(trt, network)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        reason = log.errors[-1] if log.errors else "see the TensorRT log above"
+        raise EngineBuildError(f"TensorRT {ver} could not build '{onnx_path.name}' ({plan.precision}): {reason}")
+    if timing_cache is not None:
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        timing_cache.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    return bytes(memoryview(serialized)), io
+
+
+def calibrator_shape(plan: BuildPlan) -> tuple[int, ...]:
+    """The calibration batch shape: the calibration profile's shape (``(calib_batch, C, H, W)``)."""
+    return tuple(plan.calib_profile[plan.input_name]["opt"]) if plan.calib_profile else ()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _identity(plan: BuildPlan, facts: OnnxFacts, machine: MachineInfo, calibration_hash: str | None) -> dict[str, Any]:
+    """The cache-key fields of the engine this plan would build here."""
+    return {"onnx_sha256": facts.sha256, "trt_version": machine.trt_version, "gpu": machine.gpu.to_dict(),
+            "precision": plan.precision, "int8_source": plan.int8_source, "profiles": [plan.profile],
+            "dla_core": plan.dla_core, "calibration_hash": calibration_hash,
+            "version_compatible": plan.version_compatible, "hardware_compatibility": plan.hardware_compat}
+
+
+def _up_to_date(engine: Path, ident: dict[str, Any], machine: MachineInfo, facts: OnnxFacts) -> dict[str, Any] | None:
+    """The existing engine's manifest when it is exactly what would be built, else ``None``."""
+    if not (engine.is_file() and manifest_path(engine).is_file()):
+        return None
+    try:
+        manifest = read_manifest(engine)
+        if cache_key(manifest) != cache_key(ident) or stale_field(manifest, machine, onnx_sha256=facts.sha256):
+            return None
+    except (EndoedgeError, ValueError, KeyError, TypeError):  # a broken manifest means: rebuild
+        return None
+    return manifest
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path | None,
+    req: BuildRequest,
+    *,
+    cache_dir: str | Path | None = None,
+    force: bool = False,
+    timing_cache: str | Path | None = None,
+    calibration: Any = None,
+    calib_cache: str | Path | None = None,
+    device: int = 0,
+    cuda_bindings: str = "auto",
+) -> BuildResult:
+    """Build ``onnx_path`` into ``engine_path`` (or into ``cache_dir``, keyed as HoloHub does) + manifest.
+
+    Args:
+        onnx_path: the ONNX (its ``metadata_props`` become the manifest's ``spec``).
+        engine_path: where to write; ``None`` = only into ``cache_dir``. With both, the cached
+            engine is copied there.
+        req: the build options.
+        cache_dir: engine cache folder: an engine with the same key is reused, not rebuilt.
+        force: rebuild even when an up-to-date engine exists.
+        timing_cache: TensorRT timing cache file (read if present, written after the build).
+        calibration: a zero-argument callable returning the calibration data (iterable of
+            ``{input: float32 NCHW}`` batches with ``content_hash``); called only when the plan
+            uses the implicit calibrator.
+        calib_cache: the calibrator's cache file.
+        device: CUDA device ordinal.
+        cuda_bindings: ``auto``, ``cuda-python`` or ``pycuda``.
+
+    Raises:
+        EndoedgeError: bad options for this TensorRT line, no TensorRT/CUDA, parser/build failure.
+    """
+    from endoedge.jetson.platform import is_jetson
+    from endoedge.runtime.cuda_mem import open_cuda
+    from endoedge.runtime.gpu_info import query_gpu
+
+    facts = onnx_facts(onnx_path)
+    precheck(req, facts)
+    if engine_path is None and cache_dir is None:
+        raise InputError("give an output engine path (-o) or an engine cache folder (--cache-dir)")
+    trt = import_tensorrt()
+    ver = trt_version(trt)
+    cuda = open_cuda(device, cuda_bindings)
+    calibrator = None
+    try:
+        machine = machine_info(str(trt.__version__), query_gpu(cuda, device))
+        plan = make_plan(req, ver, facts, jetson=is_jetson(), gpu_cc=machine.gpu.cc_tuple).check()
+        for w in plan.warnings:
+            logger.warning("%s", w)
+        data = calibration() if plan.use_calibrator and calibration is not None else None
+        if plan.use_calibrator and data is None:
+            raise EngineBuildError("--precision int8 with the calibrator needs calibration data (--calib SRC)")
+        calib_hash = str(data.content_hash) if data is not None else None
+        ident = _identity(plan, facts, machine, calib_hash)
+        target = Path(engine_path) if engine_path is not None else None
+        if cache_dir is not None:
+            built_at = cached_engine_path(cache_dir, facts.path, plan.precision, cache_key(ident))
+            built_at.parent.mkdir(parents=True, exist_ok=True)
+        elif target is not None:
+            built_at = target
+        else:  # checked above; kept for the type checker
+            raise InputError("give an output engine path (-o) or an engine cache folder (--cache-dir)")
+        manifest = None if force else _up_to_date(built_at, ident, machine, facts)
+        reused = manifest is not None
+        if manifest is None:
+            if built_at.exists() and not force and cache_dir is None:
+                raise InputError(f"'{built_at}' exists and was built from another ONNX, TensorRT, GPU or "
+                                 "options; pass --force to replace it")
+            logger.info("building %s: %s", built_at, plan.describe())
+            if plan.use_calibrator:
+                from endoedge.export.trt_calibrator import make_entropy_calibrator
+
+                calibrator = make_entropy_calibrator(
+                    trt, data or (), content_hash=str(calib_hash), input_name=plan.input_name,
+                    batch_shape=calibrator_shape(plan),
+                    cuda=cuda, cache_file=Path(calib_cache) if calib_cache else None)
+            blob, io = build_serialized(trt, plan, facts.path, calibrator=calibrator,
+                                        timing_cache=Path(timing_cache) if timing_cache else None)
+            if calibrator is not None:
+                if calibrator.error is not None:
+                    raise calibrator.error
+                logger.info("calibrated on %d batches of %s", calibrator.count, list(calibrator_shape(plan)))
+            _write_atomic(built_at, blob)
+            manifest = make_manifest(
+                onnx_path=facts.path, onnx_sha256=facts.sha256, machine=machine, precision=plan.precision,
+                int8_source=plan.int8_source, calibration_hash=calib_hash, profiles=[plan.profile], io=io,
+                version_compatible=plan.version_compatible, hardware_compatibility=plan.hardware_compat,
+                dla_core=plan.dla_core, spec=facts.metadata)
+            write_manifest(built_at, manifest)
+        if target is not None and target.resolve() != built_at.resolve():
+            shutil.copyfile(built_at, target)
+            write_manifest(target, manifest)
+        return BuildResult(target or built_at, manifest, plan, reused)
+    finally:
+        if calibrator is not None:
+            calibrator.close()
+        cuda.close()
+
+
+def rebuild_stale(engine_path: str | Path, manifest: dict[str, Any], *, device: int = 0,
+                  cuda_bindings: str = "auto") -> BuildResult:
+    """Rebuild a stale engine in place from the ONNX and options its manifest records.
+
+    Raises:
+        StaleEngineError: the ONNX is gone, or the engine was calibrated (the data is not recorded).
+    """
+    onnx = Path(str(manifest.get("onnx_path") or ""))
+    if not onnx.is_file():
+        raise StaleEngineError(f"cannot rebuild '{engine_path}': its ONNX '{onnx}' is not on this machine; "
+                               f"build it with `endoedge build MODEL.onnx -o {engine_path} --force`")
+    if manifest.get("int8_source") == "calibrator":
+        raise StaleEngineError(f"cannot rebuild '{engine_path}' by itself: it was INT8-calibrated; run "
+                               f"`endoedge build {onnx} --precision int8 --calib SRC -o {engine_path} --force`")
+    logger.warning("rebuilding stale engine %s from %s", engine_path, onnx)
+    return build_engine(onnx, engine_path, request_from_manifest(manifest), force=True, device=device,
+                        cuda_bindings=cuda_bindings)
