@@ -4,7 +4,8 @@ Lines: 8.6, 10.x (checked against 10.13) and 11.x (checked against 11.4); the na
 ``names_<line>.txt`` beside this file (see ``regen.py`` for how each is derived).
 
 A module is checked when it imports TensorRT through ``import_tensorrt()`` (from
-``endoedge._trt``), ``import tensorrt`` or ``importlib.import_module("tensorrt")``. Collected (AST only, nothing is imported):
+``endoedge._trt``), ``import tensorrt`` or ``importlib.import_module("tensorrt")``, or when a
+function takes the module as a parameter named ``trt``. Collected (AST only, nothing is imported):
 
 a. attribute chains rooted at a TensorRT module name (bound from ``import_tensorrt()``,
    ``import tensorrt as X``, or a parameter called ``trt``): ``trt.BuilderFlag.FP16`` needs
@@ -12,10 +13,12 @@ a. attribute chains rooted at a TensorRT module name (bound from ``import_tensor
 b. every other attribute access (``config.set_flag``, ``engine.num_io_tensors``), loads and
    stores: the name counts as a TensorRT name when it is a class member in any line's table,
    and then must be a member of some class in each line that reaches it. Receivers known not to
-   be TensorRT objects are skipped: other imported modules, parameters annotated with a type
-   that does not mention ``trt``/``tensorrt``/``Any``, names assigned from literals, and
-   ``self.x`` when the class assigns ``self.x`` itself or defines ``x``;
-c. ``class C(trt.X)``: the base is a chain (a), and each method that overrides a member of
+   be TensorRT objects are skipped: other imported modules and names, parameters annotated with
+   a type that does not mention ``trt``/``tensorrt``/``Any`` or a TensorRT class, names only ever
+   assigned from literals or from calls/attributes of imported non-TensorRT names
+   (``plan = make_plan(...)``, ``p = Path(x)``), and ``self.x`` when the class assigns
+   ``self.x`` itself or defines ``x``;
+c. ``class C(trt.X)`` (or ``class C(base)`` after ``base = trt.X``): the base is a chain (a), and each method that overrides a member of
    ``X`` in some line must be a member of ``X`` in every line where ``X`` exists and the class
    is reached.
 
@@ -139,6 +142,7 @@ class _Scope:
     trt_names: set[str] = field(default_factory=set)
     ver_names: set[str] = field(default_factory=set)
     not_trt: set[str] = field(default_factory=set)
+    trt_classes: dict[str, str] = field(default_factory=dict)  # alias -> TensorRT class (base = trt.X)
 
 
 class ModuleChecker(ast.NodeVisitor):
@@ -153,6 +157,7 @@ class ModuleChecker(ast.NodeVisitor):
         self.props = _version_props()
         self.violations: set[Violation] = set()
         self.uses: list[tuple[int, str, frozenset[str]]] = []  # (lineno, name, lines reaching it)
+        self.member_uses: list[tuple[int, str, frozenset[str]]] = []  # the (b) part of ``uses``
         self.modules: set[str] = set()  # names bound to non-TensorRT modules
         self.scope = _Scope()
         self.reach: frozenset[str] = ALL
@@ -207,9 +212,17 @@ class ModuleChecker(ast.NodeVisitor):
             if fname in ("trt_version", "TrtVersion") or (fname == "parse" and _root(fn) == "TrtVersion"):
                 scope.ver_names.add(name)
                 return "ver"
+        chain = _chain(value) if isinstance(value, ast.Attribute) else None
+        if chain and len(chain) == 2 and chain[0] in scope.trt_names:
+            scope.trt_classes[name] = chain[1]
+            return "other"
         literals = (ast.Constant, ast.JoinedStr, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.ListComp,
                     ast.DictComp, ast.SetComp)
-        return "literal" if isinstance(value, literals) else "other"
+        if isinstance(value, literals):
+            return "literal"
+        if isinstance(value, (ast.Call, ast.Attribute, ast.Subscript)) and _root(value) in self.modules:
+            return "literal"  # from an imported non-TensorRT module or callable: Path(...), np.zeros(...)
+        return "other"
 
     # -- reachability ---------------------------------------------------------------------
     def _block(self, body: list[ast.stmt], reach: frozenset[str]) -> frozenset[str]:
@@ -273,7 +286,7 @@ class ModuleChecker(ast.NodeVisitor):
         for d in fn.decorator_list:
             self._expr(d, reach)
         outer = self.scope
-        scope = _Scope(set(outer.trt_names), set(outer.ver_names), set(outer.not_trt))
+        scope = _Scope(set(outer.trt_names), set(outer.ver_names), set(outer.not_trt), dict(outer.trt_classes))
         args = [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]
         for a in args:
             ann = ast.unparse(a.annotation) if a.annotation is not None else ""
@@ -302,6 +315,8 @@ class ModuleChecker(ast.NodeVisitor):
             self._expr(b, reach)
             if isinstance(b, ast.Attribute) and isinstance(b.value, ast.Name) and b.value.id in self.scope.trt_names:
                 trt_bases.append(b.attr)
+            elif isinstance(b, ast.Name) and b.id in self.scope.trt_classes:
+                trt_bases.append(self.scope.trt_classes[b.id])
         defined = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
         for n in ast.walk(cls):
             if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and _root(n) == "self":
@@ -500,6 +515,7 @@ class ModuleChecker(ast.NodeVisitor):
         if isinstance(receiver, ast.Name) and receiver.id == "self" and self.class_self and attr in self.class_self[-1]:
             return
         self.uses.append((lineno, attr, reach))
+        self.member_uses.append((lineno, attr, reach))
         for line in sorted(reach):
             if attr not in self.tables[line].members:
                 self.violations.add(Violation(self.path, lineno, attr, line))
@@ -544,9 +560,13 @@ def _root(node: ast.expr) -> str | None:
 
 
 def uses_tensorrt(source: str) -> bool:
-    """Whether a module imports TensorRT (``import_tensorrt()`` call or ``import tensorrt``)."""
+    """Whether a module uses TensorRT: ``import_tensorrt()``, ``import tensorrt``, or a ``trt`` parameter."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            if any(a.arg == "trt" for a in args):
+                return True
         if isinstance(node, ast.Call):
             fn = node.func
             name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
