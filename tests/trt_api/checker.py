@@ -270,6 +270,12 @@ class ModuleChecker(ast.NodeVisitor):
         for child in ast.iter_child_nodes(stmt):
             if isinstance(child, ast.expr):
                 self._expr(child, reach)
+            elif isinstance(child, ast.stmt):  # try* bodies and the like
+                self._stmt(child, reach)
+            elif isinstance(child, (ast.match_case, ast.ExceptHandler)):
+                if isinstance(child, ast.match_case) and child.guard is not None:
+                    self._expr(child.guard, reach)
+                self._block(child.body, reach)
         if isinstance(stmt, (ast.Return, ast.Raise)) or (self.in_loop and isinstance(stmt, (ast.Continue, ast.Break))):
             return frozenset()  # early exit: the rest of this block is not reached
         return reach

@@ -145,6 +145,9 @@ def test_recognised_guards_pass(tables, src):
                                     ("trt.BuilderFlag.FP17", "11.4")}),
         ("trt.NoSuchClass()\n", {("trt.NoSuchClass", "8.6"), ("trt.NoSuchClass", "10.13"),
                                  ("trt.NoSuchClass", "11.4")}),
+        # statements nested in match cases are checked too
+        ("match x:\n    case 1:\n        context.execute_async_v2([], 0)\n",
+         {("execute_async_v2", "10.13"), ("execute_async_v2", "11.4")}),
         # added after 8.6
         ("s = trt.ExecutionContextAllocationStrategy.STATIC\n", {("trt.ExecutionContextAllocationStrategy.STATIC", "8.6")}),
         # a receiver of unknown type sharing a TensorRT member name is checked (ILayer.precision: rm 11.0)
