@@ -170,6 +170,20 @@ def test_engine_with_manifest(pb2, tmp_path, capsys):
     assert (mdir / "1" / "model.plan").read_bytes() == engine.read_bytes()
 
 
+def test_static_batch_engine(pb2, tmp_path):
+    manifest = {
+        "io": [{"name": "images", "mode": "input", "dtype": "float32", "shape": [1, 3, 64, 64]},
+               {"name": "boxes", "mode": "output", "dtype": "float32", "shape": [1, 100, 4]},
+               {"name": "labels", "mode": "output", "dtype": "int32", "shape": [1, 100]}],
+        "profiles": [None], "spec": {}, "precision": "fp32", "trt_version": "11.4.0", "gpu": {},
+    }
+    cfg = parse(pb2, export_triton(_engine(tmp_path, manifest=manifest), tmp_path / "repo").config_path)
+    assert cfg.max_batch_size == 0
+    assert [(t.name, pb2.DataType.Name(t.data_type), list(t.dims)) for t in cfg.output] == [
+        ("boxes", "TYPE_FP32", [1, 100, 4]), ("labels", "TYPE_INT32", [1, 100])]
+    assert not cfg.HasField("dynamic_batching")
+
+
 def test_engine_errors(tmp_path, capsys):
     engine = _engine(tmp_path)
     cases = [
@@ -187,9 +201,14 @@ def test_engine_errors(tmp_path, capsys):
     lone.write_bytes(b"x")
     assert main(["export-triton", str(lone), "-o", str(tmp_path / "r")]) == 1
     assert "no manifest" in _one_error_line(capsys.readouterr().err)
-    broken = _engine(tmp_path, manifest={"io": [{"name": "images"}]}, name="broken.engine")
-    assert main(["export-triton", str(broken), "-o", str(tmp_path / "r")]) == 1
-    assert "manifest" in _one_error_line(capsys.readouterr().err)
+    for i, bad in enumerate([{"io": [{"name": "images"}]}, {"io": "x"}, {"io": [], "profiles": []},
+                             {"io": [{"name": "a", "mode": "input", "dtype": "fp8", "shape": [-1, 3]},
+                                     {"name": "b", "mode": "output", "dtype": "float32", "shape": [-1, 2]}],
+                              "profiles": [{"a": {"min": [1, 3], "opt": [1, 3], "max": [2, 3]}}]}]):
+        broken = _engine(tmp_path, manifest=bad, name=f"broken{i}.engine")
+        assert main(["export-triton", str(broken), "-o", str(tmp_path / "r")]) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert "manifest" in line or "fp8" in line
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 

@@ -212,13 +212,13 @@ def read_engine_io(path: Path) -> ModelIO:
         profiles = data.get("profiles") or []
         limit = None
         for prof in profiles:
-            for rng in prof.values():
+            for rng in (prof or {}).values():
                 hi = int(rng["max"][0])
                 limit = hi if limit is None else max(limit, hi)
         spec = data.get("spec") or {}
         if not isinstance(spec, dict):
             raise TypeError("spec is not an object")
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
         raise ModelFormatError(
             f"manifest '{manifest.name}' is unreadable or incomplete ({type(err).__name__}: {err}); "
             "rebuild the engine with `endoedge build`"
@@ -239,7 +239,8 @@ def read_engine_io(path: Path) -> ModelIO:
 
 def _manifest_tensor(t: Mapping[str, Any]) -> TensorInfo:
     dtype = str(t["dtype"]).lower()
-    dtype = {"float": "float32", "half": "float16", "fp32": "float32", "fp16": "float16"}.get(dtype, dtype)
+    aliases = {"float": "float32", "half": "float16", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+    dtype = aliases.get(dtype, dtype)
     return TensorInfo(str(t["name"]), dtype, tuple(int(d) for d in t["shape"]))
 
 
