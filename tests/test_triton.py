@@ -252,3 +252,29 @@ def test_subcommand_registered(capsys):
     with pytest.raises(SystemExit):
         main(["export-triton", "--help"])
     assert "raw heads" in " ".join(capsys.readouterr().out.split())
+
+
+def test_manifest_written_by_endoedge_build(pb2, models, tmp_path):
+    """The manifest format `endoedge build` writes (its own writer; no TensorRT needed) is read right."""
+    trt_manifest = pytest.importorskip("endoedge.export.trt_manifest", reason="needs the engine manifest module")
+    gpu_info = pytest.importorskip("endoedge.runtime.gpu_info", reason="needs the GPU info module")
+    engine = tmp_path / "polyp.engine"
+    engine.write_bytes(b"plan bytes")
+    meta = read_onnx_metadata(models["dynamic"])
+    machine = trt_manifest.MachineInfo("10.3.0", gpu_info.GpuInfo(name="Orin", compute_capability="8.7", sm_count=16))
+    manifest = trt_manifest.make_manifest(
+        onnx_path=models["dynamic"], onnx_sha256="0" * 64, machine=machine, precision="fp16", int8_source=None,
+        calibration_hash=None, profiles=[{"images": {"min": [1, 3, 32, 32], "opt": [2, 3, 32, 32],
+                                                     "max": [4, 3, 32, 32]}}],
+        io=[{"name": "images", "mode": "input", "dtype": "float16", "shape": [-1, 3, 32, 32]},
+            {"name": "out", "mode": "output", "dtype": "float16", "shape": [-1, 4, 32, 32]}],
+        version_compatible=False, hardware_compatibility="none", dla_core=None, spec=meta,
+    )
+    trt_manifest.write_manifest(engine, manifest)
+    r = export_triton(engine, tmp_path / "repo")
+    cfg = parse(pb2, r.config_path)
+    assert (cfg.platform, cfg.max_batch_size) == ("tensorrt_plan", 4)
+    assert [(t.name, pb2.DataType.Name(t.data_type), list(t.dims)) for t in [*cfg.input, *cfg.output]] == [
+        ("images", "TYPE_FP16", [3, 32, 32]), ("out", "TYPE_FP16", [4, 32, 32])]
+    assert ModelSpec.from_metadata(params(cfg)) == ModelSpec.from_metadata(meta)
+    assert "TensorRT 10.3.0" in r.notes[0]
