@@ -9,6 +9,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # opencv-python next to opencv-python-headless), never imported by endoedge itself.
 ULTRALYTICS := ultralytics==8.4.190
 STAMP := $(VENV)/.endoedge-installed
+# Static TensorRT API check (tests/trt_api) and Triton config validation: dev-time sources of truth,
+# all --no-deps. tensorrt-stubs goes to its own folder: in site-packages its .pyi-only tensorrt/
+# folder would make `import tensorrt` succeed as an empty namespace package. The lean 11.4 bindings
+# (0.8 MB + 46 MB libs) import on CPU; tritonclient only provides model_config_pb2 (grpc not needed).
+TRT_STUBS := tensorrt-stubs==10.13.0.35.1
+TRT_LEAN := tensorrt_lean_cu12_bindings==11.4.0.106 tensorrt_lean_cu12_libs==11.4.0.106
+TRITONCLIENT := tritonclient==2.73.0
 
 .PHONY: all demo test pytest lint typecheck bench clean venv system-deps
 
@@ -55,6 +62,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[torch,gst,dev,denoise,eval]"
 	$(BIN)/python -m pip install -q --no-deps "$(ULTRALYTICS)"
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/trt-api/stubs "$(TRT_STUBS)"
+	$(BIN)/python -m pip install -q --no-deps $(TRT_LEAN) || echo "no TensorRT 11.4 lean wheel here: its live check will skip"
+	$(BIN)/python -m pip install -q --no-deps "$(TRITONCLIENT)"
 	touch $@
 
 clean:

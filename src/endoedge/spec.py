@@ -163,16 +163,25 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     Raises:
         ModelFormatError: the file is missing or not a parseable ONNX model.
     """
+    model = load_onnx_proto(path)
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def load_onnx_proto(path: str | Path) -> Any:
+    """The ``onnx.ModelProto`` of a file, without externally stored weights.
+
+    Raises:
+        ModelFormatError: the file is missing or not a parseable ONNX model.
+    """
     import onnx
 
     p = Path(path)
     if not p.is_file():
         raise ModelFormatError(f"model '{p}' does not exist or is not a file")
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        return onnx.load(str(p), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise ModelFormatError(f"'{p}' is not a readable ONNX file ({type(err).__name__})") from err
-    return {prop.key: prop.value for prop in model.metadata_props}
 
 
 def validate_thresholds(score: float, iou: float, max_det: int) -> None:

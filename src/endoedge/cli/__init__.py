@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from endoedge._version import __version__
 from endoedge.errors import EndoedgeError
 
-SUBCOMMANDS = ("export", "detect", "run", "bench", "demo", "train", "eval", "build")
+SUBCOMMANDS = ("export", "detect", "run", "bench", "demo", "train", "eval", "build", "export-triton")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMANDS:
-        importlib.import_module(f"endoedge.cli.{name}").add_parser(sub)
+        importlib.import_module(f"endoedge.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 
