@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from endoedge._version import __version__
 from endoedge.errors import EndoedgeError
 
-SUBCOMMANDS = ("export", "detect", "run", "bench", "demo", "train", "eval")
+SUBCOMMANDS = ("export", "detect", "run", "bench", "demo", "train", "eval", "batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
