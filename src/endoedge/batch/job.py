@@ -56,6 +56,8 @@ class BatchConfig:
         device: model device (``auto``, ``cpu``, ``cuda[:N]``).
         score_threshold, iou_threshold, max_detections: detector overrides (None = the model's).
         intra_op_threads: ONNX Runtime threads per model (0 = one per core).
+        spin: let ONNX Runtime's threads spin-wait between runs (off by default: it starves
+            the decode workers).
     """
 
     source: str | Path
@@ -79,6 +81,7 @@ class BatchConfig:
     iou_threshold: float | None = None
     max_detections: int | None = None
     intra_op_threads: int = 0
+    spin: bool = False
     endoscopy: Any = None
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -87,7 +90,7 @@ class BatchConfig:
         return {"device": self.device, "flag_threshold": self.flag_threshold, "flag_labels": tuple(self.flag_labels),
                 "score_threshold": self.score_threshold, "iou_threshold": self.iou_threshold,
                 "max_detections": self.max_detections, "intra_op_threads": self.intra_op_threads,
-                "endoscopy": self.endoscopy}
+                "spin": self.spin, "endoscopy": self.endoscopy}
 
 
 def run_batch(cfg: BatchConfig) -> dict[str, Any]:

@@ -257,9 +257,13 @@ class ModelSet:
 def load_models(
     refs: Sequence[ModelRef], *, device: str = "auto", flag_threshold: float = 0.5,
     flag_labels: Sequence[str] = (), score_threshold: float | None = None, iou_threshold: float | None = None,
-    max_detections: int | None = None, intra_op_threads: int = 0, endoscopy: Any = None,
+    max_detections: int | None = None, intra_op_threads: int = 0, spin: bool = False, endoscopy: Any = None,
 ) -> ModelSet:
     """Load every model: classification ONNX -> :class:`ClassifierModel`, else a detector.
+
+    ONNX models run on ONNX Runtime with ``intra_op_threads`` (0 = one per core) and, by
+    default, without spin-waiting (``spin=False``): spinning intra-op threads take the cores the
+    decode workers need (measured in ``benchmarks/RESULTS.md``).
 
     Raises:
         InputError: duplicate model names, or a bad threshold.
@@ -279,7 +283,8 @@ def load_models(
         for ref in refs:
             if not ref.path.is_file():
                 raise ModelFormatError(f"model '{ref.path}' does not exist or is not a file")
-            opts: dict[str, Any] = {"intra_op_threads": intra_op_threads} if ref.path.suffix.lower() == ".onnx" else {}
+            is_onnx = ref.path.suffix.lower() == ".onnx"
+            opts: dict[str, Any] = {"intra_op_threads": intra_op_threads, "spin": spin} if is_onnx else {}
             if is_classifier(ref.path):
                 models.append(ClassifierModel(ref, load_classifier(ref.path, device=device, **opts), flag_threshold, labels))
             else:

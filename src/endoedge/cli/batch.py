@@ -54,6 +54,8 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model's)")
     g.add_argument("--max-det", type=int, default=None, help="max detections per image (default: the model's)")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: one per core)")
+    g.add_argument("--ort-spin", action="store_true",
+                   help="let ONNX Runtime threads spin-wait between batches (off: it starves the decoders)")
     g.add_argument("--endoscopy", metavar="OPTIONS", help="endoscopy frame cleaning (as for `endoedge run`)")
     p.set_defaults(func=run)
 
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         fsync_every=args.fsync_every, engine=args.engine, address=args.address,
         progress=not args.no_bar,
         device=args.device, score_threshold=args.conf, iou_threshold=args.iou, max_detections=args.max_det,
-        intra_op_threads=args.threads, endoscopy=endoscopy_option(args.endoscopy), stop=stop,
+        intra_op_threads=args.threads, spin=args.ort_spin, endoscopy=endoscopy_option(args.endoscopy), stop=stop,
     )
     restore = _stop_on_signals(stop)
     try:
