@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from typing import Any
@@ -96,23 +95,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Stopper:
+    """Adapts the job's stop event to what :func:`endoedge.cli.run._stop_on_signals` drives."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop.is_set()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+
 def _stop_on_signals(stop: threading.Event) -> Any:
     """Ctrl-C / SIGTERM finish the batch in progress and stop (a second Ctrl-C interrupts at once)."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.getsignal(sig) for sig in signals}
+    from endoedge.cli.run import _stop_on_signals as install
 
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    for sig in signals:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
+    return install(_Stopper(stop))

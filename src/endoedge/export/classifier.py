@@ -16,7 +16,7 @@ import numpy as np
 
 from endoedge._optional import require
 from endoedge.errors import ExportError
-from endoedge.export.onnx_export import INPUT_NAME, MIN_OPSET, real_looking_batch
+from endoedge.export.onnx_export import INPUT_NAME, MIN_OPSET, real_looking_batch, stamp_metadata
 from endoedge.spec import ModelSpec, PreprocessSpec
 
 logger = logging.getLogger(__name__)
@@ -110,12 +110,8 @@ def export_classifier(
                 dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, do_constant_folding=True,
             )
         onnx_model = onnx.load(str(tmp))
-        meta = spec.to_metadata()
-        meta["endoedge.exporter"] = f"torch {torch.__version__} TorchScript exporter, opset {opset}"
-        del onnx_model.metadata_props[:]
-        onnx.helper.set_model_props(onnx_model, meta)
-        onnx_model.producer_name = "endoedge"
-        onnx_model.doc_string = f"{spec.arch} classifier over {', '.join(spec.class_names)}; see metadata_props"
+        stamp_metadata(onnx_model, spec, f"torch {torch.__version__} TorchScript exporter, opset {opset}",
+                       f"{spec.arch} classifier over {', '.join(spec.class_names)}; see metadata_props")
         onnx.checker.check_model(onnx_model, full_check=True)
         onnx.save(onnx_model, str(tmp))
     except Exception as err:  # noqa: BLE001 - torch.onnx / checker raise many types
