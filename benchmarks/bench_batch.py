@@ -65,11 +65,12 @@ def naive(model: Path, files: list[Path], threads: int, spin: bool = True) -> di
             "ms_per_image": {"decode": read * 1e3 / n, "preprocess": pre / n, "infer": inf / n, "postprocess": post / n}}
 
 
-def batch(model: Path, study: Path, out: Path, *, batch_size: int, workers: int, decode: str, threads: int) -> dict:
+def batch(model: Path, study: Path, out: Path, *, batch_size: int, workers: int, decode: str, threads: int,
+          streams: int = 1) -> dict:
     from endoedge.batch import BatchConfig, run_batch
 
     s = run_batch(BatchConfig(study, [str(model)], out, overwrite=True, progress=False, batch_size=batch_size,
-                              workers=workers, decode=decode, intra_op_threads=threads))
+                              workers=workers, decode=decode, intra_op_threads=threads, streams=streams))
     r = s["run"]
     return {"images_per_s": r["images_per_s"], "wall_s": r["wall_s"], "ms_per_image": r["stage_ms_per_image"],
             "counts": s["counts"]}
@@ -87,9 +88,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
-    ap.add_argument("--variants", default="naive,threads,processes,naive_nospin",
+    ap.add_argument("--variants", default="naive,threads,threads:2,processes,naive_nospin",
                     help="comma-separated: naive (default Detector), naive_nospin (ORT spin off, as "
-                    "batch uses), threads, processes (batch decode workers)")
+                    "batch uses), threads, processes (batch decode workers), with :N = N inference streams")
     ap.add_argument("--warmup-images", type=int, default=100)
     ap.add_argument("--json", type=Path, default=HERE / "results" / "batch.json")
     args = ap.parse_args()
@@ -104,8 +105,9 @@ def main() -> None:
         def run(v: str, root: Path, fs: list[Path]) -> dict:
             if v in ("naive", "naive_nospin"):
                 return naive(args.model, fs, args.threads, spin=v == "naive")
-            return batch(args.model, root, Path(tmp) / f"{v}.jsonl", batch_size=args.batch_size,
-                         workers=args.workers, decode=v, threads=args.threads)
+            decode, _, streams = v.partition(":")
+            return batch(args.model, root, Path(tmp) / f"{decode}.jsonl", batch_size=args.batch_size,
+                         workers=args.workers, decode=decode, threads=args.threads, streams=int(streams or 1))
 
         for v in variants:  # warm-up: page cache, ONNX Runtime, thread pools
             run(v, warm, sorted(warm.rglob("*.jpg")))

@@ -89,14 +89,18 @@ def test_folder_matches_per_image_detect(study, polyp_onnx, tmp_path):
     assert rep["run"]["minutes_per_50k"] > 0
 
 
-def test_list_file_and_processes_give_the_same_records(study, polyp_onnx, tmp_path):
+def test_list_file_processes_and_streams_give_the_same_records(study, polyp_onnx, tmp_path):
     files = sorted(study.rglob("img_*"))[:7]
     lst = study / "list.txt"
     lst.write_text("# study list\n" + "\n".join(f.relative_to(study).as_posix() for f in files) + "\n\n")
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     run_batch(BatchConfig(lst, [str(polyp_onnx)], a, batch_size=3, progress=False))
     run_batch(BatchConfig(lst, [str(polyp_onnx)], b, batch_size=4, workers=2, decode="processes", progress=False))
+    c = tmp_path / "c.jsonl"
+    run_batch(BatchConfig(lst, [str(polyp_onnx)], c, batch_size=2, streams=2, progress=False))
     ra, rb = _records(a), _records(b)
+    assert list(_records(c)) == list(ra)  # two inference streams: same records, same order
+    assert _records(c) == ra
     assert list(ra) == [f.relative_to(study).as_posix() for f in files]  # list order, paths as written
     assert ra == rb
 

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,14 +67,17 @@ def _make_pool(opts: EngineOptions) -> Executor:
     return ThreadPoolExecutor(opts.workers, thread_name_prefix="endoedge-decode")
 
 
-def run_local(source: Source, models: ModelSet, sink: RecordSink, *, done: set[str],
+def run_local(source: Source, models: ModelSet | Sequence[ModelSet], sink: RecordSink, *, done: set[str],
               opts: EngineOptions, times: StageTotals, stop: threading.Event | None = None) -> int:
     """Process every input of ``source`` whose key is not in ``done``; return how many.
 
-    ``sink`` receives each batch's records (in input order within the batch). Setting ``stop``
-    ends the job after the batch in progress (already written records are kept).
+    ``models``: one :class:`ModelSet`, or several identical ones = inference streams that run
+    batches concurrently. ``sink`` receives each batch's records, batches in input order.
+    Setting ``stop`` ends the job after the batches in progress (their records are kept).
     """
     opts.check()
+    sets = [models] if isinstance(models, ModelSet) else list(models)
+    models = sets[0]
     stop = stop or threading.Event()
     halt = threading.Event()  # ends the feeder; set on any exit (``stop`` is the caller's request)
     specs, keep = list(models.specs), models.needs_image
@@ -116,16 +120,41 @@ def run_local(source: Source, models: ModelSet, sink: RecordSink, *, done: set[s
     feeder.start()
     processed = 0
     pending: list[Prepared] = []
+    # One inference stream per model set: batches run on them concurrently (each with its own
+    # ONNX Runtime session), results are handed to the sink in input order.
+    free: queue.Queue[ModelSet] = queue.Queue()
+    for m in sets:
+        free.put(m)
+    infer_pool = ThreadPoolExecutor(len(sets), thread_name_prefix="endoedge-infer") if len(sets) > 1 else None
+    running: deque[Future[tuple[list[dict[str, Any]], StageTotals]]] = deque()
+
+    def infer(batch: list[Prepared]) -> tuple[list[dict[str, Any]], StageTotals]:
+        local = StageTotals()
+        ms = free.get()
+        try:
+            records = ms.records(batch, local)
+        finally:
+            free.put(ms)
+        for p in batch:
+            local.decode += p.decode_ms
+            local.preprocess += p.preprocess_ms
+        return records, local
+
+    def deliver(records: list[dict[str, Any]], local: StageTotals) -> None:
+        nonlocal processed
+        times.add(local)
+        sink(records)
+        processed += len(records)
 
     def flush() -> None:
-        nonlocal processed
-        records = models.records(pending, times)
-        for p in pending:
-            times.decode += p.decode_ms
-            times.preprocess += p.preprocess_ms
-        sink(records)
-        processed += len(pending)
+        batch = pending.copy()
         pending.clear()
+        if infer_pool is None:
+            deliver(*infer(batch))
+            return
+        running.append(infer_pool.submit(infer, batch))
+        while len(running) > len(sets) or (running and running[0].done()):
+            deliver(*running.popleft().result())
 
     try:
         while not stop.is_set():
@@ -140,11 +169,15 @@ def run_local(source: Source, models: ModelSet, sink: RecordSink, *, done: set[s
                 flush()
         if pending and not stop.is_set():
             flush()
+        while running:
+            deliver(*running.popleft().result())
     finally:
         halt.set()
         _drain(window)
         feeder.join(timeout=10)
         pool.shutdown(wait=True, cancel_futures=True)
+        if infer_pool is not None:  # on an error, batches still in flight are dropped (resume redoes them)
+            infer_pool.shutdown(wait=True, cancel_futures=True)
     return processed
 
 

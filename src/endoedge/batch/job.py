@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -55,7 +56,10 @@ class BatchConfig:
         progress: draw a progress bar (else log lines).
         device: model device (``auto``, ``cpu``, ``cuda[:N]``).
         score_threshold, iou_threshold, max_detections: detector overrides (None = the model's).
-        intra_op_threads: ONNX Runtime threads per model (0 = one per core).
+        streams: inference streams (local engine): copies of the models that run batches
+            concurrently, each ONNX Runtime session with ``cores / streams`` threads unless
+            ``intra_op_threads`` is set. 1 when a model cleans endoscopy frames (stateful).
+        intra_op_threads: ONNX Runtime threads per model (0 = one per core, or per stream share).
         spin: let ONNX Runtime's threads spin-wait between runs (off by default: it starves
             the decode workers).
     """
@@ -80,6 +84,7 @@ class BatchConfig:
     score_threshold: float | None = None
     iou_threshold: float | None = None
     max_detections: int | None = None
+    streams: int = 1
     intra_op_threads: int = 0
     spin: bool = False
     endoscopy: Any = None
@@ -119,8 +124,16 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
     if cfg.engine == "ray" and source.kind == "video":
         raise InputError("--engine ray reads image folders and list files; run a video with --engine local")
     refs = [ModelRef.parse(m) for m in cfg.models]
-    models = load_models(refs, **cfg.model_kwargs())
+    if cfg.streams < 1:
+        raise InputError(f"--streams must be >= 1, got {cfg.streams}")
+    kwargs = cfg.model_kwargs()
+    if cfg.streams > 1 and not cfg.intra_op_threads:
+        kwargs["intra_op_threads"] = max(1, (os.cpu_count() or 1) // cfg.streams)
+    models = load_models(refs, **kwargs)
+    streams = [models]
     try:
+        if cfg.engine == "local" and not models.needs_image:
+            streams += [load_models(refs, **kwargs) for _ in range(cfg.streams - 1)]
         settings = {"models": models.settings(), "max_pixels": cfg.max_pixels}
         summary = Summary()
         done: set[str] = set()
@@ -159,7 +172,7 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
             if cfg.engine == "local":
-                processed = run_local(source, models, sink, done=done, opts=opts, times=times, stop=cfg.stop)
+                processed = run_local(source, streams, sink, done=done, opts=opts, times=times, stop=cfg.stop)
             else:
                 from endoedge.batch.ray_engine import run_ray
 
@@ -173,6 +186,7 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
         report = summary.report(processed=processed, resumed=resumed, wall_s=wall, times=times, extra={
             "source": source.describe(), "out": str(out), "engine": cfg.engine,
             "settings": settings, "batch_size": cfg.batch_size, "workers": cfg.workers, "decode": cfg.decode,
+            "streams": len(streams) if cfg.engine == "local" else None,
         })
         if cfg.report is not None:
             from endoedge.benchmarks.stats import write_json
@@ -180,4 +194,5 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
             write_json(cfg.report, report)
         return report
     finally:
-        models.close()
+        for m in streams:
+            m.close()

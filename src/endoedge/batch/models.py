@@ -60,6 +60,11 @@ class StageTotals:
     postprocess: float = 0.0
     write: float = 0.0
 
+    def add(self, other: StageTotals) -> None:
+        """Add ``other``'s times to these."""
+        for k, v in other.__dict__.items():
+            setattr(self, k, getattr(self, k) + v)
+
     def as_dict(self) -> dict[str, float]:
         """``{stage: ms}``."""
         return {k: round(v, 3) for k, v in self.__dict__.items()}

@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=2, help="decode workers (default 2; Ray: actors)")
     p.add_argument("--decode", choices=("threads", "processes"), default="threads",
                    help="decode workers are threads (default, measured faster here) or processes")
+    p.add_argument("--streams", type=int, default=1,
+                   help="inference streams: model copies running batches concurrently, each ONNX Runtime "
+                   "session with cores/streams threads (default 1)")
     p.add_argument("--flag-threshold", type=float, default=0.5,
                    help="flag a frame when its max detection score >= this (default 0.5)")
     p.add_argument("--flag-label", action="append", default=[], metavar="LABEL",
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = BatchConfig(
         source=args.source, models=args.model, out=args.out, report=args.report, resume=args.resume,
         overwrite=args.overwrite, batch_size=args.batch_size, workers=args.workers, decode=args.decode,
+        streams=args.streams,
         max_pixels=args.max_pixels, flag_threshold=args.flag_threshold, flag_labels=args.flag_label,
         fsync_every=args.fsync_every, engine=args.engine, address=args.address,
         progress=not args.no_bar,
