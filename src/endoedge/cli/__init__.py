@@ -1,4 +1,4 @@
-"""The ``endoedge`` command line: ``export``, ``detect``, ``run``, ``bench``, ``demo``, ``train``, ``eval``.
+"""The ``endoedge`` command line: ``export``, ``detect``, ``run``, ``bench``, ``demo``, ``train``, ``eval``, ``batch``.
 
 User and environment errors (:class:`~endoedge.errors.EndoedgeError`) print one line and exit
 1; ``--debug`` shows the traceback instead.
