@@ -140,6 +140,14 @@ def test_sources_and_errors(study, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no"):
         open_source(tmp_path / "empty")
+    lst = tmp_path / "l.txt"
+    lst.write_text("gone/missing.jpg\n")
+    assert [i.file for i in open_source(lst).items] == [tmp_path / "gone" / "missing.jpg"]
+    from endoedge.batch.prepare import prepare_file
+
+    err = prepare_file(open_source(lst).items[0], []).error
+    assert err is not None
+    assert "No such file" in err
     (tmp_path / "x.bin").write_bytes(b"1")
     with pytest.raises(InputError, match="neither a folder"):
         open_source(tmp_path / "x.bin")
@@ -311,3 +319,24 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(study, polyp_onnx, tmp
     assert rc.returncode == 0, rc.stderr
     assert "torn last line" in rc.stderr
     assert _records(out) == _records(ref)  # exactly one record per input, identical values
+
+
+def test_sigterm_stops_cleanly_and_resume_finishes(study, polyp_onnx, tmp_path):
+    out = tmp_path / "term.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "endoedge.cli", "batch", str(study), "-m", str(polyp_onnx), "-o", str(out),
+           "--batch-size", "2", "--quiet", "--threads", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and out.read_bytes().count(b"\n") >= 4):
+        assert proc.poll() is None, "batch ended before SIGTERM"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "finish with --resume" in err
+    data = out.read_bytes()
+    assert data.endswith(b"\n")  # whole records only
+    assert data.count(b"\n") < 40
+    assert subprocess.run([*cmd, "--resume"], env=env, capture_output=True, timeout=120).returncode == 0
+    assert len(_records(out)) == 40

@@ -87,7 +87,7 @@ def _jpeg_size(buf: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_bytes(data: np.ndarray, name: str, *, max_pixels: int = MAX_PIXELS) -> Decoded:
+def decode_bytes(data: np.ndarray, *, max_pixels: int = MAX_PIXELS) -> Decoded:
     """Decode an encoded image (``uint8`` bytes of a file) to :class:`Decoded`.
 
     Raises:
@@ -99,7 +99,7 @@ def decode_bytes(data: np.ndarray, name: str, *, max_pixels: int = MAX_PIXELS) -
     if kind is None:
         raise InputError("not an image (no JPEG, PNG, BMP or TIFF signature)")
     flag, factor = cv2.IMREAD_COLOR, 1
-    size = header_size(data[: 1 << 16], kind)
+    size = header_size(data[: 1 << 20], kind)  # the frame header follows EXIF/ICC segments
     if size is not None:
         pixels = size[0] * size[1]
         if pixels == 0:
@@ -135,4 +135,4 @@ def decode_file(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Decoded:
         data = np.fromfile(Path(path), dtype=np.uint8)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read: {getattr(err, 'strerror', None) or err}") from err
-    return decode_bytes(data, str(path), max_pixels=max_pixels)
+    return decode_bytes(data, max_pixels=max_pixels)
