@@ -128,3 +128,13 @@ def _exported(arch: str, tmp_path_factory):
     loaded = load_checkpoint(ckpt)
     onnx_path = export_onnx(loaded, d / f"{arch}.onnx").path
     return loaded, ckpt, onnx_path
+
+
+@pytest.fixture(scope="session")
+def polyp_onnx(tmp_path_factory) -> Path:
+    """The shipped polyp detector (SSDLite320-EfficientNet-Lite0, Kvasir) exported to ONNX."""
+    from endoedge.export import export_onnx
+    from endoedge.models.checkpoint import load_checkpoint
+
+    weights = REPO / "src" / "endoedge" / "models" / "weights" / "polyp_ssdlite320_effl0_kvasir.pt"
+    return export_onnx(load_checkpoint(weights), tmp_path_factory.mktemp("polyp") / "polyp.onnx").path

@@ -12,9 +12,11 @@ from endoedge._version import __version__
 from endoedge.errors import EndoedgeError
 
 if TYPE_CHECKING:
+    from endoedge.classifier import Classification, Classifier, load_classifier
     from endoedge.detector import Detections, Detector, load
 
-__all__ = ["Detections", "Detector", "EndoedgeError", "__version__", "load"]
+__all__ = ["Classification", "Classifier", "Detections", "Detector", "EndoedgeError", "__version__",
+           "load", "load_classifier"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from endoedge import detector
 
         return getattr(detector, name)
+    if name in ("Classification", "Classifier", "load_classifier"):
+        from endoedge import classifier
+
+        return getattr(classifier, name)
     raise AttributeError(f"module 'endoedge' has no attribute {name!r}")

@@ -26,9 +26,9 @@ from endoedge.errors import ModelFormatError
 
 ResizeMode = Literal["stretch", "letterbox"]
 ColorOrder = Literal["RGB", "BGR"]
-DecoderType = Literal["ssd", "yolov8", "yolov5"]
+DecoderType = Literal["ssd", "yolov8", "yolov5", "classify"]
 
-DECODER_TYPES: tuple[str, ...] = ("ssd", "yolov8", "yolov5")
+DECODER_TYPES: tuple[str, ...] = ("ssd", "yolov8", "yolov5", "classify")
 PREFIX = "endoedge."
 
 
@@ -64,7 +64,9 @@ class ModelSpec:
         preprocess: see :class:`PreprocessSpec`.
         decoder: ``"ssd"`` (raw box regressions + class logits + priors), ``"yolov8"``
             (``B x (4+nc) x A``: cxcywh in input pixels, class scores) or ``"yolov5"``
-            (``B x A x (5+nc)``: cxcywh, objectness, class scores).
+            (``B x A x (5+nc)``: cxcywh, objectness, class scores) or ``"classify"`` (a
+            frame-level classifier: one ``B x nc`` output of logits, or probabilities when
+            ``decoder_params["activation"]`` is ``"none"``; see :mod:`endoedge.classifier`).
         decoder_params: decoder-specific values (SSD: priors, box-coder weights, top-k).
         score_threshold: default minimum score of a reported detection (0..1).
         iou_threshold: default NMS IoU threshold (0..1), applied per class.

@@ -1,4 +1,5 @@
-"""The ``endoedge`` command line: ``export``, ``detect``, ``run``, ``bench``, ``demo``, ``train``, ``eval``, ``build``.
+"""The ``endoedge`` command line: ``export``, ``detect``, ``run``, ``bench``, ``demo``, ``train``, ``eval``,
+``build``, ``export-triton``, ``batch``, ``quantize``.
 
 User and environment errors (:class:`~endoedge.errors.EndoedgeError`) print one line and exit
 1; ``--debug`` shows the traceback instead.
@@ -14,7 +15,9 @@ from collections.abc import Sequence
 from endoedge._version import __version__
 from endoedge.errors import EndoedgeError
 
-SUBCOMMANDS = ("export", "detect", "run", "bench", "demo", "train", "eval", "build", "export-triton")
+SUBCOMMANDS = (
+    "export", "detect", "run", "bench", "demo", "train", "eval", "build", "export-triton", "batch",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

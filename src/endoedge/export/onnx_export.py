@@ -101,12 +101,8 @@ def export_onnx(
     if simplify:
         model, simplified = _simplify(model)
     spec = replace(spec, producer="endoedge")
-    meta = spec.to_metadata()
-    meta["endoedge.exporter"] = f"torch {torch.__version__} TorchScript exporter, opset {opset}"
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, meta)
-    model.producer_name = "endoedge"
-    model.doc_string = f"{spec.arch} raw heads for {', '.join(spec.class_names)}; see metadata_props"
+    stamp_metadata(model, spec, f"torch {torch.__version__} TorchScript exporter, opset {opset}",
+                   f"{spec.arch} raw heads for {', '.join(spec.class_names)}; see metadata_props")
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as err:  # noqa: BLE001 - checker raises ValidationError / InferenceError
@@ -116,6 +112,18 @@ def export_onnx(
     tmp.replace(out)
     logger.info("exported %s (opset %d, simplified=%s)", out, opset, simplified)
     return ExportResult(path=out, spec=spec, simplified=simplified, opset=opset)
+
+
+def stamp_metadata(model: Any, spec: ModelSpec, exporter: str, doc: str) -> None:
+    """Replace an ONNX ``ModelProto``'s ``metadata_props`` with ``spec``'s (+ ``endoedge.exporter``)."""
+    import onnx
+
+    meta = spec.to_metadata()
+    meta["endoedge.exporter"] = exporter
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, meta)
+    model.producer_name = "endoedge"
+    model.doc_string = doc
 
 
 def _simplify(model: Any) -> tuple[Any, bool]:

@@ -90,4 +90,9 @@ def make_decoder(spec: ModelSpec, output_names: tuple[str, ...]) -> Decoder:
         from endoedge.postprocess.yolo import YoloDecoder
 
         return YoloDecoder(spec, output_names)
+    if spec.decoder == "classify":
+        raise ModelFormatError(
+            f"'{spec.arch}' is a frame classifier, not a detector; load it with "
+            "endoedge.load_classifier() (`endoedge batch` runs classifiers and detectors)"
+        )
     raise ModelFormatError(f"unknown decoder '{spec.decoder}'; known: ssd, yolov8, yolov5")

@@ -1,0 +1,141 @@
+"""Capsule batch reader benchmark (issue 7): ``endoedge batch`` vs a naive per-image loop.
+
+Both run the same ONNX (the shipped polyp detector exported with ``endoedge export``) over the
+same >= 2,000 real images (Kvasir-SEG, repeated through symlinked folders when it has fewer),
+alternating in one process, after one warm-up pass each (so the images are in the page cache
+for both):
+
+* naive: ``for f in files: det.detect(cv2.imread(f))`` (decode, pre-process, batch-1 inference,
+  post-process, one after the other);
+* batch: :func:`endoedge.batch.run_batch` (decode + pre-process in worker threads or processes
+  overlapping batched inference, JSONL written and fsync-ed every 100 records).
+
+Reports images/s (median over rounds, raw samples kept), the ratio, per-stage costs and the
+projected minutes per 50,000-image study; ``uptime`` load before/after (the machine is shared).
+
+Usage: ``python benchmarks/bench_batch.py --model /tmp/polyp.onnx [--images 2000] [--rounds 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+KVASIR = HERE.parent.parent / "shared" / "data" / "kvasir-seg" / "images"
+
+
+def make_study(n: int, root: Path) -> Path:
+    """``n`` Kvasir images as symlinks in ``root/repK/`` folders (distinct paths, same files)."""
+    files = sorted(KVASIR.glob("*.jpg"))
+    if not files:
+        raise SystemExit(f"no Kvasir-SEG images in {KVASIR}")
+    for i in range(n):
+        rep = root / f"rep{i // len(files)}"
+        rep.mkdir(parents=True, exist_ok=True)
+        f = files[i % len(files)]
+        (rep / f.name).symlink_to(f)
+    return root
+
+
+def naive(model: Path, files: list[Path], threads: int, spin: bool = True) -> dict:
+    import cv2
+
+    import endoedge
+
+    with endoedge.load(model, intra_op_threads=threads, spin=spin) as det:
+        read = pre = inf = post = 0.0
+        t0 = time.perf_counter()
+        for f in files:
+            t1 = time.perf_counter()
+            img = cv2.imread(str(f))
+            read += time.perf_counter() - t1
+            det.detect(img)
+            pre, inf, post = pre + det.timings.preprocess, inf + det.timings.infer, post + det.timings.postprocess
+        wall = time.perf_counter() - t0
+    n = len(files)
+    return {"images_per_s": n / wall, "wall_s": wall,
+            "ms_per_image": {"decode": read * 1e3 / n, "preprocess": pre / n, "infer": inf / n, "postprocess": post / n}}
+
+
+def batch(model: Path, study: Path, out: Path, *, batch_size: int, workers: int, decode: str, threads: int,
+          streams: int = 1) -> dict:
+    from endoedge.batch import BatchConfig, run_batch
+
+    s = run_batch(BatchConfig(study, [str(model)], out, overwrite=True, progress=False, batch_size=batch_size,
+                              workers=workers, decode=decode, intra_op_threads=threads, streams=streams))
+    r = s["run"]
+    return {"images_per_s": r["images_per_s"], "wall_s": r["wall_s"], "ms_per_image": r["stage_ms_per_image"],
+            "counts": s["counts"]}
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
+    ap.add_argument("--variants", default="naive,threads,threads:2,processes,naive_nospin",
+                    help="comma-separated: naive (default Detector), naive_nospin (ORT spin off, as "
+                    "batch uses), threads, processes (batch decode workers), with :N = N inference streams")
+    ap.add_argument("--warmup-images", type=int, default=100)
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "batch.json")
+    args = ap.parse_args()
+    variants = args.variants.split(",")
+    load_before = uptime()
+    with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
+        study = make_study(args.images, Path(tmp) / "study")
+        warm = make_study(args.warmup_images, Path(tmp) / "warm")
+        files = sorted(p for p in study.rglob("*.jpg"))
+        samples: dict[str, list[dict]] = {v: [] for v in variants}
+
+        def run(v: str, root: Path, fs: list[Path]) -> dict:
+            if v in ("naive", "naive_nospin"):
+                return naive(args.model, fs, args.threads, spin=v == "naive")
+            decode, _, streams = v.partition(":")
+            return batch(args.model, root, Path(tmp) / f"{decode}.jsonl", batch_size=args.batch_size,
+                         workers=args.workers, decode=decode, threads=args.threads, streams=int(streams or 1))
+
+        for v in variants:  # warm-up: page cache, ONNX Runtime, thread pools
+            run(v, warm, sorted(warm.rglob("*.jpg")))
+        for rnd in range(args.rounds):
+            for v in variants if rnd % 2 == 0 else variants[::-1]:
+                res = run(v, study, files)
+                samples[v].append(res)
+                print(f"round {rnd} {v}: {res['images_per_s']:.2f} img/s ({res['wall_s']:.1f} s)", flush=True)
+    load_after = uptime()
+    med = {v: float(np.median([s["images_per_s"] for s in samples[v]])) for v in variants}
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} CPUs, {os.uname().nodename}",
+        "command": "python benchmarks/bench_batch.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "json"),
+        "images": args.images, "uptime_before": load_before, "uptime_after": load_after,
+        "median_images_per_s": med,
+        "speedup_vs_naive": {v: med[v] / med["naive"] for v in variants if "naive" in med and v != "naive"},
+        "speedup_vs_naive_nospin": {v: med[v] / med["naive_nospin"] for v in variants
+                                    if "naive_nospin" in med and v != "naive_nospin"},
+        "minutes_per_50k": {v: 50000 / med[v] / 60 for v in variants},
+        "samples": samples,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps({k: out[k] for k in ("median_images_per_s", "speedup_vs_naive", "minutes_per_50k",
+                                          "uptime_before", "uptime_after")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

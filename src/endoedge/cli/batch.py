@@ -1,0 +1,120 @@
+"""``endoedge batch SRC --model M --out results.jsonl``: read a capsule-endoscopy study."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from typing import Any
+
+from endoedge.cli._common import endoscopy_option
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``batch`` subcommand."""
+    p = sub.add_parser(
+        "batch",
+        help="flag frames of a capsule study: folder, list file or video -> results JSONL",
+        description="Run detectors and/or classifiers over every image of a study with decoding "
+        "overlapping batched inference. SRC: an image folder (recursive; jpg/jpeg/png/bmp/tif/tiff), a "
+        "list file (.txt/.lst/.list/.csv: one path per line, relative to the list file) or a video "
+        "(one record per frame). One JSONL record per input, written as results come; bad files get "
+        "an error record and never stop the study. --resume finishes an interrupted run.",
+    )
+    p.add_argument("source", metavar="SRC", help="image folder, list file, or video")
+    p.add_argument("--model", "-m", action="append", required=True, metavar="[NAME=]PATH",
+                   help="detector or classifier ONNX/checkpoint; repeat for several models in one pass "
+                   "(records then hold one key per NAME, default the file stem)")
+    p.add_argument("--out", "-o", required=True, help="results JSONL (refused if it exists, unless --resume/--overwrite)")
+    p.add_argument("--report", help="summary JSON: counts, flagged list, stage times, images/s")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted --out (skips inputs already in it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--batch-size", type=int, default=16, help="images per inference batch (default 16)")
+    p.add_argument("--workers", type=int, default=2, help="decode workers (default 2; Ray: actors)")
+    p.add_argument("--decode", choices=("threads", "processes"), default="threads",
+                   help="decode workers are threads (default, measured faster here) or processes")
+    p.add_argument("--streams", type=int, default=1,
+                   help="inference streams: model copies running batches concurrently, each ONNX Runtime "
+                   "session with cores/streams threads (default 1)")
+    p.add_argument("--flag-threshold", type=float, default=0.5,
+                   help="flag a frame when its max detection score >= this (default 0.5)")
+    p.add_argument("--flag-label", action="append", default=[], metavar="LABEL",
+                   help="flag a frame when a classifier's top label is LABEL (repeatable)")
+    p.add_argument("--fsync-every", type=int, default=100, metavar="K", help="fsync the results every K records (default 100)")
+    p.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="decode limit per image (default 100e6): larger JPEGs are decoded reduced, others refused")
+    p.add_argument("--fail-on-error", action="store_true", help="exit 2 when any input got an error record")
+    p.add_argument("--quiet", dest="no_bar", action="store_true", help="no progress bar: progress as log lines")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray (Ray Data)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    g = p.add_argument_group("model")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
+    g.add_argument("--conf", type=float, default=None, help="detection score threshold (default: the model's)")
+    g.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model's)")
+    g.add_argument("--max-det", type=int, default=None, help="max detections per image (default: the model's)")
+    g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: one per core)")
+    g.add_argument("--ort-spin", action="store_true",
+                   help="let ONNX Runtime threads spin-wait between batches (off: it starves the decoders)")
+    g.add_argument("--endoscopy", metavar="OPTIONS", help="endoscopy frame cleaning (as for `endoedge run`)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the job; exit 0, or 2 with --fail-on-error when an input failed, 130 when interrupted."""
+    from endoedge.batch import BatchConfig, run_batch
+
+    if args.address and args.engine != "ray":
+        from endoedge.errors import InputError
+
+        raise InputError("--address needs --engine ray")
+    stop = threading.Event()
+    cfg = BatchConfig(
+        source=args.source, models=args.model, out=args.out, report=args.report, resume=args.resume,
+        overwrite=args.overwrite, batch_size=args.batch_size, workers=args.workers, decode=args.decode,
+        streams=args.streams,
+        max_pixels=args.max_pixels, flag_threshold=args.flag_threshold, flag_labels=args.flag_label,
+        fsync_every=args.fsync_every, engine=args.engine, address=args.address,
+        progress=not args.no_bar,
+        device=args.device, score_threshold=args.conf, iou_threshold=args.iou, max_detections=args.max_det,
+        intra_op_threads=args.threads, spin=args.ort_spin, endoscopy=endoscopy_option(args.endoscopy), stop=stop,
+    )
+    restore = _stop_on_signals(stop)
+    try:
+        summary = run_batch(cfg)
+    finally:
+        restore()
+    c, r = summary["counts"], summary["run"]
+    print(f"endoedge batch: {c['images']} images ({r['processed']} this run, {r['resumed']} resumed): "
+          f"{c['ok']} ok, {c['errors']} errors, {c['flagged']} flagged; "
+          f"{r['images_per_s'] or 0:.1f} img/s, {r['minutes_per_50k'] or 0:.1f} min per 50,000 images -> {args.out}",
+          file=sys.stderr)
+    if stop.is_set():
+        print("endoedge batch: interrupted; results so far are kept, finish with --resume", file=sys.stderr)
+        return 130
+    if args.fail_on_error and c["errors"]:
+        return 2
+    return 0
+
+
+class _Stopper:
+    """Adapts the job's stop event to what :func:`endoedge.cli.run._stop_on_signals` drives."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop.is_set()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+
+def _stop_on_signals(stop: threading.Event) -> Any:
+    """Ctrl-C / SIGTERM finish the batch in progress and stop (a second Ctrl-C interrupts at once)."""
+    from endoedge.cli.run import _stop_on_signals as install
+
+    return install(_Stopper(stop))
