@@ -34,3 +34,7 @@ class ExportError(EndoedgeError):
 
 class ParityError(ExportError):
     """The exported ONNX disagrees with PyTorch beyond the tolerance."""
+
+
+class CalibrationError(InputError):
+    """A calibration source is missing, empty or unreadable, or its images cannot be used."""

@@ -1,4 +1,4 @@
-"""The ``endoedge`` command line: ``export``, ``detect``, ``run``, ``bench``, ``demo``, ``train``, ``eval``.
+"""The ``endoedge`` command line: ``export``, ``detect``, ``run``, ``bench``, ``demo``, ``train``, ``eval``, ``quantize``.
 
 User and environment errors (:class:`~endoedge.errors.EndoedgeError`) print one line and exit
 1; ``--debug`` shows the traceback instead.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from endoedge._version import __version__
 from endoedge.errors import EndoedgeError
 
-SUBCOMMANDS = ("export", "detect", "run", "bench", "demo", "train", "eval")
+SUBCOMMANDS = ("export", "detect", "run", "bench", "demo", "train", "eval", "quantize")
 
 
 def build_parser() -> argparse.ArgumentParser:
