@@ -208,10 +208,16 @@ def convert_fp16(model_path: str | Path, output: str | Path, *,
     kwargs: dict[str, Any] = {"keep_io_types": True}
     if op_block_list is not None:
         kwargs["op_block_list"] = list(op_block_list)
+    import warnings
+
     try:
-        half = float16.convert_float_to_float16(src, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            half = float16.convert_float_to_float16(src, **kwargs)
     except Exception as err:  # noqa: BLE001
         raise ExportError(f"FP16 conversion of '{model_path}' failed: {err}") from err
+    if caught:  # one warning per weight value below float16's smallest normal, clamped to +-1e-7
+        logger.info("FP16: %d weight values were clamped to float16's range (%s)", len(caught), caught[0].message)
     out = Path(output)
     meta = {"endoedge.precision": "fp16"}
     _finish(onnx, half, out, meta, src_meta=src)
