@@ -53,7 +53,7 @@ $(STAMP): pyproject.toml Makefile
 	$(MAKE) --no-print-directory system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[torch,gst,dev,denoise,eval]"
+	$(BIN)/python -m pip install -q -e ".[torch,gst,dev,denoise,eval,quant]"
 	$(BIN)/python -m pip install -q --no-deps "$(ULTRALYTICS)"
 	touch $@
 

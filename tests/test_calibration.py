@@ -65,7 +65,8 @@ def test_folder_is_searched_recursively_and_selection_covers_every_folder(tree):
     per_group = {g: sum(1 for it in chosen if it.group == g) for g in {it.group for it in items}}
     assert sorted(per_group.values()) == [1, 2, 7]  # 2/8/30 of 40 -> at least 1 each, rest in proportion
     d_idx = sorted(int(it.path.stem[3:]) for it in chosen if it.group.endswith("/d"))
-    assert d_idx[0] < 5 and d_idx[-1] >= 25  # spread through the folder, not its first files
+    assert d_idx[0] < 5
+    assert d_idx[-1] >= 25
     assert np.diff(d_idx).min() >= 3
 
 
@@ -81,14 +82,17 @@ def test_selection_is_deterministic_and_seeded(tree):
 
 def test_tensors_are_the_runtime_preprocessing_and_hash_covers_them(tree):
     data = load_calibration_data(tree, SPEC, num_images=6, batch_size=1, seed=0)
-    assert data.num_images == 6 and len(data) == 6 and data.batch_shape == (1, 3, 64, 80)
+    assert data.num_images == 6
+    assert len(data) == 6
+    assert data.batch_shape == (1, 3, 64, 80)
     pre = Preprocessor(SPEC.preprocess)  # what Detector uses
     from endoedge.imageio import read_image
 
     expected = [pre([read_image(it.path)])[0][0].copy() for it in data.items]
     got = [b["images"][0] for b in data]
     for e, g in zip(expected, got, strict=True):
-        assert g.dtype == np.float32 and g.flags.c_contiguous
+        assert g.dtype == np.float32
+        assert g.flags.c_contiguous
         np.testing.assert_array_equal(g, e)
     assert data.content_hash == _tensor_hash(expected, (3, 64, 80))
     again = load_calibration_data(tree, SPEC, num_images=6, batch_size=3, seed=0, max_cache_mb=0)
@@ -129,7 +133,8 @@ def test_ort_reader_protocol(tree):
 
     data = load_calibration_data(tree, SPEC, num_images=4, batch_size=1)
     reader = data.as_ort_reader()
-    assert isinstance(reader, CalibrationDataReader) and len(reader) == 4
+    assert isinstance(reader, CalibrationDataReader)
+    assert len(reader) == 4
     n = 0
     while reader.get_next() is not None:
         n += 1
@@ -165,7 +170,8 @@ def test_videos_give_every_kth_frame_spread_across_files(tmp_path, crops):
     _write_video(tmp_path / "one.avi", crops[:30])
     _write_video(tmp_path / "two.avi", crops[30:40])
     items = discover(tmp_path)
-    assert len(items) == 40 and {it.frame for it in items if it.path.name == "two.avi"} == set(range(10))
+    assert len(items) == 40
+    assert {it.frame for it in items if it.path.name == "two.avi"} == set(range(10))
     chosen = select(items, 8, seed=0)
     one = [it.frame for it in chosen if it.path.name == "one.avi"]
     two = [it.frame for it in chosen if it.path.name == "two.avi"]
@@ -216,7 +222,8 @@ def test_bad_sources_give_one_line_errors_with_causes(tmp_path, kind):
     with pytest.raises(CalibrationError) as info:
         load_calibration_data(src, SPEC)
     msg = str(info.value)
-    assert "\n" not in msg and "likely causes" in msg
+    assert "\n" not in msg
+    assert "likely causes" in msg
     assert isinstance(info.value, EndoedgeError)
 
 
@@ -227,6 +234,7 @@ def test_unreadable_images_are_skipped_and_listed(tree, tmp_path):
     shutil.copytree(tree / "b" / "c", src)
     (src / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     data = load_calibration_data(src, SPEC, num_images=100)
-    assert data.num_images == 8 and len(data.skipped) == 1
+    assert data.num_images == 8
+    assert len(data.skipped) == 1
     assert data.skipped[0][0].path.name == "zz_broken.png"
     assert Item("g", Path("v.avi"), 3).describe() == "v.avi#3"

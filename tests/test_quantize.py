@@ -83,22 +83,26 @@ def test_int8_file_passes_trt_qdq_rules_keeps_metadata_and_runs(ssdlite, int8, c
     assert rep.ok, rep.violations
     src = onnx.load(str(ssdlite[2]))
     n_conv = sum(n.op_type == "Conv" for n in src.graph.node)
-    assert len(rep.quantized_convs) == n_conv == rep.n_per_channel_weights and not rep.float_convs
+    assert len(rep.quantized_convs) == n_conv == rep.n_per_channel_weights
+    assert not rep.float_convs
     out = onnx.load(str(int8.path))
     props = {p.key: p.value for p in out.metadata_props}
     for p in src.metadata_props:  # the ModelSpec travels unchanged
         assert props[p.key] == p.value
-    assert props["endoedge.precision"] == "int8" and props["endoedge.quant_method"] == "minmax"
+    assert props["endoedge.precision"] == "int8"
+    assert props["endoedge.quant_method"] == "minmax"
     assert props["endoedge.calibration_sha256"] == calib.content_hash
     # biases stay float initializers (TensorRT cannot dequantize int32)
     inits = {t.name: t for t in out.graph.initializer}
     biases = [n.input[2] for n in out.graph.node if n.op_type == "Conv" and len(n.input) > 2]
-    assert biases and all(inits[b].data_type == onnx.TensorProto.FLOAT for b in biases)
+    assert biases
+    assert all(inits[b].data_type == onnx.TensorProto.FLOAT for b in biases)
     feed = next(iter(calib))
     ref, got = _run(ssdlite[2], feed), _run(int8.path, feed)
     # An untrained demo model is fragile under INT8; the outputs must still follow FP32's.
     cos = [_cos(r, g) for r, g in zip(ref, got, strict=True)]
-    assert all(np.isfinite(g).all() for g in got) and min(cos) > 0.5, cos
+    assert all(np.isfinite(g).all() for g in got)
+    assert min(cos) > 0.5, cos
     import endoedge
 
     with endoedge.load(int8.path) as det:  # the Detector API opens it like any endoedge ONNX
@@ -116,7 +120,9 @@ def test_checker_rejects_onnxruntime_default_quantization(ssdlite, calib, tmp_pa
     rep = check_qdq(out)
     text = "\n".join(rep.violations)
     assert not rep.ok
-    assert "UINT8" in text and "bias" in text and "per tensor" in text
+    assert "UINT8" in text
+    assert "bias" in text
+    assert "per tensor" in text
     assert "FAILS" in rep.summary()
 
 
@@ -155,15 +161,16 @@ def test_bypassing_every_quantized_node_gives_fp32_back(ssdlite, int8, calib):
 
 
 def test_rank_layers_and_greedy_fallback(ssdlite, int8, calib):
-    from endoedge.export.sensitivity import greedy_fallback, quantized_nodes, rank_layers
-
     import onnx
+
+    from endoedge.export.sensitivity import greedy_fallback, quantized_nodes, rank_layers
 
     names = [n for n, _ in quantized_nodes(onnx.load(str(int8.path)))][:4]
     ranking = rank_layers(ssdlite[2], int8.path, calib, n_batches=2, nodes=names)
     assert {x["node"] for x in ranking["layers"]} == set(names)
     gains = [x["gain"] for x in ranking["layers"]]
-    assert gains == sorted(gains, reverse=True) and ranking["full_int8_error"] > 0
+    assert gains == sorted(gains, reverse=True)
+    assert ranking["full_int8_error"] > 0
     # Logic of the greedy loop with a labelled fake gate (passes once 2 layers are float).
     fake = {"layers": [{"node": n, "gain": 1.0 / (i + 1)} for i, n in enumerate("abcd")]}
     seen = []
@@ -174,7 +181,9 @@ def test_rank_layers_and_greedy_fallback(ssdlite, int8, calib):
 
     result = greedy_fallback(fake, quantize, lambda p: {"passed": len(seen[-1]) >= 2, "drop_points": 3.0 - len(seen[-1])},
                              max_layers=3)
-    assert result["passed"] and result["float_nodes"] == ["a", "b"] and len(result["steps"]) == 2
+    assert result["passed"]
+    assert result["float_nodes"] == ["a", "b"]
+    assert len(result["steps"]) == 2
 
 
 def test_gate_catches_black_frame_calibration(ssdlite, int8, sets, tmp_path, capsys):
@@ -190,14 +199,17 @@ def test_gate_catches_black_frame_calibration(ssdlite, int8, sets, tmp_path, cap
     rc = main(["quantize", str(ssdlite[2]), "-o", str(bad_path), "--calib", str(sets / "black"),
                "--eval", data, "--max-fallback", "0", "--json", str(tmp_path / "bad.json")])
     captured = capsys.readouterr()
-    assert rc == 1 and "gate FAILED" in captured.err and bad_path.is_file()  # file kept
+    assert rc == 1
+    assert "gate FAILED" in captured.err
+    assert bad_path.is_file()
     bad = json.loads((tmp_path / "bad.json").read_text())
     assert bad["gate"]["passed"] is False
     assert bad["gate"]["drop_points"] > good["gate"]["drop_points"] + 20
     assert bad["gate"]["candidate"]["map50"] < 0.2 < good["gate"]["candidate"]["map50"]
     assert set(good["raw_heads"]["outputs"]) == {"bbox_regression", "cls_logits"}
     rc = main(["eval", "--compare", str(ssdlite[2]), str(bad_path), data])
-    assert rc == 1 and "gate FAILED" in capsys.readouterr().err
+    assert rc == 1
+    assert "gate FAILED" in capsys.readouterr().err
 
 
 def test_quantize_cli_errors(ssdlite, sets, tmp_path, capsys):
@@ -206,7 +218,8 @@ def test_quantize_cli_errors(ssdlite, sets, tmp_path, capsys):
     assert "--calib" in capsys.readouterr().err
     rc = main(["quantize", str(ssdlite[2]), "-o", out, "--calib", str(sets / "data"),
                "--eval", str(sets / "data" / "ann.json")])
-    assert rc == 1 and "also evaluation images" in capsys.readouterr().err
+    assert rc == 1
+    assert "also evaluation images" in capsys.readouterr().err
     assert main(["quantize", str(ssdlite[2]), "-o", out, "--calib", str(tmp_path / "nowhere")]) == 1
     assert "likely causes" in capsys.readouterr().err
     assert main(["eval", str(ssdlite[2]), str(ssdlite[2]), str(sets / "data" / "ann.json")]) == 1
@@ -227,6 +240,7 @@ def test_shipped_polyp_detector_int8_passes_gate_on_kvasir_val(tmp_path):
                "--split", str(REPO / "data/splits/kvasir_seg_val.txt"), "--json", str(report)])
     rep = json.loads(report.read_text())
     assert rc == 0, rep["gate"]
-    assert rep["gate"]["passed"] and rep["gate"]["drop_points"] <= 1.0
+    assert rep["gate"]["passed"]
+    assert rep["gate"]["drop_points"] <= 1.0
     assert rep["gate"]["reference"]["map50"] > 0.9
     assert check_qdq(out).ok

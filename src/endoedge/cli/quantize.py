@@ -43,7 +43,8 @@ def add_parser(sub: Any) -> None:
     cal.add_argument("--method", choices=METHODS, default="minmax",
                      help="calibration: minmax (default; TensorRT's 'max'), entropy (KL), percentile (99.999)")
     cal.add_argument("--num-images", type=int, default=500, help="calibration images (default 500, spread over the source)")
-    cal.add_argument("--batch", type=int, default=1, help="calibration batch size (default 1)")
+    cal.add_argument("--batch", type=int, help="calibration batch size (default 8, or the model's fixed "
+                     "batch); the last batch is padded with the first images")
     cal.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
     gate = p.add_argument_group("accuracy gate")
     gate.add_argument("--eval", metavar="DATA", help="labelled set to compare on (Kvasir-SEG / COCO json / YOLO)")
@@ -98,8 +99,11 @@ def _int8(args: argparse.Namespace, model: Path, out: Path, spec: Any, report: d
 
     if not args.calib:
         raise InputError("INT8 needs calibration images: --calib SRC (folder, glob, video or labelled set)")
-    input_name = _input_name(model)
-    data = load_calibration_data(args.calib, spec, num_images=args.num_images, batch_size=args.batch,
+    input_name, fixed_batch = _input(model)
+    batch = args.batch or fixed_batch or 8
+    if fixed_batch and batch != fixed_batch:
+        raise InputError(f"'{model}' has a fixed batch of {fixed_batch}; use --batch {fixed_batch}")
+    data = load_calibration_data(args.calib, spec, num_images=args.num_images, batch_size=batch,
                                  input_name=input_name, seed=args.seed, split=args.calib_split)
     print(f"calibration: {data.num_images} images from {args.calib}"
           + (f" ({Path(args.calib_split).name})" if args.calib_split else "")
@@ -189,12 +193,14 @@ def _refuse_overlap(data: Any, args: argparse.Namespace) -> None:
         )
 
 
-def _input_name(model: Path) -> str:
+def _input(model: Path) -> tuple[str, int | None]:
+    """The model's input name and its fixed batch size (``None`` when dynamic)."""
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
     inits = {t.name for t in graph.initializer}
-    names = [i.name for i in graph.input if i.name not in inits]
-    if len(names) != 1:
-        raise InputError(f"'{model}' has {len(names)} inputs; endoedge quantizes single-input detectors")
-    return names[0]
+    inputs = [i for i in graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise InputError(f"'{model}' has {len(inputs)} inputs; endoedge quantizes single-input detectors")
+    dims = inputs[0].type.tensor_type.shape.dim
+    return inputs[0].name, (int(dims[0].dim_value) or None) if dims else None
