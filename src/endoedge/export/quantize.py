@@ -72,26 +72,6 @@ def _load(path: str | Path) -> Any:
         raise ModelFormatError(f"'{p}' is not a readable ONNX file ({type(err).__name__})") from err
 
 
-def quantizable_nodes(model_path: str | Path, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[str]:
-    """Names of the nodes :func:`quantize_int8` would quantize (in graph order)."""
-    return [n.name for n in _load(model_path).graph.node if n.op_type in op_types]
-
-
-def calibrate_ranges(model_path: str | Path, data: Any, method: str, cache_path: str | Path,
-                     op_types: Sequence[str] = DEFAULT_OP_TYPES) -> Path:
-    """Run calibration once and store ORT's tensor ranges as a JSON cache at ``cache_path``.
-
-    Later :func:`quantize_int8` calls with the same ``cache_path`` skip the calibration pass
-    (the per-layer sensitivity search re-quantizes many times from one calibration).
-    """
-    cache = Path(cache_path)
-    cache.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="endoedge-q-") as tmp:
-        quantize_int8(model_path, Path(tmp) / "calib.onnx", data, method=method, op_types=op_types,
-                      cache_path=cache, _validate=False)
-    return cache
-
-
 def quantize_int8(
     model_path: str | Path,
     output: str | Path,
@@ -101,7 +81,6 @@ def quantize_int8(
     nodes_to_exclude: Sequence[str] = (),
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     cache_path: str | Path | None = None,
-    _validate: bool = True,
 ) -> QuantResult:
     """Write an explicit Q/DQ INT8 copy of ``model_path`` calibrated on ``data``.
 
@@ -184,8 +163,7 @@ def quantize_int8(
         meta["endoedge.calibration_sha256"] = data.content_hash
         meta["endoedge.calibration_images"] = str(data.num_images)
     _finish(onnx, src, out, meta)
-    if _validate:
-        validate_in_ort(out)
+    validate_in_ort(out)
     return QuantResult(out, "int8", method, list(nodes_to_exclude),
                        None if data is None else data.describe(), meta)
 
