@@ -126,6 +126,14 @@ def test_batches_pad_the_last_one_with_the_first_images(tree):
     assert all(set(b) == {"x"} and b["x"].shape == (2, 3, 64, 80) for b in batches)
     np.testing.assert_array_equal(batches[2]["x"][1], batches[0]["x"][0])  # wrapped around
     assert data.describe()["num_images"] == 5
+    # decoding on every pass (no cache) gives the same batches, also with fewer images than a batch
+    for n, bs in ((5, 2), (3, 8)):
+        cached = list(load_calibration_data(tree, SPEC, num_images=n, batch_size=bs))
+        streamed = load_calibration_data(tree, SPEC, num_images=n, batch_size=bs, max_cache_mb=0)
+        assert len(streamed) == len(cached)
+        for a, b in zip(cached, streamed, strict=True):
+            np.testing.assert_array_equal(a["images"], b["images"])
+        assert [len(list(streamed.batches(i, i + 1))) for i in range(len(streamed))] == [1] * len(streamed)
 
 
 def test_ort_reader_protocol(tree):

@@ -95,12 +95,36 @@ class CalibrationData:
         return self.batches()
 
     def batches(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        """Batches ``start`` .. ``stop - 1`` (batch indices)."""
+        """Batches ``start`` .. ``stop - 1`` (batch indices).
+
+        Without the in-memory cache the images are decoded once per call, in order (a video is
+        read forward, not re-opened per batch).
+        """
         stop = len(self) if stop is None else min(stop, len(self))
         bs = self.batch_size
-        for b in range(start, stop):
-            idx = [(b * bs + j) % self.num_images for j in range(bs)]
-            yield {self.input_name: self._images(idx)}
+        if start >= stop:
+            return
+        if self._cache is not None:
+            for b in range(start, stop):
+                idx = [(b * bs + j) % self.num_images for j in range(bs)]
+                out = np.empty((bs, *self._image_shape), dtype=np.float32)
+                np.take(self._cache, idx, axis=0, out=out)
+                yield {self.input_name: out}
+            return
+        first, last = start * bs, min(stop * bs, self.num_images)
+        out = np.empty((bs, *self._image_shape), dtype=np.float32)
+        j = 0
+        for _, tensor in self._decode(self.items[first:last]):
+            out[j] = tensor
+            j += 1
+            if j == bs:
+                yield {self.input_name: out}
+                out, j = np.empty_like(out), 0
+        if j:  # the last batch: pad with the first images of the selection
+            pad = [self.items[k % self.num_images] for k in range(bs - j)]
+            for k, (_, tensor) in enumerate(self._decode(pad)):
+                out[j + k] = tensor
+            yield {self.input_name: out}
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary (source, counts, hash, shape) for reports and metadata."""
@@ -130,18 +154,6 @@ class CalibrationData:
         return OrtCalibrationReader(self, start, stop)
 
     # -- decoding -----------------------------------------------------------------------------
-    def _images(self, indices: list[int]) -> np.ndarray:
-        out = np.empty((len(indices), *self._image_shape), dtype=np.float32)
-        if self._cache is not None:
-            np.take(self._cache, indices, axis=0, out=out)
-            return out
-        wanted = sorted(set(indices))
-        got = dict(zip(wanted, (t.copy() for _, t in self._decode([self.items[i] for i in wanted])),
-                       strict=True))
-        for j, i in enumerate(indices):
-            out[j] = got[i]
-        return out
-
     def _decode(self, items: list[Item], *, record: bool = False) -> Iterator[tuple[Item, np.ndarray]]:
         """Read, clean (the model's endoscopy cleaning) and pre-process each item, in order.
 
