@@ -54,8 +54,8 @@ def add_parser(sub: Any) -> None:
                       help=f"largest allowed mAP@0.5 drop in points (default {DEFAULT_MAX_DROP:g})")
     gate.add_argument("--max-fallback", type=int, default=10,
                       help="INT8: most layers to keep in float to pass the gate (default 10; 0 = none)")
-    gate.add_argument("--sensitivity-batches", type=int, default=16,
-                      help="calibration batches the per-layer ranking measures on (default 16)")
+    gate.add_argument("--sensitivity-images", type=int, default=32,
+                      help="calibration images the per-layer ranking measures on (default 32, spread)")
     p.add_argument("--json", metavar="PATH", help="report path (default: OUTPUT with .quant.json)")
     p.set_defaults(func=run)
 
@@ -149,8 +149,10 @@ def _fallback(args: argparse.Namespace, model: Path, out: Path, report: dict[str
     from endoedge.export.quantize import quantize_int8
     from endoedge.export.sensitivity import greedy_fallback, rank_layers
 
-    print(f"INT8 fails the gate: ranking layers by sensitivity on {args.sensitivity_batches} calibration batches ...")
-    ranking = rank_layers(model, out, data, n_batches=args.sensitivity_batches)
+    n_batches = max(1, -(-args.sensitivity_images // data.batch_size))
+    print(f"INT8 fails the gate: ranking layers by sensitivity on {n_batches * data.batch_size} "
+          "calibration images ...")
+    ranking = rank_layers(model, out, data, n_batches=n_batches)
     print(f"  full INT8 raw-head error (proxy) {ranking['full_int8_error']:.4g}; most costly layers:")
     print(f"  {'node':<40}{'op':>6}{'error if float':>16}{'gain':>12}")
     for x in ranking["layers"][:10]:
