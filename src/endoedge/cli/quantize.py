@@ -152,7 +152,11 @@ def _fallback(args: argparse.Namespace, model: Path, out: Path, report: dict[str
     n_batches = max(1, -(-args.sensitivity_images // data.batch_size))
     print(f"INT8 fails the gate: ranking layers by sensitivity on {n_batches * data.batch_size} "
           "calibration images ...")
-    ranking = rank_layers(model, out, data, n_batches=n_batches)
+    def progress(done: int, total: int) -> None:
+        if done % 10 == 0 or done == total:
+            logger.info("sensitivity: %d/%d layers", done, total)
+
+    ranking = rank_layers(model, out, data, n_batches=n_batches, progress=progress)
     print(f"  full INT8 raw-head error (proxy) {ranking['full_int8_error']:.4g}; most costly layers:")
     print(f"  {'node':<40}{'op':>6}{'error if float':>16}{'gain':>12}")
     for x in ranking["layers"][:10]:
