@@ -60,7 +60,7 @@ $(STAMP): pyproject.toml Makefile
 	$(MAKE) --no-print-directory system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[torch,gst,dev,denoise,eval,ray]"
+	$(BIN)/python -m pip install -q -e ".[torch,gst,dev,denoise,eval,quant,ray]"
 	$(BIN)/python -m pip install -q --no-deps "$(ULTRALYTICS)"
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/trt-api/stubs "$(TRT_STUBS)"
 	$(BIN)/python -m pip install -q --no-deps $(TRT_LEAN) || echo "no TensorRT 11.4 lean wheel here: its live check will skip"

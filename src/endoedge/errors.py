@@ -42,3 +42,7 @@ class EngineBuildError(ExportError):
 
 class StaleEngineError(ModelFormatError):
     """A TensorRT engine was built for another TensorRT, GPU, JetPack or ONNX than the one here."""
+
+
+class CalibrationError(InputError):
+    """A calibration source is missing, empty or unreadable, or its images cannot be used."""

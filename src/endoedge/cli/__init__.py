@@ -1,5 +1,5 @@
 """The ``endoedge`` command line: ``export``, ``detect``, ``run``, ``bench``, ``demo``, ``train``, ``eval``,
-``build``, ``export-triton``, ``batch``, ``quantize``.
+``quantize``, ``build``, ``export-triton``, ``batch``.
 
 User and environment errors (:class:`~endoedge.errors.EndoedgeError`) print one line and exit
 1; ``--debug`` shows the traceback instead.
@@ -16,7 +16,8 @@ from endoedge._version import __version__
 from endoedge.errors import EndoedgeError
 
 SUBCOMMANDS = (
-    "export", "detect", "run", "bench", "demo", "train", "eval", "build", "export-triton", "batch",
+    "export", "detect", "run", "bench", "demo", "train", "eval", "quantize", "build", "export-triton",
+    "batch",
 )
 
 

@@ -1,4 +1,8 @@
-"""``endoedge eval MODEL DATA``: COCO mAP, P/R/F1, frame-level result, AUC, overlap buckets."""
+"""``endoedge eval MODEL DATA``: COCO mAP, P/R/F1, frame-level result, AUC, overlap buckets.
+
+``endoedge eval --compare REF CANDIDATE DATA``: the accuracy gate (mAP / recall / sensitivity
+deltas, raw-head errors; exit 1 when mAP@0.5 drops more than ``--max-drop`` points).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from endoedge.cli._common import (
     foreign_spec,
     open_output,
 )
+from endoedge.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +38,16 @@ def add_parser(sub: Any) -> None:
         "AUC of the frame score (max detection score; needs --negatives: Kvasir-SEG has no "
         "polyp-free frames, so it is reported as n/a with the reason); and the share of ground-"
         "truth boxes whose best detection overlaps >= 60/70/80/90%%. Unreadable images are "
-        "skipped and listed.",
+        "skipped and listed. With --compare REF CANDIDATE DATA: evaluate both models, print the "
+        "deltas and raw-head errors, and exit 1 when mAP@0.5 drops more than --max-drop points.",
     )
-    p.add_argument("model", help="model: .onnx (endoedge or Ultralytics) or endoedge checkpoint")
-    p.add_argument("data", help="dataset: Kvasir-SEG folder, COCO .json, or YOLO folder")
+    p.add_argument("paths", nargs="+", metavar="MODEL DATA",
+                   help="MODEL DATA; with --compare: REF CANDIDATE DATA. MODEL: .onnx (endoedge or "
+                   "Ultralytics) or endoedge checkpoint; DATA: Kvasir-SEG folder, COCO .json, or YOLO folder")
+    p.add_argument("--compare", action="store_true",
+                   help="accuracy gate: the paths are REF CANDIDATE DATA (e.g. FP32, INT8, val set)")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="with --compare: largest allowed mAP@0.5 drop in points (default 1.0)")
     p.add_argument("--split", help="file of image stems to evaluate (one a line), e.g. data/splits/kvasir_seg_val.txt")
     p.add_argument("--format", default="auto", choices=("auto", "kvasir", "coco", "yolo"), help="dataset layout")
     p.add_argument("--images", help="image folder of a COCO json (default: beside the json)")
@@ -60,6 +71,15 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate; print the table; write JSON/PNG when asked. Exit 0 (1 on errors)."""
     from endoedge.evaluation import evaluate_model
+
+    want = 3 if args.compare else 2
+    if len(args.paths) != want:
+        raise InputError(f"expected {'REF CANDIDATE DATA' if args.compare else 'MODEL DATA'}, "
+                         f"got {len(args.paths)} paths" + ("" if args.compare else
+                                                            " (three paths need --compare)"))
+    if args.compare:
+        return _compare(args)
+    args.model, args.data = args.paths
     from endoedge.evaluation.report import format_table, plot_curves
 
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
@@ -81,4 +101,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"curves written to {plot_curves(report, args.plot)}")
     for item in report["skipped"]:
         logger.warning("skipped %s: %s", item["path"], item["error"])
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``--compare REF CANDIDATE DATA``: print the gate table; exit 1 when it fails."""
+    import sys
+
+    from endoedge.evaluation.compare import compare_models, format_compare
+
+    ref, cand, data = args.paths
+    args.model = ref  # foreign_spec reads a foreign ONNX's input size from it
+    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
+    report = compare_models(
+        ref, cand, data, split=args.split, fmt=args.format, images_dir=args.images, class_names=names,
+        backend=args.backend, device=args.device, max_drop=args.max_drop, conf=args.conf, iou=args.iou,
+        endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args),
+    )
+    print(format_compare(report))
+    if args.json:
+        with open_output(Path(args.json)) as fh:
+            json.dump(report, fh, indent=1, default=str)
+            fh.write("\n")
+        print(f"report written to {args.json}")
+    if not report["gate"]["passed"]:
+        g = report["gate"]
+        print(f"endoedge eval: gate FAILED: mAP@0.5 of {cand} is {g['drop_points']:.2f} points below "
+              f"{ref} (limit {g['max_drop_points']:g})", file=sys.stderr)
+        return 1
     return 0

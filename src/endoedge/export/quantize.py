@@ -1,0 +1,252 @@
+"""INT8 Q/DQ and FP16 ONNX from an FP32 endoedge ONNX, both validated in ONNX Runtime.
+
+INT8 (:func:`quantize_int8`) is ``onnxruntime.quantization.quantize_static`` on the CPU in the
+explicit form every TensorRT line from 8.6 to 11 parses (see :mod:`endoedge.export.qdq_check`):
+QuantizeLinear/DequantizeLinear pairs, int8 activations and weights, symmetric (all zero points
+0), weights per channel on the Conv output axis 0, activations per tensor, biases left float
+(``QuantizeBias=False``: no int32 DequantizeLinear, which TensorRT cannot parse), weights kept
+float with a dedicated Q/DQ pair each (``AddQDQPairToWeight``, as NVIDIA ModelOpt writes them),
+Q/DQ on the inputs of quantized ops only. FP16 (:func:`convert_fp16`) is onnxconverter-common's
+``convert_float_to_float16`` with float32 inputs and outputs.
+
+Both keep the source's ``endoedge.*`` metadata and add ``endoedge.precision`` (and for INT8
+``endoedge.quant_method``, ``endoedge.calibration_sha256``, ``endoedge.calibration_images``,
+``endoedge.quant_float_nodes``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from endoedge._optional import require
+from endoedge.errors import ExportError, ModelFormatError
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("entropy", "minmax", "percentile")
+# Ops whose inputs get Q/DQ. Conv/Gemm/MatMul carry the compute; Add lets TensorRT fuse residual
+# additions into the INT8 convolution. Everything else (Clip/Relu, Reshape, Concat, ...) stays
+# float and TensorRT fuses it around the quantized layers.
+DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
+CALIB_CHUNK = 16  # batches per ORT calibration pass (bounds the histogram calibrators' memory)
+
+
+@dataclass
+class QuantResult:
+    """What :func:`quantize_int8` / :func:`convert_fp16` wrote.
+
+    Attributes:
+        path: the output ONNX.
+        precision: ``"int8"`` or ``"fp16"``.
+        method: calibration method (INT8).
+        float_nodes: nodes kept in floating point on purpose (INT8 fallback).
+        calibration: :meth:`CalibrationData.describe` of the calibration set (INT8).
+        metadata: the ``endoedge.*`` keys added.
+    """
+
+    path: Path
+    precision: str
+    method: str | None = None
+    float_nodes: list[str] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _onnx() -> Any:
+    return require("onnx", extra="torch", purpose="ONNX quantization")
+
+
+def _load(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFormatError(f"model '{p}' does not exist or is not a file")
+    try:
+        return _onnx().load(str(p))
+    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise ModelFormatError(f"'{p}' is not a readable ONNX file ({type(err).__name__})") from err
+
+
+def quantize_int8(
+    model_path: str | Path,
+    output: str | Path,
+    data: Any,
+    *,
+    method: str = "entropy",
+    nodes_to_exclude: Sequence[str] = (),
+    op_types: Sequence[str] = DEFAULT_OP_TYPES,
+    cache_path: str | Path | None = None,
+) -> QuantResult:
+    """Write an explicit Q/DQ INT8 copy of ``model_path`` calibrated on ``data``.
+
+    Args:
+        model_path: FP32 ONNX (opset >= 13; endoedge exports opset 17).
+        output: destination ``.onnx``.
+        data: a :class:`~endoedge.calibration.CalibrationData` (or ``None`` with an existing
+            ``cache_path``).
+        method: ``entropy`` (KL divergence, TensorRT's Entropy2 idea), ``minmax`` (= TensorRT's
+            max calibration with symmetric activations) or ``percentile`` (99.999th).
+        nodes_to_exclude: node names kept in floating point.
+        op_types: op types whose inputs are quantized.
+        cache_path: ORT calibration cache (JSON): reused when it exists, written otherwise.
+
+    Raises:
+        ExportError: the method is unknown or ONNX Runtime cannot quantize or run the result.
+    """
+    if method not in METHODS:
+        raise ExportError(f"unknown calibration method '{method}'; use one of {', '.join(METHODS)}")
+    q = require("onnxruntime.quantization", extra="torch", purpose="INT8 quantization")
+    onnx = _onnx()
+    src = _load(model_path)
+    opset = next((o.version for o in src.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise ExportError(f"'{model_path}' has opset {opset}; per-channel Q/DQ needs >= 13 (re-export it)")
+    out = Path(output)
+    method_enum = {"entropy": q.CalibrationMethod.Entropy, "minmax": q.CalibrationMethod.MinMax,
+                   "percentile": q.CalibrationMethod.Percentile}[method]
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "AddQDQPairToWeight": True,
+        "DedicatedQDQPair": True,
+        "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
+        "OpTypesToExcludeOutputQuantization": list(op_types),
+        "QDQDisableWeightAdjustForInt32Bias": True,
+        "CalibTensorRangeSymmetric": True,
+    }
+    reader = None
+    if data is not None and not (cache_path is not None and Path(cache_path).is_file()):
+        reader = data.as_ort_reader()
+        n = len(reader)
+        # ORT's chunked pass needs a stride that divides the batch count.
+        stride = max(d for d in range(1, min(n, CALIB_CHUNK) + 1) if n % d == 0)
+        if stride < n:
+            extra["CalibStridedMinMax"] = stride
+    with tempfile.TemporaryDirectory(prefix="endoedge-q-") as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        try:
+            q.quant_pre_process(str(model_path), str(prepped), skip_optimization=True)
+        except Exception as err:  # noqa: BLE001 - fall back to the file as it is
+            logger.info("quant_pre_process failed (%s); quantizing the file as it is", err)
+            prepped = Path(model_path)
+        try:
+            q.quantize_static(
+                str(prepped), str(out), reader,
+                quant_format=q.QuantFormat.QDQ,
+                op_types_to_quantize=list(op_types),
+                per_channel=True,
+                reduce_range=False,
+                activation_type=q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8,
+                nodes_to_exclude=list(nodes_to_exclude),
+                calibrate_method=method_enum,
+                calibration_providers=["CPUExecutionProvider"],
+                extra_options=extra,
+                calibration_cache_path=None if cache_path is None else str(cache_path),
+            )
+        except Exception as err:  # noqa: BLE001 - ORT raises plain Exceptions/ValueErrors
+            raise ExportError(f"ONNX Runtime could not quantize '{model_path}': "
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+    meta = {
+        "endoedge.precision": "int8",
+        "endoedge.quant_method": method,
+        "endoedge.quant_format": "qdq-s8s8-symmetric-per-channel",
+        "endoedge.quant_float_nodes": json.dumps(list(nodes_to_exclude)),
+    }
+    if data is not None:
+        meta["endoedge.calibration_sha256"] = data.content_hash
+        meta["endoedge.calibration_images"] = str(data.num_images)
+    _finish(onnx, src, out, meta)
+    validate_in_ort(out)
+    return QuantResult(out, "int8", method, list(nodes_to_exclude),
+                       None if data is None else data.describe(), meta)
+
+
+def convert_fp16(model_path: str | Path, output: str | Path, *,
+                 op_block_list: Sequence[str] | None = None) -> QuantResult:
+    """Write an FP16 copy of ``model_path``: weights and activations float16, inputs and
+    outputs float32 (Cast nodes at the edges), for TensorRT 11's strongly typed builds.
+
+    Args:
+        op_block_list: op types kept float32 (default: onnxconverter-common's list).
+
+    Raises:
+        BackendUnavailableError: onnxconverter-common is not installed (``endoedge[quant]``).
+        ExportError: the conversion or the ONNX Runtime check fails.
+    """
+    float16 = require("onnxconverter_common.float16", extra="quant", purpose="FP16 conversion")
+    onnx = _onnx()
+    src = _load(model_path)
+    kwargs: dict[str, Any] = {"keep_io_types": True}
+    if op_block_list is not None:
+        kwargs["op_block_list"] = list(op_block_list)
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            half = float16.convert_float_to_float16(src, **kwargs)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"FP16 conversion of '{model_path}' failed: {err}") from err
+    if caught:  # one warning per weight value below float16's smallest normal, clamped to +-1e-7
+        logger.info("FP16: %d weight values were clamped to float16's range (%s)", len(caught), caught[0].message)
+    out = Path(output)
+    meta = {"endoedge.precision": "fp16"}
+    _finish(onnx, half, out, meta, src_meta=src)
+    validate_in_ort(out)
+    return QuantResult(out, "fp16", metadata=meta)
+
+
+def _finish(onnx: Any, src: Any, out: Path, extra: dict[str, str], src_meta: Any = None) -> None:
+    """Copy ``src``'s metadata_props into the written ``out``, add ``extra``, check, save."""
+    model = src if src_meta is not None else onnx.load(str(out))
+    props = {p.key: p.value for p in (src_meta or src).metadata_props}
+    props.update(extra)
+    del model.metadata_props[:]
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"the written model '{out}' fails the ONNX checker: {err}") from err
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        onnx.save(model, str(tmp))
+        tmp.replace(out)
+    except OSError as err:
+        raise ExportError(f"cannot write '{out}': {err.strerror or err}") from err
+
+
+def validate_in_ort(path: str | Path) -> None:
+    """Open ``path`` in ONNX Runtime (CPU) and run one real-looking frame through it.
+
+    Raises:
+        ExportError: ONNX Runtime cannot load or run it, or an output is not finite.
+    """
+    import numpy as np
+
+    from endoedge.errors import EndoedgeError
+    from endoedge.runtime.ort import OnnxRuntimeBackend
+    from endoedge.spec import ModelSpec, read_onnx_metadata
+
+    try:
+        spec = ModelSpec.from_metadata(read_onnx_metadata(path), where=str(path))
+        from endoedge.assets import sample_frame_paths
+        from endoedge.imageio import read_image
+        from endoedge.preprocess import Preprocessor
+
+        batch, _ = Preprocessor(spec.preprocess)([read_image(sample_frame_paths()[0])])
+        with OnnxRuntimeBackend(path, device="cpu") as backend:
+            outputs = backend.infer({backend.input_name: batch})
+    except EndoedgeError as err:
+        raise ExportError(f"the written model '{path}' does not run in ONNX Runtime: {err}") from err
+    bad = [k for k, v in outputs.items() if not np.isfinite(v).all()]
+    if bad:
+        raise ExportError(f"the written model '{path}' gives non-finite values in {', '.join(bad)}")
