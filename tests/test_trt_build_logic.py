@@ -280,3 +280,29 @@ def test_line_specific_refusal_after_import(use_fake, onnx_pair, tmp_path):
     use_fake("10.3.0")
     with pytest.raises(EngineBuildError, match="not a Jetson"):
         build_engine(onnx_pair[1], tmp_path / "m.engine", BuildRequest(precision="fp16", dla_core=0))
+
+
+def test_calibration_data_from_endoedge_calibration_feeds_the_calibrator(use_fake, onnx_pair, tmp_path):
+    """`endoedge build --calib FOLDER`'s loader: the real endoedge.calibration data, through the
+    (FAKE) TensorRT calibrator; the bytes that reach "device" memory are the calibration batches."""
+    import argparse
+    from pathlib import Path
+
+    from endoedge.calibration import load_calibration_data
+    from endoedge.cli.build import _calibration_loader
+    from endoedge.export.onnx_facts import onnx_facts
+    from endoedge.spec import ModelSpec
+
+    folder = Path(__file__).resolve().parents[1] / "src" / "endoedge" / "assets" / "holohub"
+    facts = onnx_facts(onnx_pair[0])
+    args = argparse.Namespace(calib=str(folder), calib_images=6, calib_batch=2, calib_split=None)
+    load = _calibration_loader(args, facts)
+    trt = use_fake("10.3.0")
+    req = BuildRequest(precision="int8", calib=True, calib_batch=2)
+    result = build_engine(onnx_pair[0], tmp_path / "c.engine", req, calibration=load)
+    want = load_calibration_data(folder, ModelSpec.from_metadata(facts.metadata), num_images=6, batch_size=2)
+    fed = trt.record["calib_batches"]
+    assert len(fed) == len(want) == 3
+    for got, batch in zip(fed, want, strict=True):
+        np.testing.assert_array_equal(got[: batch["images"].size], batch["images"].ravel())
+    assert result.manifest["calibration_hash"] == want.content_hash

@@ -9,12 +9,11 @@ installed line (e.g. ``--calib`` on TensorRT 11), then CUDA and the build.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
 
-from endoedge.errors import BackendUnavailableError, InputError
+from endoedge.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +63,8 @@ def add_parser(sub: Any) -> None:
                    help="default: what the ONNX is (Q/DQ -> int8, FP16 ONNX -> fp16, else fp32)")
     c = p.add_argument_group("INT8 implicit calibration (TensorRT <= 10; prefer a Q/DQ ONNX)")
     c.add_argument("--calib", metavar="SRC", help="calibration images: folder, glob or dataset (endoedge.calibration)")
+    c.add_argument("--calib-split", metavar="FILE", default=None,
+                   help="keep only the image stems in FILE (e.g. the train split; never the eval split)")
     c.add_argument("--calib-images", type=_positive, default=None, help="images to calibrate on (default 500)")
     c.add_argument("--calib-batch", type=_positive, default=None, help="images per calibration batch (default 1)")
     c.add_argument("--calib-cache", metavar="FILE", help="calibration cache (reused while data, batch and TensorRT match)")
@@ -90,17 +91,13 @@ def _calibration_loader(args: argparse.Namespace, facts: Any) -> Any:
         return None
 
     def load() -> Any:
+        from endoedge.calibration import load_calibration_data
         from endoedge.spec import ModelSpec
 
         spec = ModelSpec.from_metadata(facts.metadata, where=f"'{facts.path}'")
-        try:
-            module: Any = importlib.import_module("endoedge.calibration")
-            loader: Any = module.load_calibration_data
-        except (ImportError, AttributeError) as err:
-            raise BackendUnavailableError(f"--calib needs endoedge.calibration, which this install lacks ({err}); "
-                                          "build a Q/DQ ONNX elsewhere or update endoedge") from err
-        return loader(args.calib, spec, num_images=args.calib_images or 500, batch_size=args.calib_batch or 1,
-                      input_name=facts.input_name)
+        return load_calibration_data(args.calib, spec, num_images=args.calib_images or 500,
+                                     batch_size=args.calib_batch or 1, input_name=facts.input_name,
+                                     split=args.calib_split)
 
     return load
 
@@ -108,6 +105,7 @@ def _calibration_loader(args: argparse.Namespace, facts: Any) -> Any:
 def _check_args(args: argparse.Namespace) -> None:
     if not args.calib:
         given = [f for f, v in (("--calib-images", args.calib_images), ("--calib-batch", args.calib_batch),
+                                ("--calib-split", args.calib_split),
                                 ("--calib-cache", args.calib_cache)) if v is not None]
         if given:
             raise InputError(f"{', '.join(given)} only apply with --calib SRC")
