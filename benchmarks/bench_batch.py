@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,14 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 KVASIR = HERE.parent.parent / "shared" / "data" / "kvasir-seg" / "images"
+RESULTS = HERE / "RESULTS.md"
+START, END = "<!-- batch:start -->", "<!-- batch:end -->"
+LABELS = {"naive": "naive loop (`cv2.imread` + `Detector.detect`, ORT defaults)",
+          "naive_nospin": "naive loop, ORT spin-wait off",
+          "threads:1": "`endoedge batch --streams 1` (2 decode threads, 1 inference stream)",
+          "threads:2": "`endoedge batch` (defaults: 2 decode threads, 2 inference streams)",
+          "processes:1": "`endoedge batch --decode processes --streams 1`",
+          "processes:2": "`endoedge batch --decode processes` (2 decode processes, 2 streams)"}
 
 
 def make_study(n: int, root: Path) -> Path:
@@ -76,6 +83,42 @@ def batch(model: Path, study: Path, out: Path, *, batch_size: int, workers: int,
             "counts": s["counts"]}
 
 
+def render(out: dict) -> str:
+    """The RESULTS.md section of a run."""
+    med, rows = out["median_images_per_s"], []
+    for v, ips in med.items():
+        raw = ", ".join(f"{x['images_per_s']:.1f}" for x in out["samples"][v])
+        ms = out["samples"][v][0]["ms_per_image"]
+        stages = ", ".join(f"{k} {ms[k]:.1f}" for k in ("decode", "preprocess", "infer", "postprocess") if k in ms)
+        ratio = ips / med["naive"] if "naive" in med else float("nan")
+        rows.append(f"| {LABELS.get(v, v)} | **{ips:.1f}** ({raw}) | {ratio:.2f}x | {50000 / ips / 60:.0f} | {stages} |")
+    return "\n".join([
+        f"Command: `{out['command']}`; raw samples in `benchmarks/results/batch.json`.",
+        "",
+        f"{out['machine']}, {out['date']}; {out['images']} Kvasir-SEG images (paths over its 1,000 files, "
+        "page-cached), shipped polyp detector exported to ONNX, ONNX Runtime CPU. Medians over alternating "
+        "rounds (raw per round in brackets). The machine was shared with other sessions: "
+        f"load before `{out['uptime_before'].split('load average: ')[-1]}`, after "
+        f"`{out['uptime_after'].split('load average: ')[-1]}` (1/5/15-min averages on 2 cores).",
+        "",
+        "| variant | images/s | vs naive | min per 50,000 | ms per image (first round; batch: decode/preprocess "
+        "summed over workers, infer over streams) |",
+        "|---|---|---|---|---|",
+        *rows,
+    ])
+
+
+def write_results(section: str) -> None:
+    text = RESULTS.read_text()
+    block = f"{START}\n{section}\n{END}"
+    if START in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Capsule batch reader (issue 7)\n\n" + block + "\n"
+    RESULTS.write_text(text)
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -85,15 +128,20 @@ def main() -> None:
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
-    ap.add_argument("--variants", default="naive,threads,threads:2,processes,naive_nospin",
+    ap.add_argument("--variants", default="naive,threads:2,processes:2,threads:1,naive_nospin",
                     help="comma-separated: naive (default Detector), naive_nospin (ORT spin off, as "
                     "batch uses), threads, processes (batch decode workers), with :N = N inference streams")
     ap.add_argument("--warmup-images", type=int, default=100)
     ap.add_argument("--json", type=Path, default=HERE / "results" / "batch.json")
+    ap.add_argument("--write-results", action="store_true", help="update the section in RESULTS.md")
+    ap.add_argument("--render", type=Path, help="only render RESULTS.md from a saved JSON")
     args = ap.parse_args()
+    if args.render:
+        write_results(render(json.loads(args.render.read_text())))
+        return
     variants = args.variants.split(",")
     load_before = uptime()
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
@@ -117,12 +165,16 @@ def main() -> None:
                 samples[v].append(res)
                 print(f"round {rnd} {v}: {res['images_per_s']:.2f} img/s ({res['wall_s']:.1f} s)", flush=True)
     load_after = uptime()
+    from endoedge.benchmarks.stats import env_info
+
+    env = env_info()
     med = {v: float(np.median([s["images_per_s"] for s in samples[v]])) for v in variants}
     out = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{os.cpu_count()} CPUs, {os.uname().nodename}",
+        "machine": f"{env['cpu']}, {env['logical_cores']} logical CPUs",
+        "versions": env["versions"],
         "command": "python benchmarks/bench_batch.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "json"),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("json", "write_results", "render")),
         "images": args.images, "uptime_before": load_before, "uptime_after": load_after,
         "median_images_per_s": med,
         "speedup_vs_naive": {v: med[v] / med["naive"] for v in variants if "naive" in med and v != "naive"},
@@ -133,6 +185,8 @@ def main() -> None:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
+    if args.write_results:
+        write_results(render(out))
     print(json.dumps({k: out[k] for k in ("median_images_per_s", "speedup_vs_naive", "minutes_per_50k",
                                           "uptime_before", "uptime_after")}, indent=1))
 

@@ -42,7 +42,7 @@ class EngineOptions:
         max_pixels: decode limit per image (see :mod:`endoedge.batch.decode`).
     """
 
-    batch_size: int = 16
+    batch_size: int = 8
     workers: int = 2
     decode: str = "threads"
     max_pixels: int = MAX_PIXELS

@@ -70,7 +70,7 @@ class BatchConfig:
     report: str | Path | None = None
     resume: bool = False
     overwrite: bool = False
-    batch_size: int = 16
+    batch_size: int = 8
     workers: int = 2
     decode: str = "threads"
     max_pixels: int = MAX_PIXELS
@@ -84,7 +84,7 @@ class BatchConfig:
     score_threshold: float | None = None
     iou_threshold: float | None = None
     max_detections: int | None = None
-    streams: int = 1
+    streams: int = 2
     intra_op_threads: int = 0
     spin: bool = False
     endoscopy: Any = None
