@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from endoedge.errors import InputError
 
 
-def image_size(text: str) -> int:
-    """argparse type for ``--imgsz``: a square network input size in pixels, at least 32."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of pixels") from None
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"{value} px is too small; use at least 32 (e.g. 320)")
-    return value
+def int_at_least(minimum: int, *, noun: str = "", unit: str = "", hint: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (messages: ``noun`` after "whole number",
+    ``unit`` after the value, ``hint`` after the minimum)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number{noun}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}{unit} is too small; use at least {minimum}{hint}")
+        return value
+
+    return parse
+
+
+#: argparse type for ``--imgsz``: a square network input size in pixels, at least 32.
+image_size = int_at_least(32, noun=" of pixels", unit=" px", hint=" (e.g. 320)")
 
 
 def prepare_output_dir(path: str | Path) -> Path:

@@ -13,19 +13,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from endoedge.cli._common import int_at_least
 from endoedge.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small; use at least 1")
-    return value
+_positive = int_at_least(1)
 
 
 def _core(text: str) -> int:
