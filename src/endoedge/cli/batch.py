@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     c, r = summary["counts"], summary["run"]
     print(f"endoedge batch: {c['images']} images ({r['processed']} this run, {r['resumed']} resumed): "
           f"{c['ok']} ok, {c['errors']} errors, {c['flagged']} flagged; "
-          f"{r['images_per_s'] or 0:.1f} img/s, {r['minutes_per_50k'] or 0:.1f} min per 50,000 images -> {args.out}",
+          + (f"{r['images_per_s']:.1f} img/s, {r['minutes_per_50k']:.1f} min per 50,000 images"
+             if r["images_per_s"] and r["minutes_per_50k"] else "nothing left to process")
+          + f" -> {args.out}",
           file=sys.stderr)
     if stop.is_set():
         print("endoedge batch: interrupted; results so far are kept, finish with --resume", file=sys.stderr)
