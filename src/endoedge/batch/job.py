@@ -140,6 +140,7 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
         resumed = 0
         if cfg.resume and out.exists():
             check_settings(out, settings)
+            _check_same_source(out, source.location)
             scan = scan_results(out)
             for rec in scan.records:
                 summary.add(rec)
@@ -149,7 +150,7 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
         if not (cfg.resume and meta_path(out).is_file()):
             from endoedge.benchmarks.stats import write_json
 
-            write_json(meta_path(out), {"endoedge": __version__, "source": str(source.location),
+            write_json(meta_path(out), {"endoedge": __version__, "source": str(Path(source.location).resolve()),
                                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                         "settings": settings})
         total = None if source.kind == "video" and not source.count else max(0, source.count - len(done))
@@ -196,3 +197,16 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
     finally:
         for m in streams:
             m.close()
+
+
+def _check_same_source(out: Path, location: Path) -> None:
+    """Refuse to resume ``out`` from another SRC than the one its sidecar names."""
+    import json
+
+    try:
+        stored = json.loads(meta_path(out).read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return  # no or unreadable sidecar: check_settings has decided already
+    if stored and Path(stored).resolve() != Path(location).resolve():
+        raise InputError(f"'{out}' was made from '{stored}', not '{location}'; resume with the same SRC, "
+                         "or use a new --out")

@@ -2,7 +2,7 @@
 
 Every input becomes an :class:`Item` whose :attr:`Item.key` identifies it in the results file
 (resume skips keys already written): the image path relative to the folder / as written in the
-list file (POSIX separators), or ``"<video>#<frame index>"`` for a video frame.
+list file (normalised, POSIX separators), or ``"<video file name>#<frame index>"`` for a video frame.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Item:
 
     Attributes:
         path: the name written into the record (relative to the folder or list file, or the
-            video as given).
+            video's file name).
         file: the file to read (absolute).
         frame: the frame index in a video (0-based), ``None`` for an image file.
     """
@@ -72,7 +72,7 @@ class Source:
         cap = cv2.VideoCapture(str(self.location))
         if not cap.isOpened():
             raise InputError(f"cannot open video '{self.location}' (no decoder for it in OpenCV)")
-        name = str(self.location)
+        name = self.location.name  # the same key whatever spelling of the path SRC used
         try:
             index = 0
             while True:
@@ -139,7 +139,10 @@ def _list(path: Path) -> Source:
     items, seen = [], set()
     for line in lines:
         name = line.strip()
-        if not name or name.startswith("#") or name in seen:
+        if not name or name.startswith("#"):
+            continue
+        name = os.path.normpath(name)  # ./a.jpg, a//b.jpg: one input, one key
+        if name in seen:
             continue
         seen.add(name)
         f = Path(name)

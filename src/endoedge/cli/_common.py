@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,42 @@ def prepare_output_dir(path: str | Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create output folder '{out}': {err.strerror}; pick another --output") from err
+    return out
+
+
+#: File types an output (a report, a results file) must never overwrite.
+PROTECTED_SUFFIXES = (".onnx", ".engine", ".plan", ".trt", ".pt", ".pth", ".ckpt",
+                      ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
+                      ".mp4", ".mkv", ".avi", ".mov", ".txt", ".lst", ".list", ".csv")
+
+
+def check_output_file(path: str | Path, flag: str, *, inputs: Sequence[str | Path] = (),
+                      force: bool = False, force_flag: str = "--force",
+                      allowed_suffixes: Sequence[str] = ()) -> Path:
+    """Check an output file *before* any work: not a folder, not one of ``inputs``, not a model,
+    image, video or list file (unless its suffix is in ``allowed_suffixes``), not existing unless
+    ``force``; creates its parent folder.
+
+    Raises:
+        InputError: one line naming ``flag``, what is wrong and how to fix it.
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"{flag} '{out}' is a folder; give a file name")
+    resolved = out.resolve()
+    for item in inputs:
+        if Path(item).resolve() == resolved:
+            raise InputError(f"{flag} '{out}' is also an input of this command; pick another {flag}")
+    suffix = out.suffix.lower()
+    if suffix in PROTECTED_SUFFIXES and suffix not in allowed_suffixes:
+        raise InputError(f"{flag} '{out}' looks like a model, image, video or list file ({suffix}); "
+                         f"pick another {flag}")
+    if out.exists() and not force:
+        raise InputError(f"{flag} '{out}' already exists; pass {force_flag} to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create the folder of {flag} '{out}': {err.strerror}") from err
     return out
 
 

@@ -71,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
         from endoedge.errors import InputError
 
         raise InputError("--address needs --engine ray")
+    from endoedge.cli._common import check_output_file
+
+    inputs = [args.source, *args.model, *(m.partition("=")[2] for m in args.model if "=" in m)]
+    check_output_file(args.out, "--out", inputs=inputs, force=True)
+    if args.report:
+        check_output_file(args.report, "--report", inputs=[*inputs, args.out], force=True)
     stop = threading.Event()
     cfg = BatchConfig(
         source=args.source, models=args.model, out=args.out, report=args.report, resume=args.resume,

@@ -15,6 +15,7 @@ from typing import Any
 from endoedge.cli._common import (
     ENDOSCOPY_HELP,
     add_foreign_model_options,
+    check_output_file,
     endoscopy_option,
     foreign_spec,
     open_output,
@@ -77,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"expected {'REF CANDIDATE DATA' if args.compare else 'MODEL DATA'}, "
                          f"got {len(args.paths)} paths" + ("" if args.compare else
                                                             " (three paths need --compare)"))
+    if args.json:
+        check_output_file(args.json, "--json", inputs=args.paths, force=True)
+    if args.plot:
+        check_output_file(args.plot, "--plot", inputs=args.paths, force=True, allowed_suffixes=(".png",))
+    if not (args.max_drop >= 0):  # also refuses NaN
+        raise InputError(f"--max-drop must be a number of points >= 0, got {args.max_drop}")
     if args.compare:
         return _compare(args)
     args.model, args.data = args.paths

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from endoedge.cli._common import open_output
+from endoedge.cli._common import check_output_file, open_output
 from endoedge.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def add_parser(sub: Any) -> None:
         "output file is kept either way.",
     )
     p.add_argument("model", help="FP32 .onnx exported by endoedge (or Ultralytics)")
-    p.add_argument("-o", "--output", required=True, help="output .onnx")
+    p.add_argument("-o", "--output", required=True, help="output .onnx (refused if it exists, unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --output")
     p.add_argument("--precision", choices=("int8", "fp16"), default="int8", help="default int8")
     cal = p.add_argument_group("INT8 calibration")
     cal.add_argument("--calib", metavar="SRC", help="calibration images: folder (recursive), glob, video, "
@@ -62,12 +63,22 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Quantize / convert, check, gate; write the report. Exit 1 when the gate fails."""
+    from endoedge.export.onnx_facts import onnx_facts
     from endoedge.spec import ModelSpec, read_onnx_metadata
 
     model, out = Path(args.model), Path(args.output)
     if out.resolve() == model.resolve():
         raise InputError("--output must differ from the input model")
     spec = ModelSpec.from_metadata(read_onnx_metadata(model), where=str(model))
+    _check_numbers(args)
+    already = onnx_facts(model).precision
+    if already != "fp32":
+        raise InputError(f"'{model}' is already {'Q/DQ INT8' if already == 'int8' else 'FP16'}; "
+                         "quantize the FP32 export (endoedge export) instead")
+    inputs = [model] + [Path(p) for p in (args.calib, args.calib_split, args.eval, args.split) if p]
+    check_output_file(out, "--output", inputs=inputs, force=args.force, allowed_suffixes=(".onnx",))
+    json_path = Path(args.json) if args.json else out.with_suffix(".quant.json")
+    check_output_file(json_path, "--json", inputs=[*inputs, out], force=True)
     report: dict[str, Any] = {"model": str(model), "output": str(out), "precision": args.precision}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="endoedge-quant-") as tmp:
@@ -80,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             passed = _int8(args, model, out, spec, report, Path(tmp))
     report["wall_s"] = round(time.perf_counter() - t0, 1)
-    json_path = Path(args.json) if args.json else out.with_suffix(".quant.json")
     with open_output(json_path) as fh:
         json.dump(report, fh, indent=1, default=str)
         fh.write("\n")
@@ -90,6 +100,18 @@ def run(args: argparse.Namespace) -> int:
               f"(limit {args.max_drop:g}); {out} is kept for inspection", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Counts and limits are checked before any work."""
+    for flag, value, low in (("--num-images", args.num_images, 1), ("--batch", args.batch, 1),
+                             ("--max-fallback", args.max_fallback, 0), ("--sensitivity-images", args.sensitivity_images, 1)):
+        if value is not None and value < low:
+            raise InputError(f"{flag} must be at least {low}, got {value}")
+    if not (args.max_drop >= 0):  # also refuses NaN
+        raise InputError(f"--max-drop must be a number of points >= 0, got {args.max_drop}")
+    if args.precision == "fp16" and args.calib:
+        raise InputError("--calib only applies to --precision int8 (FP16 needs no calibration)")
 
 
 def _int8(args: argparse.Namespace, model: Path, out: Path, spec: Any, report: dict[str, Any], tmp: Path) -> bool | None:

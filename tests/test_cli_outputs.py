@@ -1,0 +1,105 @@
+"""Entry points refuse outputs that would destroy inputs or results, before doing any work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import pytest
+
+from endoedge.cli import main
+
+
+@pytest.fixture
+def folder(sample_paths, tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for p in sample_paths[:2]:
+        shutil.copy(p, d / p.name)
+    return d
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_quantize_refuses_to_overwrite_inputs_and_outputs(ssdlite, folder, tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    shutil.copy(ssdlite[2], model)
+    before = model.read_bytes()
+    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--calib", str(folder),
+                 "--json", str(model)]) == 1
+    assert "--json" in _err(capsys) and model.read_bytes() == before
+    assert main(["quantize", str(model), "-o", str(folder), "--calib", str(folder)]) == 1
+    assert "is a folder" in _err(capsys)
+    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--calib", str(folder),
+                 "--max-drop", "nan"]) == 1
+    assert "--max-drop" in _err(capsys)
+    fp16 = tmp_path / "m16.onnx"
+    assert main(["quantize", str(model), "-o", str(fp16), "--precision", "fp16"]) == 0
+    capsys.readouterr()
+    first = fp16.read_bytes()
+    assert main(["quantize", str(model), "-o", str(fp16), "--precision", "fp16"]) == 1
+    assert "--force" in _err(capsys) and fp16.read_bytes() == first
+    assert main(["quantize", str(fp16), "-o", str(tmp_path / "again.onnx"), "--precision", "fp16"]) == 1
+    assert "already FP16" in _err(capsys)
+
+
+def test_eval_compare_json_cannot_be_a_model(ssdlite, tmp_path, capsys):
+    assert main(["eval", "--compare", str(ssdlite[2]), str(ssdlite[2]), str(tmp_path),
+                 "--json", str(ssdlite[2])]) == 1
+    assert "is also an input" in _err(capsys)
+
+
+def test_batch_out_and_report_cannot_be_inputs(ssdlite, folder, tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    shutil.copy(ssdlite[2], model)
+    before = model.read_bytes()
+    assert main(["batch", str(folder), "-m", str(model), "-o", str(model), "--overwrite", "--quiet"]) == 1
+    assert "is also an input" in _err(capsys) and model.read_bytes() == before
+    image = next(folder.iterdir())
+    assert main(["batch", str(folder), "-m", str(model), "-o", str(image), "--overwrite", "--quiet"]) == 1
+    assert "looks like" in _err(capsys)
+    assert main(["batch", str(folder), "-m", str(model), "-o", str(tmp_path / "r.jsonl"),
+                 "--report", str(folder), "--quiet"]) == 1
+    assert "is a folder" in _err(capsys)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_batch_resume_refuses_another_source(ssdlite, folder, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    out = tmp_path / "r.jsonl"
+    assert main(["batch", str(folder), "-m", str(ssdlite[2]), "-o", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    before = out.read_bytes()
+    assert main(["batch", str(other), "-m", str(ssdlite[2]), "-o", str(out), "--resume", "--quiet"]) == 1
+    assert "was made from" in _err(capsys) and out.read_bytes() == before
+
+
+def test_video_keys_do_not_depend_on_how_the_path_is_spelled(ssdlite, sample_paths, tmp_path, monkeypatch, capsys):
+    video = tmp_path / "v.avi"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 2, (320, 240))
+    for p in sample_paths[:3]:
+        vw.write(cv2.resize(cv2.imread(str(p)), (320, 240)))
+    vw.release()
+    out = tmp_path / "v.jsonl"
+    monkeypatch.chdir(tmp_path)
+    assert main(["batch", "v.avi", "-m", str(ssdlite[2]), "-o", str(out), "--quiet"]) == 0
+    lines = out.read_text().splitlines()
+    out.write_text(lines[0] + "\n")
+    assert main(["batch", str(video), "-m", str(ssdlite[2]), "-o", str(out), "--resume", "--quiet"]) == 0
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted((r["path"], r["frame"]) for r in records) == [("v.avi", i) for i in range(3)]
+
+
+def test_list_file_spellings_of_one_image_are_one_input(ssdlite, folder, tmp_path, capsys):
+    name = next(folder.iterdir()).name
+    lst = tmp_path / "l.txt"
+    lst.write_text(f"imgs/{name}\n./imgs/{name}\nimgs//{name}\n")
+    out = tmp_path / "l.jsonl"
+    assert main(["batch", str(lst), "-m", str(ssdlite[2]), "-o", str(out), "--quiet"]) == 0
+    assert len(out.read_text().splitlines()) == 1
