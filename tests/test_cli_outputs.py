@@ -32,7 +32,8 @@ def test_quantize_refuses_to_overwrite_inputs_and_outputs(ssdlite, folder, tmp_p
     before = model.read_bytes()
     assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--calib", str(folder),
                  "--json", str(model)]) == 1
-    assert "--json" in _err(capsys) and model.read_bytes() == before
+    assert "--json" in _err(capsys)
+    assert model.read_bytes() == before
     assert main(["quantize", str(model), "-o", str(folder), "--calib", str(folder)]) == 1
     assert "is a folder" in _err(capsys)
     assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--calib", str(folder),
@@ -43,7 +44,8 @@ def test_quantize_refuses_to_overwrite_inputs_and_outputs(ssdlite, folder, tmp_p
     capsys.readouterr()
     first = fp16.read_bytes()
     assert main(["quantize", str(model), "-o", str(fp16), "--precision", "fp16"]) == 1
-    assert "--force" in _err(capsys) and fp16.read_bytes() == first
+    assert "--force" in _err(capsys)
+    assert fp16.read_bytes() == first
     assert main(["quantize", str(fp16), "-o", str(tmp_path / "again.onnx"), "--precision", "fp16"]) == 1
     assert "already FP16" in _err(capsys)
 
@@ -59,7 +61,8 @@ def test_batch_out_and_report_cannot_be_inputs(ssdlite, folder, tmp_path, capsys
     shutil.copy(ssdlite[2], model)
     before = model.read_bytes()
     assert main(["batch", str(folder), "-m", str(model), "-o", str(model), "--overwrite", "--quiet"]) == 1
-    assert "is also an input" in _err(capsys) and model.read_bytes() == before
+    assert "is also an input" in _err(capsys)
+    assert model.read_bytes() == before
     image = next(folder.iterdir())
     assert main(["batch", str(folder), "-m", str(model), "-o", str(image), "--overwrite", "--quiet"]) == 1
     assert "looks like" in _err(capsys)
@@ -77,7 +80,8 @@ def test_batch_resume_refuses_another_source(ssdlite, folder, tmp_path, capsys):
     capsys.readouterr()
     before = out.read_bytes()
     assert main(["batch", str(other), "-m", str(ssdlite[2]), "-o", str(out), "--resume", "--quiet"]) == 1
-    assert "was made from" in _err(capsys) and out.read_bytes() == before
+    assert "was made from" in _err(capsys)
+    assert out.read_bytes() == before
 
 
 def test_video_keys_do_not_depend_on_how_the_path_is_spelled(ssdlite, sample_paths, tmp_path, monkeypatch, capsys):
