@@ -107,3 +107,12 @@ def test_list_file_spellings_of_one_image_are_one_input(ssdlite, folder, tmp_pat
     out = tmp_path / "l.jsonl"
     assert main(["batch", str(lst), "-m", str(ssdlite[2]), "-o", str(out), "--quiet"]) == 0
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_build_checks_paths_before_tensorrt(ssdlite, tmp_path, capsys):
+    onnx = str(ssdlite[2])
+    engine = str(tmp_path / "e.engine")
+    assert main(["build", onnx, "-o", engine, "--precision", "int8", "--calib", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in _err(capsys)
+    assert main(["build", onnx, "-o", engine, "--timing-cache", onnx]) == 1
+    assert "is also an input" in _err(capsys)

@@ -22,6 +22,7 @@ from endoedge.spec import spec_for_foreign_yolo
 from test_trt_manifest import _manifest, tiny_onnx
 
 NO_TRT = importlib.util.find_spec("tensorrt") is None
+FRAMES = str(endoedge.__path__[0] + "/assets/holohub")  # real calibration images
 needs_no_trt = pytest.mark.skipif(not NO_TRT, reason="TensorRT is importable here; this checks the message without it")
 
 
@@ -42,7 +43,7 @@ def test_build_is_a_subcommand():
 
 
 @needs_no_trt
-@pytest.mark.parametrize("extra", [[], ["--precision", "fp16"], ["--precision", "int8", "--calib", "frames/"],
+@pytest.mark.parametrize("extra", [[], ["--precision", "fp16"], ["--precision", "int8", "--calib", FRAMES],
                                    ["--batch", "1:4:16", "--workspace", "256", "--version-compatible"],
                                    ["--dla", "0", "--precision", "fp16"]])
 def test_build_without_tensorrt_is_one_line(onnx_file, tmp_path, capsys, extra):
@@ -55,7 +56,7 @@ def test_build_without_tensorrt_is_one_line(onnx_file, tmp_path, capsys, extra):
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
-    (["--precision", "fp16", "--calib", "x"], "--calib is for --precision int8"),
+    (["--precision", "fp16", "--calib", FRAMES], "--calib is for --precision int8"),
     (["--calib-images", "10"], "--calib-images only apply with --calib SRC"),
     (["--hardware-compat", "ampere+", "--dla", "0", "--precision", "fp16"], "DLA engines cannot be hardware-compatible"),
     pytest.param(["--hardware-compat", "same-cc"], None, marks=needs_no_trt),

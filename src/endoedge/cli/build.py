@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from endoedge.cli._common import int_at_least
+from endoedge.cli._common import check_output_file, int_at_least
 from endoedge.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,15 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"-o '{args.output}' would overwrite an ONNX; name the engine MODEL.engine")
     if args.cache_dir and Path(args.cache_dir).is_file():
         raise InputError(f"--cache-dir '{args.cache_dir}' is a file; give a folder")
+    inputs = [p for p in (args.onnx, args.calib, args.calib_split) if p]
+    if args.output:
+        check_output_file(args.output, "-o", inputs=inputs, force=True, allowed_suffixes=(".engine", ".plan", ".trt"))
+    for flag, value in (("--timing-cache", args.timing_cache), ("--calib-cache", args.calib_cache)):
+        if value:  # read if present, then rewritten after the build: never a model or an input
+            check_output_file(value, flag, inputs=[*inputs, *([args.output] if args.output else [])], force=True)
+    for flag, value in (("--calib", args.calib), ("--calib-split", args.calib_split)):
+        if value and not any(ch in str(value) for ch in "*?[") and not Path(value).exists():
+            raise InputError(f"{flag} '{value}' does not exist; give an existing folder, file or glob")
 
 
 def run(args: argparse.Namespace) -> int:
