@@ -116,3 +116,14 @@ def test_build_checks_paths_before_tensorrt(ssdlite, tmp_path, capsys):
     assert "does not exist" in _err(capsys)
     assert main(["build", onnx, "-o", engine, "--timing-cache", onnx]) == 1
     assert "is also an input" in _err(capsys)
+
+
+def test_csv_list_reads_the_first_column_after_a_header(ssdlite, folder, tmp_path):
+    names = sorted(p.name for p in folder.iterdir())
+    lst = tmp_path / "l.csv"
+    lst.write_text("path,label\n" + "".join(f"imgs/{n},polyp\n" for n in names))
+    out = tmp_path / "c.jsonl"
+    assert main(["batch", str(lst), "-m", str(ssdlite[2]), "-o", str(out), "--quiet"]) == 0
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["path"] for r in records) == [f"imgs/{n}" for n in names]
+    assert all("error" not in r for r in records)

@@ -128,17 +128,24 @@ def _folder(root: Path) -> Source:
     return Source("folder", root, items, len(items))
 
 
+_CSV_HEADERS = ("path", "file", "filename", "image", "name")
+
+
 def _list(path: Path) -> Source:
     """One path per line, relative to the list file's folder (or absolute); '#' comments, blanks
-    and duplicate lines are skipped."""
+    and duplicate lines are skipped. A ``.csv`` list: the first column, after an optional header
+    row (``path``, ``file``, ``filename``, ``image`` or ``name``)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"cannot read list file '{path}': {err}") from err
     base = path.resolve().parent
     items, seen = [], set()
-    for line in lines:
-        name = line.strip()
+    csv = path.suffix.lower() == ".csv"
+    for i, line in enumerate(lines):
+        name = line.split(",", 1)[0].strip().strip('"') if csv else line.strip()
+        if csv and i == 0 and name.lower() in _CSV_HEADERS:
+            continue  # a header row
         if not name or name.startswith("#"):
             continue
         name = os.path.normpath(name)  # ./a.jpg, a//b.jpg: one input, one key

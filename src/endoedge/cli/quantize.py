@@ -69,7 +69,12 @@ def run(args: argparse.Namespace) -> int:
     model, out = Path(args.model), Path(args.output)
     if out.resolve() == model.resolve():
         raise InputError("--output must differ from the input model")
-    spec = ModelSpec.from_metadata(read_onnx_metadata(model), where=str(model))
+    props = read_onnx_metadata(model)
+    if not any(k.startswith("endoedge.") for k in props) and not {"names", "imgsz"} <= set(props):
+        raise InputError(f"'{model}' has no endoedge or Ultralytics metadata, so its pre-processing is "
+                         "unknown and calibration would be wrong; quantize an `endoedge export` or an "
+                         "Ultralytics ONNX")
+    spec = ModelSpec.from_metadata(props, where=str(model))
     _check_numbers(args)
     already = onnx_facts(model).precision
     if already != "fp32":
