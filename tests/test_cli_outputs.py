@@ -127,3 +127,11 @@ def test_csv_list_reads_the_first_column_after_a_header(ssdlite, folder, tmp_pat
     records = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(r["path"] for r in records) == [f"imgs/{n}" for n in names]
     assert all("error" not in r for r in records)
+
+
+def test_options_that_would_be_ignored_or_invalid_are_refused(ssdlite, folder, tmp_path, capsys):
+    m = str(ssdlite[2])
+    assert main(["eval", "--compare", m, m, str(tmp_path), "--plot", str(tmp_path / "p.png")]) == 1
+    assert "--plot" in _err(capsys)
+    assert main(["batch", str(folder), "-m", m, "-o", str(tmp_path / "t.jsonl"), "--threads", "-1"]) == 1
+    assert "--threads" in _err(capsys)

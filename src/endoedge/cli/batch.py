@@ -66,13 +66,14 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the job; exit 0, or 2 with --fail-on-error when an input failed, 130 when interrupted."""
     from endoedge.batch import BatchConfig, run_batch
+    from endoedge.cli._common import check_output_file
+    from endoedge.errors import InputError
 
     if args.address and args.engine != "ray":
-        from endoedge.errors import InputError
-
         raise InputError("--address needs --engine ray")
-    from endoedge.cli._common import check_output_file
 
+    if args.threads < 0:
+        raise InputError(f"--threads must be >= 0 (0 = one per core), got {args.threads}")
     inputs = [args.source, *args.model, *(m.partition("=")[2] for m in args.model if "=" in m)]
     check_output_file(args.out, "--out", inputs=inputs, force=True)
     if args.report:

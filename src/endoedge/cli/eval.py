@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.plot, "--plot", inputs=args.paths, force=True, allowed_suffixes=(".png",))
     if not (args.max_drop >= 0):  # also refuses NaN
         raise InputError(f"--max-drop must be a number of points >= 0, got {args.max_drop}")
+    if args.compare and args.plot:
+        raise InputError("--plot draws a single model's PR curves; run `endoedge eval MODEL DATA --plot` "
+                         "for each model (the --compare report is the table and --json)")
     if args.compare:
         return _compare(args)
     args.model, args.data = args.paths
