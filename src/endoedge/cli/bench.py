@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from endoedge._optional import is_installed
-from endoedge.cli._common import add_tensorrt_options
+from endoedge.cli._common import add_tensorrt_options, int_at_least
 from endoedge.errors import BackendUnavailableError, EndoedgeError, InputError
 
 logger = logging.getLogger(__name__)
@@ -26,17 +26,7 @@ DEFINITION = (
 )
 
 
-def _count(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is too small; use at least {minimum}")
-        return value
-
-    return parse
+_count = int_at_least  # argparse type: a whole number >= minimum
 
 
 def batch_sizes(text: str) -> tuple[int, ...]:
