@@ -165,7 +165,7 @@ def main() -> None:
                 samples[v].append(res)
                 print(f"round {rnd} {v}: {res['images_per_s']:.2f} img/s ({res['wall_s']:.1f} s)", flush=True)
     load_after = uptime()
-    from endoedge.benchmarks.stats import env_info
+    from endoedge.stats import env_info
 
     env = env_info()
     med = {v: float(np.median([s["images_per_s"] for s in samples[v]])) for v in variants}

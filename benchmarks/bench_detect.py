@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import endoedge
-    from endoedge.assets import sample_frame_paths
+    from endoedge.data.imageio import read_image
+    from endoedge.data.samples import sample_frame_paths
     from endoedge.export import export_onnx
-    from endoedge.imageio import read_image
     from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
     from endoedge.models.demo import make_demo_model
 

@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     import pywt
 
     import endoedge
-    from endoedge.assets import sample_frame_paths
+    from endoedge.data.imageio import read_image
+    from endoedge.data.samples import sample_frame_paths
     from endoedge.endoscopy import EndoscopyConfig, FrameCleaner
-    from endoedge.imageio import read_image
 
     frames = [read_image(p) for p in sample_frame_paths()]
     configs = {

@@ -108,8 +108,8 @@ def bench_peer(clip: Path, frames_n: int, repeats: int, tmp: Path) -> dict:
     from ultralytics import YOLO
 
     import endoedge
-    from endoedge.assets import sample_frame_paths
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
+    from endoedge.data.samples import sample_frame_paths
     from test_ultralytics import build_ultralytics_onnx  # the tests' tempered YOLOv8n
 
     cwd = os.getcwd()
@@ -177,11 +177,11 @@ def main() -> int:
     ap.add_argument("--live-seconds", type=float, default=300)
     ap.add_argument("--skip", default="", help="comma list of offline,peer,live to skip")
     args = ap.parse_args()
-    from endoedge.benchmarks.stats import env_info
     from endoedge.export import export_onnx
     from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
     from endoedge.models.demo import make_demo_model
     from endoedge.pipeline.clip import make_sample_clip
+    from endoedge.stats import env_info
 
     skip = set(filter(None, args.skip.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="endoedge-bench-"))

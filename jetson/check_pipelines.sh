@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run endoedge's Jetson GStreamer presets on a real Jetson with gst-launch-1.0 and a fakesink.
 #
-# Each preset string comes from `python -m endoedge.jetson pipeline SOURCE`, exactly as endoedge
+# Each preset string comes from `endoedge jetson pipeline SOURCE` (python -m endoedge.cli jetson), exactly as endoedge
 # builds it, with `fakesink` in place of the appsink. A check passes when gst-launch exits 0, the
 # sink negotiated video/x-raw,format=BGR, and at least one frame reached it.
 #
@@ -45,7 +45,7 @@ done
 
 command -v gst-launch-1.0 >/dev/null || { echo "gst-launch-1.0 not found: sudo apt install gstreamer1.0-tools" >&2; exit 2; }
 echo "== device"
-"$PYTHON" -m endoedge.jetson info || exit 2
+"$PYTHON" -m endoedge.cli jetson info || exit 2
 gst-launch-1.0 --version | head -n 2
 
 WORK=$(mktemp -d)
@@ -83,7 +83,7 @@ launch() {
 check() {
   local name=$1 desc
   shift
-  if ! desc=$("$PYTHON" -m endoedge.jetson pipeline "$@" --sink "$SINK"); then
+  if ! desc=$("$PYTHON" -m endoedge.cli jetson pipeline "$@" --sink "$SINK"); then
     SUMMARY+=("FAIL  $name (endoedge refused to build the pipeline)")
     FAILED=$((FAILED + 1))
     return

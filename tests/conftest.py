@@ -77,7 +77,7 @@ def _restore_rng():
 
 @pytest.fixture(scope="session")
 def sample_paths() -> list[Path]:
-    from endoedge.assets import sample_frame_paths
+    from endoedge.data.samples import sample_frame_paths
 
     paths = sample_frame_paths()
     assert len(paths) == 10
@@ -89,7 +89,7 @@ def frames(sample_paths) -> list[np.ndarray]:
     """Real colonoscopy frames in the shapes deployments see: 1080p, Kvasir-like, portrait, small."""
     import cv2
 
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
 
     full = read_image(sample_paths[2])
     return [

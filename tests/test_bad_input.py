@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import endoedge  # noqa: E402
+from endoedge.data.imageio import read_image, to_bgr8  # noqa: E402
 from endoedge.errors import InputError, ModelFormatError, UnknownNameError  # noqa: E402
-from endoedge.imageio import read_image, to_bgr8  # noqa: E402
 from endoedge.models import arch_names  # noqa: E402
 from endoedge.models.checkpoint import load_checkpoint  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Latency statistics (endoedge.benchmarks.stats) and ``endoedge bench``; CPU only, fast.
+"""Latency statistics (endoedge.stats) and ``endoedge bench``; CPU only, fast.
 
 Most tests run on a hand-built 1x1-convolution ONNX carrying endoedge metadata (milliseconds per
 call, no torch needed); one runs the exported demo SSDLite on every installed backend.
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from endoedge.benchmarks import stats
-from endoedge.benchmarks.stats import STAT_KEYS, format_table, summarize, write_json
+from endoedge import stats
 from endoedge.cli import SUBCOMMANDS, main
 from endoedge.errors import InputError
+from endoedge.stats import STAT_KEYS, format_table, summarize, write_json
 
 RESULT_KEYS = {"model", "backend", "device", "batch", "iterations", "warmup", "stats", "throughput_ips",
                "samples_ms"}

@@ -26,7 +26,7 @@ SPEC = ModelSpec(arch="test", class_names=("polyp",), decoder="ssd",
 @pytest.fixture(scope="module")
 def crops(sample_paths) -> list[np.ndarray]:
     """Forty different real-looking images (crops of the HoloHub frames), 96 x 128."""
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
 
     out = []
     for i in range(40):
@@ -86,7 +86,7 @@ def test_tensors_are_the_runtime_preprocessing_and_hash_covers_them(tree):
     assert len(data) == 6
     assert data.batch_shape == (1, 3, 64, 80)
     pre = Preprocessor(SPEC.preprocess)  # what Detector uses
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
 
     expected = [pre([read_image(it.path)])[0][0].copy() for it in data.items]
     got = [b["images"][0] for b in data]
@@ -105,8 +105,8 @@ def test_endoscopy_cleaning_of_the_spec_is_applied(sample_paths, tmp_path):
     """A spec with frame cleaning calibrates on the cleaned frame, as Detector feeds it."""
     from dataclasses import replace
 
+    from endoedge.data.imageio import read_image
     from endoedge.endoscopy import EndoscopyConfig, FrameCleaner
-    from endoedge.imageio import read_image
 
     cfg = EndoscopyConfig(fov_crop=True, mask_osd=True)
     spec = replace(SPEC, endoscopy=cfg.to_dict())

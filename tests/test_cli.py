@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from endoedge.cli import SUBCOMMANDS, main  # noqa: E402
+from endoedge.data.imageio import read_image  # noqa: E402
 from endoedge.errors import UnknownNameError  # noqa: E402
-from endoedge.imageio import read_image  # noqa: E402
 from endoedge.models import arch_names  # noqa: E402
 from endoedge.spec import ModelSpec, read_onnx_metadata  # noqa: E402
 
@@ -205,7 +205,7 @@ def test_detect_missing_model(sample_paths, tmp_path, capsys):
 @pytest.mark.gstreamer
 def test_demo_end_to_end(tmp_path, capsys):
     """`make demo`: the shipped polyp detector, exported with frame cleaning, through the pipeline."""
-    from endoedge.models.checkpoint import file_sha256
+    from endoedge.data.hashing import file_sha256
     from endoedge.models.pretrained import POLYP_DETECTOR, shipped_checkpoint
 
     out = tmp_path / "demo"

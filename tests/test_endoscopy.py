@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
+from endoedge.data.imageio import read_image
 from endoedge.endoscopy import EndoscopyConfig, FrameCleaner, to_source
 from endoedge.endoscopy.denoise import psnr, wavelet_denoise
 from endoedge.errors import InputError, ModelFormatError
-from endoedge.imageio import read_image
 from endoedge.spec import PREFIX, ModelSpec, PreprocessSpec
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

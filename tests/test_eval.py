@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from endoedge.cli import main
+from endoedge.data.datasets import Dataset, Sample, read_stems
 from endoedge.errors import InputError
 from endoedge.evaluation import metrics
 from endoedge.evaluation.metrics import Prediction
-from endoedge.evaluation.runner import box_free_strip, class_mapping, read_stems
-from endoedge.training.datasets import Dataset, Sample
+from endoedge.evaluation.runner import box_free_strip, class_mapping
 
 pytest.importorskip("pycocotools")
 
@@ -182,7 +182,7 @@ def test_read_stems(tmp_path):
 def kvasir_like(tmp_path_factory, sample_paths) -> Path:
     """Five real-looking images in Kvasir-SEG layout (class 'tumor', one of the demo model's),
     a corrupt sixth image, and a folder of two negatives."""
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
 
     root = tmp_path_factory.mktemp("kvasir_like")
     (root / "images").mkdir()

@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 
 from endoedge.errors import ExportError, ParityError  # noqa: E402
 from endoedge.export import check_parity, export_onnx  # noqa: E402
-from endoedge.export.onnx_export import real_looking_batch  # noqa: E402
+from endoedge.preprocess import real_looking_batch  # noqa: E402
 from endoedge.spec import ModelSpec, read_onnx_metadata  # noqa: E402
 
 

@@ -510,8 +510,11 @@ def test_auto_pipeline_only_on_jetson(tmp_path):
     assert desc.startswith('v4l2src device="/dev/video0"')
 
 
-def test_module_cli(capsys):
-    from endoedge.jetson.__main__ import main
+def test_jetson_cli(capsys):
+    from endoedge.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["jetson", *argv])
 
     assert (
         main(["pipeline", "csi://0", "--sink", "fakesink sync=false", "--num-buffers", "30"]) == 0
@@ -524,7 +527,9 @@ def test_module_cli(capsys):
     assert "rtph265depay ! h265parse" in out
     assert "queue" not in out
     assert main(["pipeline", "test"]) == 1
-    assert "no Jetson preset" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no Jetson preset" in err
+    assert len(err.strip().splitlines()) == 1
     assert main(["pipeline", "/dev/video0", "--width", "0"]) == 1
     assert main(["info"]) == 0
     assert json.loads(capsys.readouterr().out)["jetson"] in (True, False)
@@ -698,7 +703,7 @@ def test_video_files_decode_to_bgr(gst, tmp_path, name, encoder, parser, muxer, 
 
 def test_import_reads_nothing_and_needs_no_gstreamer():
     code = (
-        "import sys, endoedge.jetson, endoedge.jetson.__main__\n"
+        "import sys, endoedge.jetson, endoedge.cli.jetson\n"
         "print(sorted(m for m in ('gi', 'torch', 'cv2') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

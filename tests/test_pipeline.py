@@ -162,7 +162,7 @@ def test_offline_file_processes_every_frame(ssdlite, clip, tmp_path, capsys):
 @pytest.mark.gstreamer
 def test_folder_source_offline_and_matches_detect(ssdlite, sample_paths, tmp_path, capsys):
     import endoedge
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
 
     rc, cap = _run([str(sample_paths[0].parent / "*.jpg"), "-m", str(ssdlite[2]), "--warmup", "0",
                     "--detections", str(tmp_path / "d.jsonl")], capsys)

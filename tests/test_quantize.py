@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from endoedge.calibration.qdq_check import check_qdq
 from endoedge.cli import main
-from endoedge.export.qdq_check import check_qdq
 
 pytest.importorskip("pycocotools")
 
@@ -38,7 +38,7 @@ def sets(tmp_path_factory, ssdlite, sample_paths):
     """A pseudo-labelled COCO set (the FP32 model's top-3 boxes per frame as ground truth, so
     FP32 scores well), mirrored frames for calibration (disjoint from it), and black frames."""
     import endoedge
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
 
     root = tmp_path_factory.mktemp("qsets")
     for d in ("data", "calib", "black"):
@@ -70,7 +70,7 @@ def calib(ssdlite, sets):
 
 @pytest.fixture(scope="module")
 def int8(ssdlite, calib, tmp_path_factory):
-    from endoedge.export.quantize import quantize_int8
+    from endoedge.calibration.quantize import quantize_int8
 
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
     return quantize_int8(ssdlite[2], out, calib, method="minmax")
@@ -130,7 +130,7 @@ def test_fp16_file_matches_fp32_in_onnxruntime(ssdlite, calib, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from endoedge.export.quantize import convert_fp16
+    from endoedge.calibration.quantize import convert_fp16
 
     res = convert_fp16(ssdlite[2], tmp_path / "m.fp16.onnx")
     sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
@@ -148,7 +148,7 @@ def test_fp16_file_matches_fp32_in_onnxruntime(ssdlite, calib, tmp_path):
 def test_bypassing_every_quantized_node_gives_fp32_back(ssdlite, int8, calib):
     import onnx
 
-    from endoedge.export.sensitivity import bypass_nodes, quantized_nodes
+    from endoedge.calibration.sensitivity import bypass_nodes, quantized_nodes
 
     q = onnx.load(str(int8.path))
     nodes = quantized_nodes(q)
@@ -163,7 +163,7 @@ def test_bypassing_every_quantized_node_gives_fp32_back(ssdlite, int8, calib):
 def test_rank_layers_and_greedy_fallback(ssdlite, int8, calib):
     import onnx
 
-    from endoedge.export.sensitivity import greedy_fallback, quantized_nodes, rank_layers
+    from endoedge.calibration.sensitivity import greedy_fallback, quantized_nodes, rank_layers
 
     names = [n for n, _ in quantized_nodes(onnx.load(str(int8.path)))][:4]
     ranking = rank_layers(ssdlite[2], int8.path, calib, n_batches=2, nodes=names)

@@ -19,8 +19,9 @@ from endoedge.errors import (  # noqa: E402
     UnknownNameError,
 )
 from endoedge.export import export_onnx  # noqa: E402
-from endoedge.export.onnx_export import INPUT_NAME, real_looking_batch  # noqa: E402
-from endoedge.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from endoedge.export.onnx_export import INPUT_NAME  # noqa: E402
+from endoedge.models.checkpoint import load_checkpoint, load_for_torch, save_checkpoint  # noqa: E402
+from endoedge.preprocess import real_looking_batch
 from endoedge.runtime import (  # noqa: E402
     available_backends,
     backend_names,
@@ -93,7 +94,8 @@ def test_double_activate_only_warns(ssdlite, batch, caplog):
 
 @pytest.mark.parametrize("cls", [OnnxRuntimeBackend, TorchBackend])
 def test_context_manager_activates_and_deactivates(cls, ssdlite, batch):
-    backend = cls(ssdlite[2], device="cpu")
+    extra = {"loaded": ssdlite[0]} if cls is TorchBackend else {}
+    backend = cls(ssdlite[2], device="cpu", **extra)
     with backend as active:
         assert active is backend
         assert backend.is_active
@@ -167,10 +169,15 @@ def test_providers_unknown_device_raises(device):
 
 
 # -- torch backend --------------------------------------------------------------------------
+def test_torch_backend_without_a_loaded_model_says_how(ssdlite):
+    with pytest.raises(ModelFormatError, match="runs a loaded model"):
+        TorchBackend(ssdlite[2], device="cpu").activate()
+
+
 def test_torch_backend_from_onnx_finds_source_checkpoint(ssdlite, batch):
     loaded, ckpt, onnx_path = ssdlite
     with OnnxRuntimeBackend(onnx_path, device="cpu") as ort_b, TorchBackend(
-        onnx_path, device="cpu"
+        onnx_path, device="cpu", loaded=load_for_torch(onnx_path)
     ) as torch_b:
         assert torch_b.output_names == ort_b.output_names
         got = ort_b.infer({INPUT_NAME: batch})
@@ -198,10 +205,8 @@ def test_torch_backend_missing_source_checkpoint(private_export, how):
         ckpt.unlink()
     else:
         ckpt.rename(ckpt.with_name("elsewhere.pt"))
-    backend = TorchBackend(onnx_path, device="cpu")
     with pytest.raises(ModelFormatError, match="no longer exists"):
-        backend.activate()
-    assert not backend.is_active
+        load_for_torch(onnx_path)
     with pytest.raises(ModelFormatError, match="no longer exists"):
         endoedge.load(onnx_path, backend="torch", device="cpu")
 
@@ -210,7 +215,7 @@ def test_torch_backend_changed_source_checkpoint(private_export):
     loaded, ckpt, onnx_path = private_export
     save_checkpoint(ckpt, loaded, notes="fine-tuned after the export")
     with pytest.raises(ModelFormatError, match="sha256"):
-        TorchBackend(onnx_path, device="cpu").activate()
+        load_for_torch(onnx_path)
 
 
 def test_torch_backend_onnx_without_source_checkpoint(private_export, tmp_path):
@@ -224,7 +229,7 @@ def test_torch_backend_onnx_without_source_checkpoint(private_export, tmp_path):
     anonymous = tmp_path / "anonymous.onnx"
     onnx.save(model, str(anonymous))
     with pytest.raises(ModelFormatError, match="no source checkpoint"):
-        TorchBackend(anonymous, device="cpu").activate()
+        load_for_torch(anonymous)
     with endoedge.load(anonymous, device="cpu") as det:  # ONNX Runtime does not need it
         assert det.backend.name == "onnxruntime"
 

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from endoedge.data.datasets import load_dataset, random_split, read_split
 from endoedge.errors import InputError
 from endoedge.training.augment import AugmentConfig, augment, dihedral
-from endoedge.training.datasets import load_dataset, random_split, read_split
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -27,7 +27,7 @@ NO_JITTER = AugmentConfig(hue=0, saturation=0, value=0, contrast=0)
 
 
 def _write_images(folder: Path, sample_paths) -> list[str]:
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
 
     folder.mkdir(parents=True)
     stems = []

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from endoedge.cli import SUBCOMMANDS, main
-from endoedge.export.triton import export_triton
+from endoedge.deploy.triton import export_triton
 from endoedge.spec import ModelSpec, read_onnx_metadata, spec_for_foreign_yolo
 from test_bench import _tiny_onnx
 
@@ -256,8 +256,8 @@ def test_subcommand_registered(capsys):
 
 def test_manifest_written_by_endoedge_build(pb2, models, tmp_path):
     """The manifest format `endoedge build` writes (its own writer; no TensorRT needed) is read right."""
-    trt_manifest = pytest.importorskip("endoedge.export.trt_manifest", reason="needs the engine manifest module")
-    gpu_info = pytest.importorskip("endoedge.runtime.gpu_info", reason="needs the GPU info module")
+    trt_manifest = pytest.importorskip("endoedge.tensorrt.manifest", reason="needs the engine manifest module")
+    gpu_info = pytest.importorskip("endoedge.tensorrt.gpu_info", reason="needs the GPU info module")
     engine = tmp_path / "polyp.engine"
     engine.write_bytes(b"plan bytes")
     meta = read_onnx_metadata(models["dynamic"])

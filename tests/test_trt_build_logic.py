@@ -15,12 +15,12 @@ import types
 import numpy as np
 import pytest
 
-from endoedge._trt import TrtVersion
 from endoedge.errors import EngineBuildError, InputError
-from endoedge.export.trt_build import build_engine
-from endoedge.export.trt_manifest import read_manifest
-from endoedge.export.trt_plan import BuildRequest
 from endoedge.spec import spec_for_foreign_yolo
+from endoedge.tensorrt.build import build_engine
+from endoedge.tensorrt.compat import TrtVersion
+from endoedge.tensorrt.manifest import read_manifest
+from endoedge.tensorrt.plan import BuildRequest
 from test_trt_manifest import tiny_onnx
 from test_trt_runtime_logic import FakeCuda
 
@@ -160,8 +160,8 @@ def use_fake(monkeypatch):
     def install(version, **kw):
         trt = fake_trt(version, **kw)
         CUDA_BOX[0] = FakeCuda()
-        monkeypatch.setattr("endoedge.export.trt_build.import_tensorrt", lambda: trt)
-        monkeypatch.setattr("endoedge.runtime.cuda_mem.open_cuda", lambda index, prefer: CUDA_BOX[0])
+        monkeypatch.setattr("endoedge.tensorrt.build.import_tensorrt", lambda: trt)
+        monkeypatch.setattr("endoedge.tensorrt.cuda_mem.open_cuda", lambda index, prefer: CUDA_BOX[0])
         return trt
     return install
 
@@ -290,7 +290,7 @@ def test_calibration_data_from_endoedge_calibration_feeds_the_calibrator(use_fak
 
     from endoedge.calibration import load_calibration_data
     from endoedge.cli.build import _calibration_loader
-    from endoedge.export.onnx_facts import onnx_facts
+    from endoedge.data.onnx_facts import onnx_facts
     from endoedge.spec import ModelSpec
 
     folder = Path(__file__).resolve().parents[1] / "src" / "endoedge" / "assets" / "holohub"

@@ -16,9 +16,9 @@ import pytest
 import endoedge
 from endoedge.cli import SUBCOMMANDS, main
 from endoedge.errors import BackendUnavailableError, ModelFormatError, UnknownNameError
-from endoedge.export.trt_manifest import write_manifest
 from endoedge.runtime import auto_backend, backend_names, check_available, get_backend_class
 from endoedge.spec import spec_for_foreign_yolo
+from endoedge.tensorrt.manifest import write_manifest
 from test_trt_manifest import _manifest, tiny_onnx
 
 NO_TRT = importlib.util.find_spec("tensorrt") is None

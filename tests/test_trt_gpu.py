@@ -28,10 +28,10 @@ def _ort(onnx_path, x):
 
 @pytest.mark.parametrize(("precision", "atol", "rtol"), [("fp32", 1e-3, 1e-3), ("fp16", 5e-2, 5e-2)])
 def test_engine_matches_onnxruntime(ssdlite, tmp_path, precision, atol, rtol):
-    from endoedge.export.trt_build import build_engine
-    from endoedge.export.trt_manifest import read_manifest
-    from endoedge.export.trt_plan import BuildRequest
     from endoedge.runtime.tensorrt import TensorRTBackend
+    from endoedge.tensorrt.build import build_engine
+    from endoedge.tensorrt.manifest import read_manifest
+    from endoedge.tensorrt.plan import BuildRequest
 
     onnx_path = ssdlite[2]
     engine = tmp_path / f"ssd_{precision}.engine"
@@ -71,9 +71,9 @@ def test_cache_builds_once_and_detector_matches_onnxruntime(ssdlite, tmp_path, f
 
 
 def test_cuda_graph_gives_the_same_outputs(ssdlite, tmp_path):
-    from endoedge.export.trt_build import build_engine
-    from endoedge.export.trt_plan import BuildRequest
     from endoedge.runtime.tensorrt import TensorRTBackend
+    from endoedge.tensorrt.build import build_engine
+    from endoedge.tensorrt.plan import BuildRequest
 
     engine = tmp_path / "g.engine"
     build_engine(ssdlite[2], engine, BuildRequest(precision="fp32", batch=(1, 1, 2)))
@@ -92,9 +92,9 @@ def test_changed_onnx_is_refused_then_rebuilt(ssdlite, tmp_path):
     import onnx
 
     from endoedge.errors import StaleEngineError
-    from endoedge.export.trt_build import build_engine
-    from endoedge.export.trt_plan import BuildRequest
     from endoedge.runtime.tensorrt import TensorRTBackend
+    from endoedge.tensorrt.build import build_engine
+    from endoedge.tensorrt.plan import BuildRequest
 
     onnx_copy = tmp_path / "m.onnx"
     shutil.copyfile(ssdlite[2], onnx_copy)

@@ -9,9 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from endoedge.data.onnx_facts import onnx_facts
 from endoedge.errors import InputError, ModelFormatError, StaleEngineError
-from endoedge.export.onnx_facts import onnx_facts
-from endoedge.export.trt_manifest import (
+from endoedge.spec import ModelSpec, spec_for_foreign_yolo
+from endoedge.tensorrt.gpu_info import GpuInfo, device_index
+from endoedge.tensorrt.manifest import (
     FORMAT,
     MachineInfo,
     cache_key,
@@ -24,8 +26,6 @@ from endoedge.export.trt_manifest import (
     verify_manifest,
     write_manifest,
 )
-from endoedge.runtime.gpu_info import GpuInfo, device_index
-from endoedge.spec import ModelSpec, spec_for_foreign_yolo
 
 ORIN = GpuInfo("Orin", "8.7", 16)
 A100 = GpuInfo("NVIDIA A100-SXM4-80GB", "8.0", 108)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from endoedge._trt import TrtVersion
+from endoedge.data.onnx_facts import OnnxFacts
 from endoedge.errors import EngineBuildError, InputError
-from endoedge.export.onnx_facts import OnnxFacts
-from endoedge.export.trt_build import precheck
-from endoedge.export.trt_plan import (
+from endoedge.tensorrt.build import precheck
+from endoedge.tensorrt.compat import TrtVersion
+from endoedge.tensorrt.plan import (
     DEFAULT_DYNAMIC_BATCH,
     BuildRequest,
     make_plan,
@@ -270,8 +270,8 @@ def test_trt_version_parse_and_order():
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is importable here")
 def test_import_tensorrt_explains_and_names_the_extra():
-    from endoedge._trt import import_tensorrt
     from endoedge.errors import BackendUnavailableError
+    from endoedge.tensorrt.compat import import_tensorrt
 
     with pytest.raises(BackendUnavailableError, match=r"TensorRT could not be imported \(ModuleNotFoundError.*endoedge\[trt\]"):
         import_tensorrt()

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from endoedge.errors import BackendUnavailableError, InputError, StaleEngineError
-from endoedge.export.trt_calibrator import cache_identity, cache_matches, check_batch, write_cache
-from endoedge.export.trt_manifest import MachineInfo, make_manifest, write_manifest
-from endoedge.runtime import cuda_mem
-from endoedge.runtime.cuda_mem import CudaApi, CudaError, CudaPythonApi, PinnedBuffer
-from endoedge.runtime.gpu_info import GpuInfo
 from endoedge.runtime.tensorrt import TensorRTBackend, batch_chunks
+from endoedge.tensorrt import cuda_mem
+from endoedge.tensorrt.calibrator import cache_identity, cache_matches, check_batch, write_cache
+from endoedge.tensorrt.cuda_mem import CudaApi, CudaError, CudaPythonApi, PinnedBuffer
+from endoedge.tensorrt.gpu_info import GpuInfo
+from endoedge.tensorrt.manifest import MachineInfo, make_manifest, write_manifest
 
 
 # -- batch split ----------------------------------------------------------------------------------
@@ -214,14 +214,14 @@ def fake_engine(tmp_path, monkeypatch):
     engine = tmp_path / "fake.engine"
     engine.write_bytes(b"fake plan")
     machine = MachineInfo(FakeTrt.__version__, GpuInfo("Fake GPU", "8.7", 16))
-    monkeypatch.setattr("endoedge.export.trt_manifest.machine_info", lambda v, gpu, root=None: machine)
+    monkeypatch.setattr("endoedge.tensorrt.manifest.machine_info", lambda v, gpu, root=None: machine)
     write_manifest(engine, make_manifest(
         onnx_path=tmp_path / "absent.onnx", onnx_sha256="0" * 64, machine=machine, precision="fp32",
         int8_source=None, calibration_hash=None, profiles=[], io=[], version_compatible=False,
         hardware_compatibility="none", dla_core=None, spec={}))
-    monkeypatch.setattr("endoedge._trt.import_tensorrt", lambda: FakeTrt)
-    monkeypatch.setattr("endoedge.runtime.cuda_mem.open_cuda", lambda index, prefer: CUDA)
-    monkeypatch.setattr("endoedge.export.trt_build.make_trt_logger", lambda trt: types.SimpleNamespace(errors=[]))
+    monkeypatch.setattr("endoedge.tensorrt.compat.import_tensorrt", lambda: FakeTrt)
+    monkeypatch.setattr("endoedge.tensorrt.cuda_mem.open_cuda", lambda index, prefer: CUDA)
+    monkeypatch.setattr("endoedge.tensorrt.build.make_trt_logger", lambda trt: types.SimpleNamespace(errors=[]))
     return engine
 
 
@@ -276,7 +276,7 @@ def test_fake_engine_cuda_graph_captured_after_one_plain_run(fake_engine, frames
 
 def test_stale_fake_engine_is_refused_in_one_line(fake_engine, monkeypatch):
     other = MachineInfo("10.3.0.30", GpuInfo("Other GPU", "8.7", 16))
-    monkeypatch.setattr("endoedge.export.trt_manifest.machine_info", lambda v, gpu, root=None: other)
+    monkeypatch.setattr("endoedge.tensorrt.manifest.machine_info", lambda v, gpu, root=None: other)
     with pytest.raises(StaleEngineError, match=r"gpu.name is 'Fake GPU' in the engine but this machine has 'Other GPU'"):
         TensorRTBackend(fake_engine).activate()
     assert CUDA.closed
@@ -285,7 +285,7 @@ def test_stale_fake_engine_is_refused_in_one_line(fake_engine, monkeypatch):
 
 def test_stale_engine_rebuild_needs_its_onnx(fake_engine, monkeypatch):
     other = MachineInfo("10.3.0.31", GpuInfo("Fake GPU", "8.7", 16))
-    monkeypatch.setattr("endoedge.export.trt_manifest.machine_info", lambda v, gpu, root=None: other)
+    monkeypatch.setattr("endoedge.tensorrt.manifest.machine_info", lambda v, gpu, root=None: other)
     with pytest.raises(StaleEngineError, match="cannot rebuild .* its ONNX .* is not on this machine"):
         TensorRTBackend(fake_engine, rebuild_if_stale=True).activate()
 
@@ -434,7 +434,7 @@ def test_real_cuda_round_trip(frames):
         api.stream_synchronize(stream)
         np.testing.assert_array_equal(back, x)
         assert api.event_elapsed_ms(e0, e1) >= 0
-        info = __import__("endoedge.runtime.gpu_info", fromlist=["query_gpu"]).query_gpu(api, 0)
+        info = __import__("endoedge.tensorrt.gpu_info", fromlist=["query_gpu"]).query_gpu(api, 0)
         assert info.sm_count > 0
         for e in (e0, e1):
             api.event_destroy(e)

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from endoedge.data.imageio import to_bgr8
 from endoedge.errors import ModelFormatError
-from endoedge.imageio import to_bgr8
 from endoedge.preprocess import Preprocessor
 from endoedge.runtime import Backend, check_available
 from endoedge.spec import ModelSpec, read_onnx_metadata

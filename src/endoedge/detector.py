@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from endoedge.data.imageio import to_bgr8
+from endoedge.data.media import ENGINE_SUFFIXES
 from endoedge.endoscopy import EndoscopyConfig, FrameCleaner, to_source
 from endoedge.errors import ModelFormatError
-from endoedge.imageio import to_bgr8
 from endoedge.postprocess import RawDetections, make_decoder
 from endoedge.preprocess import Preprocessor
 from endoedge.runtime import Backend, auto_backend, check_available
@@ -134,7 +135,7 @@ class Detector:
             :class:`Detections` with boxes in ``image_bgr``'s pixel coordinates.
 
         Raises:
-            InputError: the image cannot be used (see :func:`endoedge.imageio.to_bgr8`).
+            InputError: the image cannot be used (see :func:`endoedge.data.imageio.to_bgr8`).
         """
         return self.detect_batch([image_bgr])[0]
 
@@ -251,9 +252,9 @@ def load(
     if not path.is_file():
         raise ModelFormatError(f"model '{path}' does not exist or is not a file")
     name = auto_backend(path) if backend == "auto" else backend
-    engine = path.suffix.lower() in (".engine", ".plan", ".trt")
+    engine = path.suffix.lower() in ENGINE_SUFFIXES
     if engine and spec is None:  # an engine's pre-processing travels in its manifest
-        from endoedge.export.trt_manifest import read_manifest
+        from endoedge.tensorrt.manifest import read_manifest
 
         spec = ModelSpec.from_metadata(read_manifest(path)["spec"], where=f"engine '{path}'")
     cls = check_available(name)  # unknown names raise with the list of known backends
@@ -267,8 +268,10 @@ def load(
             loaded = load_checkpoint(path)
             spec = loaded.spec
     spec = spec.with_thresholds(score_threshold, iou_threshold, max_detections)  # validates
-    if name == "torch" and loaded is not None:
-        backend_options.setdefault("loaded", loaded)
+    if name == "torch" and "loaded" not in backend_options:
+        from endoedge.models.checkpoint import load_for_torch
+
+        backend_options["loaded"] = loaded if loaded is not None else load_for_torch(path)
     runner = cls(path, device=device, **backend_options)
     logger.debug("loading %s with %s", path, name)
     return Detector(spec, runner, precise_resize=precise_resize, endoscopy=endoscopy)

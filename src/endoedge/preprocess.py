@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from endoedge.spec import PreprocessSpec
+from endoedge.spec import ModelSpec, PreprocessSpec
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Preprocessor:
         return Geometry(scale=(nw / sw, nh / sh), pad=(float(left), float(top)), source_size=source_size)
 
     def __call__(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
-        """Pre-process uint8 BGR images (see :func:`endoedge.imageio.to_bgr8`).
+        """Pre-process uint8 BGR images (see :func:`endoedge.data.imageio.to_bgr8`).
 
         Returns:
             ``(batch, geometries)``: ``batch`` is ``N x 3 x H x W`` float32 (a reused buffer),
@@ -141,3 +141,17 @@ class Preprocessor:
             plane = self._planes[c]
             cv2.addWeighted(plane, self._alpha[i], plane, 0.0, self._gamma[i], dst=out[i], dtype=cv2.CV_32F)
         return geom
+
+
+def real_looking_batch(spec: ModelSpec, n: int) -> np.ndarray:
+    """``n`` bundled colonoscopy frames pre-processed for ``spec`` (flipped/rotated for variety)."""
+    from endoedge.data.imageio import read_image
+    from endoedge.data.samples import sample_frame_paths
+
+    paths = sample_frame_paths()
+    frames = []
+    for i in range(n):
+        img = read_image(paths[i % len(paths)])
+        frames.append(np.ascontiguousarray(np.rot90(img, k=i // len(paths))))
+    batch, _ = Preprocessor(spec.preprocess)(frames)
+    return batch.copy()

@@ -4,7 +4,7 @@ Lines: 8.6, 10.x (checked against 10.13) and 11.x (checked against 11.4); the na
 ``names_<line>.txt`` beside this file (see ``regen.py`` for how each is derived).
 
 A module is checked when it imports TensorRT through ``import_tensorrt()`` (from
-``endoedge._trt``), ``import tensorrt`` or ``importlib.import_module("tensorrt")``, or when a
+``endoedge.tensorrt.compat``), ``import tensorrt`` or ``importlib.import_module("tensorrt")``, or when a
 function takes the module as a parameter named ``trt``. Collected (AST only, nothing is imported):
 
 a. attribute chains rooted at a TensorRT module name (bound from ``import_tensorrt()``,
@@ -128,7 +128,7 @@ def parse_lines(text: str) -> frozenset[str]:
 
 
 def _version_props() -> dict[str, frozenset[str]]:
-    from endoedge._trt import TrtVersion
+    from endoedge.tensorrt.compat import TrtVersion
 
     out = {}
     for name, value in vars(TrtVersion).items():
@@ -416,7 +416,7 @@ class ModuleChecker(ast.NodeVisitor):
         return True
 
     def _eval_versions(self, node: ast.expr) -> frozenset[str] | None:
-        from endoedge._trt import TrtVersion
+        from endoedge.tensorrt.compat import TrtVersion
 
         class _Sub(ast.NodeTransformer):
             def __init__(self, checker: ModuleChecker) -> None:
@@ -532,7 +532,7 @@ class ModuleChecker(ast.NodeVisitor):
 
 
 def _imports_trt_by_name(call: ast.Call) -> bool:
-    """``importlib.import_module("tensorrt")`` (how ``endoedge._trt`` itself imports it)."""
+    """``importlib.import_module("tensorrt")`` (how ``endoedge.tensorrt.compat`` itself imports it)."""
     arg = call.args[0] if call.args else None
     return isinstance(arg, ast.Constant) and arg.value in ("tensorrt", "tensorrt_lean")
 

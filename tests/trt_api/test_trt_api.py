@@ -20,7 +20,7 @@ import checker  # noqa: E402
 import regen  # noqa: E402
 
 SRC = HERE.parents[1] / "src" / "endoedge"
-HEAD = "from endoedge._trt import import_tensorrt, trt_version\n"
+HEAD = "from endoedge.tensorrt.compat import import_tensorrt, trt_version\n"
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_binding_api_removed_in_10_fails(tables, use):
     ],
 )
 def test_recognised_guards_pass(tables, src):
-    assert bad("from endoedge._trt import TrtVersion\n" + src, tables) == set()
+    assert bad("from endoedge.tensorrt.compat import TrtVersion\n" + src, tables) == set()
 
 
 @pytest.mark.parametrize(
@@ -239,7 +239,7 @@ def test_subclass_overrides(tables):
 def test_module_detection_and_aliased_bases(tables):
     code = textwrap.dedent(
         """
-        from endoedge._trt import trt_version
+        from endoedge.tensorrt.compat import trt_version
 
         def make(trt, data):
             ver = trt_version(trt)

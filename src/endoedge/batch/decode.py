@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from endoedge.data.imageio import _sniff_format
 from endoedge.errors import InputError
-from endoedge.imageio import _sniff_format
 
 #: Default limit of decoded pixels per image (100 Mpx, ~300 MB as BGR); larger JPEGs are decoded reduced.
 MAX_PIXELS = 100_000_000

@@ -148,7 +148,7 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
             logger.info("resuming %s: %d records done%s", out, resumed,
                         f", torn last line cut ({scan.repaired_bytes} bytes)" if scan.repaired_bytes else "")
         if not (cfg.resume and meta_path(out).is_file()):
-            from endoedge.benchmarks.stats import write_json
+            from endoedge.stats import write_json
 
             write_json(meta_path(out), {"endoedge": __version__, "source": str(Path(source.location).resolve()),
                                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -190,7 +190,7 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
             "streams": len(streams) if cfg.engine == "local" else None,
         })
         if cfg.report is not None:
-            from endoedge.benchmarks.stats import write_json
+            from endoedge.stats import write_json
 
             write_json(cfg.report, report)
         return report

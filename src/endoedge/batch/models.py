@@ -8,7 +8,6 @@ flagged if any model flags).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from endoedge.batch.prepare import Prepared
+from endoedge.data.hashing import file_sha256
 from endoedge.errors import InputError, ModelFormatError
 from endoedge.spec import PreprocessSpec
 
@@ -40,14 +40,6 @@ class ModelRef:
             name, path = Path(text).stem, text
         return cls(name, Path(path))
 
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

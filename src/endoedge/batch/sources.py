@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from endoedge.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from endoedge.errors import InputError
 
 #: Image suffixes a folder source picks up (case-insensitive).
-BATCH_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+BATCH_SUFFIXES = IMAGE_SUFFIXES
 LIST_SUFFIXES = (".txt", ".lst", ".list", ".csv")
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from endoedge.benchmarks.stats import STAT_KEYS, env_info, format_table, summarize
+from endoedge.data.media import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES
 from endoedge.errors import EndoedgeError, ModelFormatError, UnknownNameError
 from endoedge.runtime import (
     Backend,
@@ -39,6 +39,7 @@ from endoedge.runtime import (
     get_backend_class,
 )
 from endoedge.spec import PreprocessSpec
+from endoedge.stats import STAT_KEYS, env_info, format_table, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ LATENCY_DEFINITION = (
     "excludes decode, pre-processing, post-processing (box decoding, NMS) and rendering"
 )
 _FEED_BUDGET_BYTES = 64 << 20  # distinct input batches kept per case (cycled through)
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-_ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+_CHECKPOINT_SUFFIXES = CHECKPOINT_SUFFIXES
+_ENGINE_SUFFIXES = ENGINE_SUFFIXES
 
 
 @dataclass
@@ -201,8 +202,8 @@ def _onnx_input(path: Path) -> _ModelInput:
 
 def _engine_input(path: Path) -> _ModelInput:
     """Pre-processing and input dtype of a TensorRT engine, from its manifest."""
-    from endoedge.export.trt_manifest import read_manifest
     from endoedge.spec import ModelSpec
+    from endoedge.tensorrt.manifest import read_manifest
 
     manifest = read_manifest(path)
     inputs = [e for e in manifest["io"] if e.get("mode") == "input"]
@@ -237,8 +238,9 @@ def _open_backend(name: str, path: Path, info: _ModelInput, device: str, threads
         if threads:
             options["intra_op_threads"] = threads
     elif name == "torch":
-        if info.loaded is not None:
-            options["loaded"] = info.loaded
+        from endoedge.models.checkpoint import load_for_torch
+
+        options["loaded"] = info.loaded if info.loaded is not None else load_for_torch(path)
         if threads:
             import torch
 
@@ -266,8 +268,8 @@ def _device_of(backend: Backend) -> str:
 
 def sample_frames() -> list[np.ndarray]:
     """The bundled HoloHub frames as BGR arrays."""
-    from endoedge.assets import sample_frame_paths
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
+    from endoedge.data.samples import sample_frame_paths
 
     return [read_image(p) for p in sample_frame_paths()]
 
@@ -437,7 +439,7 @@ def report(
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
-    """:func:`~endoedge.benchmarks.stats.format_table` of the results plus an images/s column."""
+    """:func:`~endoedge.stats.format_table` of the results plus an images/s column."""
     labels = _model_labels([Path(r["model"]) for r in results])
     rows = {f"{labels[Path(r['model'])]}  {r['backend']}/{r['device']}  b{r['batch']}": r for r in results}
     text = format_table({k: r["stats"] for k, r in rows.items()},

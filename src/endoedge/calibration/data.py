@@ -185,7 +185,7 @@ def _frames(items: list[Item], skipped: list[tuple[Item, str]] | None) -> Iterat
     """``(item, uint8 BGR frame)`` for each readable item; failures go to ``skipped``."""
     import cv2
 
-    from endoedge.imageio import read_image, to_bgr8
+    from endoedge.data.imageio import read_image, to_bgr8
 
     cap: Any = None
     cap_path: Path | None = None

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from endoedge.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from endoedge.errors import CalibrationError
-from endoedge.imageio import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts")
 _GLOB_CHARS = set("*?[")
 
 
@@ -81,7 +80,7 @@ def discover(source: str | Path, *, split: str | Path | None = None) -> list[Ite
     else:
         items = _from_files([p])
     if split is not None:
-        from endoedge.evaluation.runner import read_stems
+        from endoedge.data.datasets import read_stems
 
         stems = set(read_stems(split))
         items = [it for it in items if it.path.stem in stems]
@@ -97,7 +96,7 @@ def discover(source: str | Path, *, split: str | Path | None = None) -> list[Ite
 
 
 def _is_labelled(p: Path) -> bool:
-    from endoedge.training.datasets import KVASIR_JSON
+    from endoedge.data.datasets import KVASIR_JSON
 
     return (p.is_file() and p.suffix.lower() == ".json") or (
         p.is_dir() and ((p / KVASIR_JSON).is_file() or ((p / "labels").is_dir() and (p / "images").is_dir()))
@@ -105,9 +104,9 @@ def _is_labelled(p: Path) -> bool:
 
 
 def _from_dataset(p: Path) -> list[Item]:
-    """The images of a labelled dataset (parsed by :func:`endoedge.training.datasets.load_dataset`)."""
+    """The images of a labelled dataset (parsed by :func:`endoedge.data.datasets.load_dataset`)."""
+    from endoedge.data.datasets import load_dataset
     from endoedge.errors import InputError
-    from endoedge.training.datasets import load_dataset
 
     try:
         dataset = load_dataset(p)

@@ -1,5 +1,5 @@
 """The ``endoedge`` command line: ``export``, ``detect``, ``run``, ``bench``, ``demo``, ``train``, ``eval``,
-``quantize``, ``build``, ``export-triton``, ``batch``.
+``quantize``, ``build``, ``export-triton``, ``batch``, ``jetson``.
 
 User and environment errors (:class:`~endoedge.errors.EndoedgeError`) print one line and exit
 1; ``--debug`` shows the traceback instead.
@@ -17,7 +17,7 @@ from endoedge.errors import EndoedgeError
 
 SUBCOMMANDS = (
     "export", "detect", "run", "bench", "demo", "train", "eval", "quantize", "build", "export-triton",
-    "batch",
+    "batch", "jetson",
 )
 
 

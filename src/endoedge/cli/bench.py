@@ -95,7 +95,7 @@ def _check_output(path: str | None, flag: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Benchmark; see the subcommand's description. Returns 130 when interrupted (partial results)."""
     from endoedge.benchmarks import bench
-    from endoedge.benchmarks.stats import plot_latency, write_json
+    from endoedge.stats import plot_latency, write_json
 
     _check_output(args.json, "--json")
     _check_output(args.plot, "--plot")

@@ -29,7 +29,7 @@ def _core(text: str) -> int:
 
 
 def _batch(text: str) -> tuple[int, int, int]:
-    from endoedge.export.trt_plan import parse_batch_range
+    from endoedge.tensorrt.plan import parse_batch_range
 
     try:
         return parse_batch_range(text)
@@ -39,7 +39,7 @@ def _batch(text: str) -> tuple[int, int, int]:
 
 def add_parser(sub: Any) -> None:
     """Register the ``build`` subcommand."""
-    from endoedge.export.trt_plan import HARDWARE_COMPAT, PRECISIONS
+    from endoedge.tensorrt.plan import HARDWARE_COMPAT, PRECISIONS
 
     p = sub.add_parser(
         "build",
@@ -125,10 +125,10 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build; see the subcommand's description."""
-    from endoedge.export.onnx_facts import onnx_facts
-    from endoedge.export.trt_build import build_engine, precheck
-    from endoedge.export.trt_plan import BuildRequest
-    from endoedge.runtime.gpu_info import device_index
+    from endoedge.data.onnx_facts import onnx_facts
+    from endoedge.tensorrt.build import build_engine, precheck
+    from endoedge.tensorrt.gpu_info import device_index
+    from endoedge.tensorrt.plan import BuildRequest
 
     _check_args(args)
     index = device_index(args.device)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
+from endoedge.data.imageio import IMAGE_SUFFIXES
 from endoedge.errors import EndoedgeError, InputError
-from endoedge.imageio import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _unique_names(paths: Sequence[Path]) -> Iterator[tuple[Path, str]]:
 
 def _warm_up(det: Any, paths: Sequence[Path], n: int) -> None:
     """Run ``n`` untimed detections so the first reported latency is not a cold start."""
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
 
     for path in paths:
         try:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     """Detect in every image; see the subcommand's description."""
     import cv2
 
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
     from endoedge.render import draw_detections
 
     paths = expand_sources(args.sources)

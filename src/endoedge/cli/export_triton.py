@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the repository and print what was written."""
-    from endoedge.export.triton import export_triton
+    from endoedge.deploy.triton import export_triton
 
     result = export_triton(
         args.model,

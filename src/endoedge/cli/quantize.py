@@ -19,8 +19,8 @@ logger = logging.getLogger(__name__)
 
 def add_parser(sub: Any) -> None:
     """Register the ``quantize`` subcommand."""
+    from endoedge.calibration.quantize import METHODS
     from endoedge.evaluation.compare import DEFAULT_MAX_DROP
-    from endoedge.export.quantize import METHODS
 
     p = sub.add_parser(
         "quantize",
@@ -63,7 +63,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Quantize / convert, check, gate; write the report. Exit 1 when the gate fails."""
-    from endoedge.export.onnx_facts import onnx_facts
+    from endoedge.data.onnx_facts import onnx_facts
     from endoedge.spec import ModelSpec, read_onnx_metadata
 
     model, out = Path(args.model), Path(args.output)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="endoedge-quant-") as tmp:
         if args.precision == "fp16":
-            from endoedge.export.quantize import convert_fp16
+            from endoedge.calibration.quantize import convert_fp16
 
             convert_fp16(model, out)
             print(f"wrote {out} (FP16 weights and activations, float32 inputs/outputs; runs in ONNX Runtime)")
@@ -121,8 +121,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def _int8(args: argparse.Namespace, model: Path, out: Path, spec: Any, report: dict[str, Any], tmp: Path) -> bool | None:
     from endoedge.calibration import load_calibration_data
-    from endoedge.export.qdq_check import check_qdq
-    from endoedge.export.quantize import quantize_int8
+    from endoedge.calibration.qdq_check import check_qdq
+    from endoedge.calibration.quantize import quantize_int8
 
     if not args.calib:
         raise InputError("INT8 needs calibration images: --calib SRC (folder, glob, video or labelled set)")
@@ -171,10 +171,10 @@ def _gate(args: argparse.Namespace, model: Path, out: Path, report: dict[str, An
 
 def _fallback(args: argparse.Namespace, model: Path, out: Path, report: dict[str, Any], data: Any,
               cache: Path | None, first: dict[str, Any], opts: dict[str, Any]) -> bool:
+    from endoedge.calibration.qdq_check import check_qdq
+    from endoedge.calibration.quantize import quantize_int8
+    from endoedge.calibration.sensitivity import greedy_fallback, rank_layers
     from endoedge.evaluation.compare import compare_models, format_compare
-    from endoedge.export.qdq_check import check_qdq
-    from endoedge.export.quantize import quantize_int8
-    from endoedge.export.sensitivity import greedy_fallback, rank_layers
 
     n_batches = max(1, -(-args.sensitivity_images // data.batch_size))
     print(f"INT8 fails the gate: ranking layers by sensitivity on {n_batches * data.batch_size} "

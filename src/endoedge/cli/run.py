@@ -109,10 +109,10 @@ def _jetson_pipeline(spec: Any, *, live: bool, mode: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline; see the subcommand's description."""
-    from endoedge.benchmarks.stats import env_info, format_table, plot_latency, write_json
     from endoedge.pipeline.report import build_report
     from endoedge.pipeline.runner import Pipeline, RunOptions, per_frame_arrays
     from endoedge.pipeline.sources import parse_source
+    from endoedge.stats import env_info, format_table, plot_latency, write_json
 
     spec = parse_source(args.source, width=args.width, height=args.height, fps=args.fps,
                         pixel_format=args.pixel_format, latency_ms=args.latency)

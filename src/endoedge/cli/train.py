@@ -55,8 +55,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse the data, split it, train."""
+    from endoedge.data.datasets import load_dataset, random_split, read_split
     from endoedge.models.checkpoint import parse_class_names
-    from endoedge.training.datasets import load_dataset, random_split, read_split
     from endoedge.training.trainer import TrainConfig, train
 
     names = parse_class_names(args.classes)

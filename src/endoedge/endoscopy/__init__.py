@@ -16,7 +16,7 @@ A :class:`~endoedge.detector.Detector` applies a cleaner itself when its model s
 from __future__ import annotations
 
 from endoedge.endoscopy.cleaner import CleanTimes, FrameCleaner, to_source
-from endoedge.endoscopy.config import DENOISE_MODES, EndoscopyConfig
 from endoedge.endoscopy.fov import FieldOfView
+from endoedge.spec.endoscopy import DENOISE_MODES, EndoscopyConfig
 
 __all__ = ["DENOISE_MODES", "CleanTimes", "EndoscopyConfig", "FieldOfView", "FrameCleaner", "to_source"]

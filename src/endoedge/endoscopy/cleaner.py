@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from endoedge.endoscopy.config import EndoscopyConfig
 from endoedge.endoscopy.denoise import check_wavelet, median, wavelet_denoise
 from endoedge.endoscopy.fov import FieldOfView, Rect, border_threshold, find_fov, find_osd_boxes
 from endoedge.errors import InputError
+from endoedge.spec.endoscopy import EndoscopyConfig
 
 logger = logging.getLogger(__name__)
 

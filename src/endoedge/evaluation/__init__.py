@@ -33,8 +33,7 @@ def load_eval_dataset(
     Raises:
         InputError: missing or unparseable data, an empty split, stems not in the data.
     """
-    from endoedge.evaluation.runner import read_stems
-    from endoedge.training.datasets import load_dataset
+    from endoedge.data.datasets import load_dataset, read_stems
 
     if not Path(data).exists():
         raise InputError(f"dataset '{data}' does not exist")

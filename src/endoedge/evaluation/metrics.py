@@ -2,7 +2,7 @@
 
 Inputs are per-image :class:`Prediction` objects with boxes **xyxy in source-image pixels** (as
 :meth:`endoedge.Detector.detect` returns them) and class indices of the *dataset* (0-based), and
-the ground truth as a :class:`~endoedge.training.datasets.Dataset` (same image order).
+the ground truth as a :class:`~endoedge.data.datasets.Dataset` (same image order).
 
 - **COCO mAP@0.5 and @0.5:0.95** come from pycocotools' ``COCOeval`` (101-point interpolated
   AP, maxDets 100), fed every detection down to the low score threshold the caller ran at.
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from endoedge._optional import require
-from endoedge.training.datasets import Dataset
+from endoedge.data.datasets import Dataset
 
 PRF_IOUS: tuple[float, ...] = (0.45, 0.50, 0.55)
 OVERLAP_IOUS: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9)
@@ -78,7 +78,7 @@ def coco_evaluation(
     Image ids are 1..N in ``dataset`` order, category ids 1..C. ``iou_thrs`` replaces COCO's
     0.50:0.05:0.95 (then only ``evalImgs`` are meaningful, not ``stats``).
     """
-    from endoedge.training.evaluate import coco_gt
+    from endoedge.evaluation.coco import coco_gt
 
     cocoeval = require("pycocotools.cocoeval", extra="eval", purpose="COCO evaluation")
     gt = coco_gt(dataset, list(sizes))

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from endoedge.data.datasets import Dataset, Sample
+from endoedge.data.imageio import IMAGE_SUFFIXES, read_image
 from endoedge.errors import EndoedgeError, InputError
 from endoedge.evaluation import metrics
 from endoedge.evaluation.metrics import Prediction
-from endoedge.imageio import IMAGE_SUFFIXES, read_image
-from endoedge.training.datasets import Dataset, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +39,6 @@ PROXY_DEFINITION = (
     "not be compared with AUCs measured on real negative frames"
 )
 
-
-def read_stems(path: str | Path) -> list[str]:
-    """Image stems of a split file (one a line; ``#`` comments and blank lines ignored).
-
-    Raises:
-        InputError: the file cannot be read or lists no stem.
-    """
-    p = Path(path)
-    try:
-        lines = p.read_text().splitlines()
-    except OSError as err:
-        raise InputError(f"cannot read split file '{p}': {err.strerror or err}") from err
-    stems = [s for s in (ln.split("#")[0].strip() for ln in lines) if s]
-    if not stems:
-        raise InputError(f"split file '{p}' lists no image stems")
-    return list(dict.fromkeys(stems))
 
 
 def negative_samples(folder: str | Path) -> list[Sample]:

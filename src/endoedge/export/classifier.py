@@ -16,7 +16,8 @@ import numpy as np
 
 from endoedge._optional import require
 from endoedge.errors import ExportError
-from endoedge.export.onnx_export import INPUT_NAME, MIN_OPSET, real_looking_batch, stamp_metadata
+from endoedge.export.onnx_export import INPUT_NAME, MIN_OPSET, stamp_metadata
+from endoedge.preprocess import real_looking_batch
 from endoedge.spec import ModelSpec, PreprocessSpec
 
 logger = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ import numpy as np
 from endoedge._optional import is_installed, require
 from endoedge.errors import ExportError
 from endoedge.models.checkpoint import LoadedModel
+from endoedge.preprocess import real_looking_batch
 from endoedge.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -137,18 +138,3 @@ def _simplify(model: Any) -> tuple[Any, bool]:
     except Exception as err:  # noqa: BLE001 - a failed simplification must not lose the export
         logger.warning("onnxslim failed (%s); keeping the unsimplified graph", err)
         return model, False
-
-
-def real_looking_batch(spec: ModelSpec, n: int) -> np.ndarray:
-    """``n`` bundled colonoscopy frames pre-processed for ``spec`` (flipped/rotated for variety)."""
-    from endoedge.assets import sample_frame_paths
-    from endoedge.imageio import read_image
-    from endoedge.preprocess import Preprocessor
-
-    paths = sample_frame_paths()
-    frames = []
-    for i in range(n):
-        img = read_image(paths[i % len(paths)])
-        frames.append(np.ascontiguousarray(np.rot90(img, k=i // len(paths))))
-    batch, _ = Preprocessor(spec.preprocess)(frames)
-    return batch.copy()

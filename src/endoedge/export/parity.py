@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from endoedge.errors import ParityError
-from endoedge.export.onnx_export import INPUT_NAME, real_looking_batch
+from endoedge.export.onnx_export import INPUT_NAME
 from endoedge.models.checkpoint import LoadedModel
+from endoedge.preprocess import real_looking_batch
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ scripts save it) is accepted when the architecture and class names are given exp
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 from collections.abc import Mapping, Sequence
@@ -24,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from endoedge._optional import require
+from endoedge.data.hashing import file_sha256
 from endoedge.errors import ModelFormatError
 from endoedge.models.registry import Architecture, get_arch
-from endoedge.spec import ModelSpec
+from endoedge.spec import ModelSpec, read_onnx_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +58,6 @@ class LoadedModel:
         """The exportable module (normalized batch -> raw outputs)."""
         return self.arch.raw_heads(self.model)
 
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_class_names(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -260,3 +252,30 @@ def _from_endoedge(
     )
     loaded.notes = str(obj.get("notes", ""))
     return loaded
+
+
+def load_for_torch(model_path: str | Path) -> LoadedModel:
+    """Load the checkpoint behind ``model_path`` (a checkpoint, or an endoedge ONNX)."""
+    model_path = Path(model_path)
+    if model_path.suffix.lower() != ".onnx":
+        return load_checkpoint(model_path)
+    spec = ModelSpec.from_metadata(read_onnx_metadata(model_path), where=str(model_path))
+    src = spec.source_checkpoint
+    if not src:
+        raise ModelFormatError(
+            f"'{model_path}' records no source checkpoint; the torch backend needs the PyTorch "
+            "weights: pass the checkpoint itself, or use --backend onnxruntime"
+        )
+    if not Path(src).is_file():
+        raise ModelFormatError(
+            f"'{model_path}' was exported from '{src}', which no longer exists; pass the "
+            "checkpoint itself to the torch backend, or use --backend onnxruntime"
+        )
+    if spec.source_sha256 and file_sha256(src) != spec.source_sha256:
+        raise ModelFormatError(
+            f"'{src}' changed since '{model_path}' was exported from it (sha256 differs); "
+            "re-export, or pass the checkpoint itself"
+        )
+    return load_checkpoint(
+        src, arch=spec.arch, class_names=spec.class_names, input_size=spec.preprocess.input_size
+    )

@@ -76,7 +76,7 @@ def make_demo_model(
 ) -> LoadedModel:
     """Build the seeded, BatchNorm-calibrated, untrained demo detector (see module docstring)."""
     torch = require("torch", extra="torch", purpose="building the demo model")
-    from endoedge.export.onnx_export import real_looking_batch
+    from endoedge.preprocess import real_looking_batch
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -211,7 +211,7 @@ class FolderCapture:
 
     def read(self, stop: Any = None) -> Frame | None:
         """The next readable image as a :class:`Frame`, or None after the last one."""
-        from endoedge.imageio import read_image
+        from endoedge.data.imageio import read_image
 
         while True:
             if stop is not None and stop.is_set():

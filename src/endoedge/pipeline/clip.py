@@ -27,8 +27,8 @@ def make_sample_clip(
     Raises:
         InputError: the bundled frames are missing or the video cannot be written.
     """
-    from endoedge.assets import sample_frame_paths
-    from endoedge.imageio import read_image
+    from endoedge.data.imageio import read_image
+    from endoedge.data.samples import sample_frame_paths
     from endoedge.pipeline.writer import VideoWriter
 
     images = [read_image(p) for p in sample_frame_paths()]

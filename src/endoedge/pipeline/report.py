@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from endoedge.benchmarks.stats import STAT_KEYS, env_info, summarize
 from endoedge.pipeline.runner import CLEAN_STAGES, STAGES, RunStats, per_frame_arrays
+from endoedge.stats import STAT_KEYS, env_info, summarize
 
 REPORT_KEYS = ("frames", "warmup_frames", "dropped", "fps", "backend", "model", "source", "env", "stages")
 

@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from endoedge.data.imageio import IMAGE_SUFFIXES
 from endoedge.errors import InputError
-from endoedge.imageio import IMAGE_SUFFIXES
 
 KINDS = ("file", "v4l2", "csi", "rtsp", "rtp", "folder", "test", "pipeline")
 LIVE_KINDS = frozenset({"v4l2", "csi", "rtsp", "rtp", "test"})

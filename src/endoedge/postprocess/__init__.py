@@ -8,6 +8,7 @@ as ``torchvision.ops.batched_nms``).
 
 from __future__ import annotations
 
-from endoedge.postprocess.base import Decoder, RawDetections, make_decoder
+from endoedge.postprocess.base import Decoder, RawDetections
+from endoedge.postprocess.registry import DECODERS, decoder_names, make_decoder
 
-__all__ = ["Decoder", "RawDetections", "make_decoder"]
+__all__ = ["DECODERS", "Decoder", "RawDetections", "decoder_names", "make_decoder"]

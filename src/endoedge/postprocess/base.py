@@ -1,4 +1,4 @@
-"""Decoder protocol, the shared per-class NMS, and the decoder factory."""
+"""Decoder protocol and the shared per-class NMS (decoders are registered in ``registry``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from typing import Any, NamedTuple, Protocol
 
 import cv2
 import numpy as np
-
-from endoedge.errors import ModelFormatError
-from endoedge.spec import ModelSpec
 
 
 class RawDetections(NamedTuple):
@@ -79,20 +76,3 @@ def batched_nms(
         class_ids[keep].astype(np.int64, copy=False),
     )
 
-
-def make_decoder(spec: ModelSpec, output_names: tuple[str, ...]) -> Decoder:
-    """Build the decoder the spec names, for a model with the given output names."""
-    if spec.decoder == "ssd":
-        from endoedge.postprocess.ssd import SSDDecoder
-
-        return SSDDecoder(spec, output_names)
-    if spec.decoder in ("yolov8", "yolov5"):
-        from endoedge.postprocess.yolo import YoloDecoder
-
-        return YoloDecoder(spec, output_names)
-    if spec.decoder == "classify":
-        raise ModelFormatError(
-            f"'{spec.arch}' is a frame classifier, not a detector; load it with "
-            "endoedge.load_classifier() (`endoedge batch` runs classifiers and detectors)"
-        )
-    raise ModelFormatError(f"unknown decoder '{spec.decoder}'; known: ssd, yolov8, yolov5")

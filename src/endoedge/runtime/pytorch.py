@@ -37,10 +37,11 @@ class TorchBackend(Backend):
     """Runs the raw heads of a PyTorch detector (same outputs as its exported ONNX).
 
     Args:
-        model_path: an endoedge checkpoint, or an ONNX exported by endoedge whose source
-            checkpoint is still at the recorded path.
+        model_path: the file ``loaded`` came from (an endoedge checkpoint, or an ONNX exported
+            by endoedge whose source checkpoint is still at the recorded path).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        loaded: an already loaded model (skips reading ``model_path`` again).
+        loaded: the loaded model (:func:`endoedge.models.checkpoint.load_for_torch`); the
+            runtime layer never reads checkpoints itself.
     """
 
     name = "torch"
@@ -55,7 +56,13 @@ class TorchBackend(Backend):
 
     def _activate(self) -> None:
         self._torch = require("torch", extra="torch", purpose="the torch backend")
-        loaded = self._loaded or load_for_torch(self.model_path)
+        loaded = self._loaded
+        if loaded is None:
+            raise ModelFormatError(
+                f"the torch backend runs a loaded model, not the file '{self.model_path}': use "
+                "endoedge.load(path, backend='torch'), or pass "
+                "loaded=endoedge.models.checkpoint.load_for_torch(path)"
+            )
         self.device = resolve_torch_device(self.device)
         self._module = loaded.raw_heads().to(self.device).eval()
         self.input_name = "images"
@@ -72,32 +79,3 @@ class TorchBackend(Backend):
     def _deactivate(self) -> None:
         self._module = None
 
-
-def load_for_torch(model_path: Path) -> Any:
-    """Load the checkpoint behind ``model_path`` (a checkpoint, or an endoedge ONNX)."""
-    from endoedge.models.checkpoint import file_sha256, load_checkpoint
-
-    if model_path.suffix.lower() != ".onnx":
-        return load_checkpoint(model_path)
-    from endoedge.spec import ModelSpec, read_onnx_metadata
-
-    spec = ModelSpec.from_metadata(read_onnx_metadata(model_path), where=str(model_path))
-    src = spec.source_checkpoint
-    if not src:
-        raise ModelFormatError(
-            f"'{model_path}' records no source checkpoint; the torch backend needs the PyTorch "
-            "weights: pass the checkpoint itself, or use --backend onnxruntime"
-        )
-    if not Path(src).is_file():
-        raise ModelFormatError(
-            f"'{model_path}' was exported from '{src}', which no longer exists; pass the "
-            "checkpoint itself to the torch backend, or use --backend onnxruntime"
-        )
-    if spec.source_sha256 and file_sha256(src) != spec.source_sha256:
-        raise ModelFormatError(
-            f"'{src}' changed since '{model_path}' was exported from it (sha256 differs); "
-            "re-export, or pass the checkpoint itself"
-        )
-    return load_checkpoint(
-        src, arch=spec.arch, class_names=spec.class_names, input_size=spec.preprocess.input_size
-    )

@@ -11,6 +11,7 @@ import importlib
 from pathlib import Path
 
 from endoedge._optional import is_installed
+from endoedge.data.media import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES
 from endoedge.errors import BackendUnavailableError, UnknownNameError
 from endoedge.runtime.base import Backend
 
@@ -68,9 +69,9 @@ def available_backends() -> list[str]:
 def auto_backend(model_path: str | Path) -> str:
     """The backend ``backend="auto"`` picks for a model file, by its suffix."""
     suffix = Path(model_path).suffix.lower()
-    if suffix in (".engine", ".plan", ".trt"):
+    if suffix in ENGINE_SUFFIXES:
         return "tensorrt"
-    if suffix in (".pt", ".pth", ".ckpt"):
+    if suffix in CHECKPOINT_SUFFIXES:
         return "torch"
     return "onnxruntime"
 

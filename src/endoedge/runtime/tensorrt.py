@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from endoedge.data.media import ENGINE_SUFFIXES
 from endoedge.errors import BackendUnavailableError, InputError, ModelFormatError, StaleEngineError
 from endoedge.runtime.base import Backend
 
 logger = logging.getLogger(__name__)
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def batch_chunks(n: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
@@ -58,7 +58,7 @@ class TensorRTBackend(Backend):
         device: ``auto``, ``cuda`` or ``cuda:N``.
         precision: for an ``.onnx``: ``fp32`` / ``fp16`` / ``int8`` (``None`` = what the ONNX is).
         batch: for an ``.onnx``: ``(min, opt, max)`` batch profile (``None`` = the default).
-        cache_dir: engine cache for an ``.onnx`` (default :func:`~endoedge.export.trt_manifest.default_cache_dir`).
+        cache_dir: engine cache for an ``.onnx`` (default :func:`~endoedge.tensorrt.manifest.default_cache_dir`).
         rebuild_if_stale: rebuild a ``.engine`` whose manifest does not match this machine or
             ONNX (from the ONNX path it records) instead of refusing it.
         cuda_graph: capture the enqueue in a CUDA graph (needs cuda-python).
@@ -104,10 +104,10 @@ class TensorRTBackend(Backend):
     # -- activation ------------------------------------------------------------------------
     def _resolve_engine(self, machine: Any, index: int) -> Path:
         """The engine to load: build an ONNX into the cache; check (or rebuild) an engine."""
-        from endoedge.export.trt_build import build_engine, rebuild_stale
-        from endoedge.export.trt_manifest import default_cache_dir, read_manifest, verify_manifest
-        from endoedge.export.trt_plan import BuildRequest
-        from endoedge.models.checkpoint import file_sha256
+        from endoedge.data.hashing import file_sha256
+        from endoedge.tensorrt.build import build_engine, rebuild_stale
+        from endoedge.tensorrt.manifest import default_cache_dir, read_manifest, verify_manifest
+        from endoedge.tensorrt.plan import BuildRequest
 
         path = self.model_path
         if path.suffix.lower() == ".onnx":
@@ -128,11 +128,11 @@ class TensorRTBackend(Backend):
         return path
 
     def _activate(self) -> None:
-        from endoedge._trt import import_tensorrt, trt_version
-        from endoedge.export.trt_build import make_trt_logger
-        from endoedge.export.trt_manifest import machine_info, read_manifest
-        from endoedge.runtime.cuda_mem import open_cuda
-        from endoedge.runtime.gpu_info import device_index, query_gpu
+        from endoedge.tensorrt.build import make_trt_logger
+        from endoedge.tensorrt.compat import import_tensorrt, trt_version
+        from endoedge.tensorrt.cuda_mem import open_cuda
+        from endoedge.tensorrt.gpu_info import device_index, query_gpu
+        from endoedge.tensorrt.manifest import machine_info, read_manifest
 
         index = device_index(self.device)
         if not self.model_path.is_file():
@@ -171,7 +171,7 @@ class TensorRTBackend(Backend):
             raise
 
     def _bind_io(self, trt: Any) -> None:
-        from endoedge.runtime.cuda_mem import PinnedBuffer
+        from endoedge.tensorrt.cuda_mem import PinnedBuffer
 
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]

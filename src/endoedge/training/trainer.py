@@ -1,6 +1,6 @@
 """The training loop for the SSD-family registry detectors.
 
-Images are decoded and resized once into RAM (:func:`~endoedge.training.datasets.load_cache`);
+Images are decoded and resized once into RAM (:func:`~endoedge.data.datasets.load_cache`);
 each step augments a batch on the main thread (cheap next to the network on a CPU), runs
 backbone + head, and applies :func:`~endoedge.training.loss.ssd_loss`. Every epoch writes
 ``last.pt`` (an endoedge checkpoint of the EMA weights), ``best.pt`` (best val mAP@0.5),
@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from endoedge._optional import require
+from endoedge.data.datasets import CachedImages, Dataset, load_cache
 from endoedge.errors import InputError, ModelFormatError
+from endoedge.evaluation.coco import evaluate, predict
 from endoedge.models.checkpoint import LoadedModel, save_checkpoint
 from endoedge.models.registry import get_arch
 from endoedge.training.augment import AugmentConfig, augment
-from endoedge.training.datasets import CachedImages, Dataset, load_cache
-from endoedge.training.evaluate import evaluate, predict
 from endoedge.training.loss import init_focal_bias, ssd_loss
 from endoedge.training.optim import ModelEMA, WarmupCosine, make_optimizer, make_scheduler
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from endoedge._trt import import_tensorrt, trt_version
+from endoedge.tensorrt.compat import import_tensorrt, trt_version
 
 
 def build_engine(onnx_path: Path, precision: str, batch: tuple[int, int, int], cache: Path | None) -> bytes:

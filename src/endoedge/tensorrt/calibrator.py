@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from endoedge._trt import trt_version
 from endoedge.errors import EngineBuildError, InputError
-from endoedge.runtime.cuda_mem import CudaApi, PinnedBuffer
+from endoedge.tensorrt.compat import trt_version
+from endoedge.tensorrt.cuda_mem import CudaApi, PinnedBuffer
 
 logger = logging.getLogger(__name__)
 

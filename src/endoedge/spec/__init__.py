@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NewType
 
 import numpy as np
 
@@ -26,10 +26,14 @@ from endoedge.errors import ModelFormatError
 
 ResizeMode = Literal["stretch", "letterbox"]
 ColorOrder = Literal["RGB", "BGR"]
-DecoderType = Literal["ssd", "yolov8", "yolov5", "classify"]
-
-DECODER_TYPES: tuple[str, ...] = ("ssd", "yolov8", "yolov5", "classify")
+# A decoder name: a key of ``endoedge.postprocess.DECODERS`` (detectors) or ``CLASSIFY_DECODER``.
+# The registry, not this module, knows which names exist: a new decoder is one file and one line there.
+DecoderName = NewType("DecoderName", str)
+CLASSIFY_DECODER = DecoderName("classify")
 PREFIX = "endoedge."
+# Version of the ``endoedge.*`` metadata layout (key ``endoedge.schema``). Files without the key
+# were written before it existed and read as version 1. A reader refuses a newer version.
+SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class ModelSpec:
     arch: str
     class_names: tuple[str, ...]
     preprocess: PreprocessSpec
-    decoder: str
+    decoder: DecoderName | str
     decoder_params: Mapping[str, Any] = field(default_factory=dict)
     score_threshold: float = 0.25
     iou_threshold: float = 0.45
@@ -91,6 +95,20 @@ class ModelSpec:
     source_checkpoint: str | None = None
     source_sha256: str | None = None
     endoscopy: Mapping[str, Any] | None = None
+
+    def _key(self) -> tuple[Any, ...]:
+        """The spec as a tuple of hashable values (numpy arrays by dtype, shape and bytes)."""
+        return (self.arch, self.class_names, self.preprocess, self.decoder, _frozen(self.decoder_params),
+                self.score_threshold, self.iou_threshold, self.max_detections, self.producer,
+                self.source_checkpoint, self.source_sha256, _frozen(self.endoscopy))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ModelSpec):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def with_thresholds(
         self,
@@ -118,6 +136,7 @@ class ModelSpec:
             params["priors_shape"] = list(priors.shape)
         pp = self.preprocess
         meta = {
+            "schema": str(SCHEMA_VERSION),
             "version": __version__,
             "producer": self.producer,
             "arch": self.arch,
@@ -208,6 +227,7 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
                 "with `endoedge export`"
             ) from None
 
+    _check_schema(props.get(PREFIX + "schema"), props.get(PREFIX + "version"), where)
     try:
         params = json.loads(get("decoder_params"))
         if "priors_b64" in params:
@@ -227,7 +247,7 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
             arch=get("arch"),
             class_names=tuple(str(c) for c in json.loads(get("class_names"))),
             preprocess=pp,
-            decoder=_choice(get("decoder"), DECODER_TYPES, "decoder"),
+            decoder=_decoder_name(get("decoder")),
             decoder_params=params,
             score_threshold=float(get("score_threshold")),
             iou_threshold=float(get("iou_threshold")),
@@ -249,8 +269,8 @@ def _endoscopy(text: str | None, where: str) -> dict[str, Any] | None:
     """Parse and validate the optional ``endoedge.endoscopy`` JSON (absent in older files)."""
     if not text:
         return None
-    from endoedge.endoscopy.config import EndoscopyConfig
     from endoedge.errors import InputError
+    from endoedge.spec.endoscopy import EndoscopyConfig
 
     try:
         return EndoscopyConfig.from_dict(json.loads(text)).to_dict()
@@ -322,6 +342,40 @@ def spec_for_foreign_yolo(
         max_detections=300,
         producer=producer,
     )
+
+
+def _check_schema(text: str | None, writer: str | None, where: str) -> None:
+    """Refuse metadata written in a newer ``endoedge.schema`` than this reader knows."""
+    if not text:
+        return  # written before the key existed: version 1
+    try:
+        version = int(text)
+    except ValueError:
+        raise ModelFormatError(f"{where}: metadata 'endoedge.schema' is '{text}', not a whole number") from None
+    if version > SCHEMA_VERSION:
+        by = f" (written by endoedge {writer})" if writer else ""
+        raise ModelFormatError(
+            f"{where} uses metadata schema {version}{by}, but this endoedge {__version__} reads up to "
+            f"schema {SCHEMA_VERSION}; upgrade endoedge (pip install -U endoedge) or re-export the model with this one"
+        )
+
+
+def _decoder_name(value: str) -> DecoderName:
+    """A decoder name as written; whether it is registered is checked when the decoder is built."""
+    if not value or not value.replace("_", "").replace("-", "").isalnum():
+        raise ModelFormatError(f"metadata 'decoder' is '{value}'; expected a decoder name such as ssd or yolov8")
+    return DecoderName(value)
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable, comparable stand-in for a metadata value (dicts, lists, numpy arrays)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def _choice(value: str, allowed: tuple[str, ...], key: str) -> str:

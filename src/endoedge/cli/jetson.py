@@ -1,4 +1,4 @@
-"""``python -m endoedge.jetson info|pipeline``: print the device's JetPack info or a preset string.
+"""``endoedge jetson info|pipeline``: print the device's JetPack info or a preset string.
 
 Used by ``jetson/check_pipelines.sh`` on a device; works anywhere (the strings need no GStreamer).
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from typing import Any
 
 from endoedge.errors import InputError
 from endoedge.jetson.platform import jetson_info
@@ -16,12 +16,14 @@ from endoedge.jetson.presets import pipeline_for_source
 DEFAULT_SINK = "appsink name=sink drop=true max-buffers=1 sync=false emit-signals=false"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and print; returns the exit status (1 with a one-line error)."""
-    parser = argparse.ArgumentParser(prog="python -m endoedge.jetson", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="print is-Jetson, board model, L4T and JetPack versions as JSON")
-    p = sub.add_parser("pipeline", help="print the Jetson preset pipeline for a source")
+def add_parser(sub: Any) -> None:
+    """Register ``endoedge jetson info`` and ``endoedge jetson pipeline SOURCE``."""
+    parser = sub.add_parser("jetson", help="Jetson facts (JetPack, L4T, board) and GStreamer preset strings",
+                            description=__doc__)
+    jsub = parser.add_subparsers(dest="jetson_command", metavar="info|pipeline")
+    jsub.required = True
+    jsub.add_parser("info", help="print is-Jetson, board model, L4T and JetPack versions as JSON")
+    p = jsub.add_parser("pipeline", help="print the Jetson preset pipeline for a source")
     p.add_argument("source", help="csi://N, /dev/videoN, rtsp://..., or a video file")
     p.add_argument("--sink", default=DEFAULT_SINK, help="sink element description at the end")
     p.add_argument("--width", type=int)
@@ -34,34 +36,28 @@ def main(argv: list[str] | None = None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--live", dest="live", action="store_true", default=None)
     mode.add_argument("--offline", dest="live", action="store_false")
-    args = parser.parse_args(argv)
+    parser.set_defaults(func=run)
 
-    if args.command == "info":
+
+def run(args: argparse.Namespace) -> int:
+    """Print the info JSON or the preset string; InputError when there is no preset."""
+    if args.jetson_command == "info":
         info = jetson_info()
         print(json.dumps({"jetson": info is not None, **(info or {})}, indent=2))
         return 0
-    try:
-        desc = pipeline_for_source(
-            args.source,
-            appsink=args.sink,
-            live=args.live,
-            width=args.width,
-            height=args.height,
-            fps=args.fps,
-            fmt=args.fmt,
-            latency_ms=args.latency_ms,
-            num_buffers=args.num_buffers,
-            codec=args.codec,
-        )
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    desc = pipeline_for_source(
+        args.source,
+        appsink=args.sink,
+        live=args.live,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        fmt=args.fmt,
+        latency_ms=args.latency_ms,
+        num_buffers=args.num_buffers,
+        codec=args.codec,
+    )
     if desc is None:
-        print(f"error: no Jetson preset for source {args.source!r}", file=sys.stderr)
-        return 1
+        raise InputError(f"no Jetson preset for source {args.source!r}; give csi://N, /dev/videoN, rtsp://... or a video file")
     print(desc)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

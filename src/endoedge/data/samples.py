@@ -1,10 +1,10 @@
-"""Files shipped with endoedge: sample endoscopy frames (see ``holohub/NOTICE.md``)."""
+"""Files shipped with endoedge (``endoedge/assets``): sample endoscopy frames (see ``assets/holohub/NOTICE.md``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 def sample_frame_paths() -> list[Path]:

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from endoedge._trt import TrtVersion
 from endoedge._version import __version__
 from endoedge.errors import ModelFormatError, StaleEngineError
-from endoedge.runtime.gpu_info import GpuInfo
+from endoedge.tensorrt.compat import TrtVersion
+from endoedge.tensorrt.gpu_info import GpuInfo
 
 FORMAT = "endoedge-engine-manifest/1"
 REQUIRED = ("format", "onnx_sha256", "trt_version", "gpu", "precision", "profiles", "io", "spec")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from endoedge._optional import require
-from endoedge.training.datasets import Dataset
+from endoedge.data.datasets import Dataset
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """INT8 Q/DQ and FP16 ONNX from an FP32 endoedge ONNX, both validated in ONNX Runtime.
 
 INT8 (:func:`quantize_int8`) is ``onnxruntime.quantization.quantize_static`` on the CPU in the
-explicit form every TensorRT line from 8.6 to 11 parses (see :mod:`endoedge.export.qdq_check`):
+explicit form every TensorRT line from 8.6 to 11 parses (see :mod:`endoedge.calibration.qdq_check`):
 QuantizeLinear/DequantizeLinear pairs, int8 activations and weights, symmetric (all zero points
 0), weights per channel on the Conv output axis 0, activations per tensor, biases left float
 (``QuantizeBias=False``: no int32 DequantizeLinear, which TensorRT cannot parse), weights kept
@@ -238,8 +238,8 @@ def validate_in_ort(path: str | Path) -> None:
 
     try:
         spec = ModelSpec.from_metadata(read_onnx_metadata(path), where=str(path))
-        from endoedge.assets import sample_frame_paths
-        from endoedge.imageio import read_image
+        from endoedge.data.imageio import read_image
+        from endoedge.data.samples import sample_frame_paths
         from endoedge.preprocess import Preprocessor
 
         batch, _ = Preprocessor(spec.preprocess)([read_image(sample_frame_paths()[0])])

@@ -10,9 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from endoedge.data.media import IMAGE_SUFFIXES
 from endoedge.errors import InputError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["IMAGE_SUFFIXES", "read_image", "to_bgr8"]
 
 
 def to_bgr8(image: object, *, name: str = "image") -> np.ndarray:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from endoedge.data.media import IMAGE_SUFFIXES
 from endoedge.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 KVASIR_JSON = "kavsir_bboxes.json"  # sic: the file name Kvasir-SEG ships
 
 
@@ -265,3 +265,20 @@ def load_cache(dataset: Dataset, size: int) -> CachedImages:
         labels.append(s.labels)
         sizes.append((h, w))
     return CachedImages(images, boxes, labels, sizes)
+
+
+def read_stems(path: str | Path) -> list[str]:
+    """Image stems of a split file (one a line; ``#`` comments and blank lines ignored).
+
+    Raises:
+        InputError: the file cannot be read or lists no stem.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as err:
+        raise InputError(f"cannot read split file '{p}': {err.strerror or err}") from err
+    stems = [s for s in (ln.split("#")[0].strip() for ln in lines) if s]
+    if not stems:
+        raise InputError(f"split file '{p}' lists no image stems")
+    return list(dict.fromkeys(stems))

@@ -1,8 +1,8 @@
 """ONNX -> TensorRT engine + manifest, and the engine cache: the TensorRT calls of ``endoedge build``.
 
-The decisions are made by :func:`endoedge.export.trt_plan.make_plan` (unit-tested per line
+The decisions are made by :func:`endoedge.tensorrt.plan.make_plan` (unit-tested per line
 without TensorRT); this module executes a plan with the API of the line it runs on, behind
-version guards on :class:`~endoedge._trt.TrtVersion`:
+version guards on :class:`~endoedge.tensorrt.compat.TrtVersion`:
 
 * ``builder.create_network(flags)`` with ``EXPLICIT_BATCH`` only on 8.x and ``STRONGLY_TYPED``
   only on 10.x when the plan asks for it (11.x is always strongly typed);
@@ -29,10 +29,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from endoedge._trt import TrtVersion, import_tensorrt, trt_version
+from endoedge.data.onnx_facts import OnnxFacts, onnx_facts
 from endoedge.errors import EndoedgeError, EngineBuildError, InputError, StaleEngineError
-from endoedge.export.onnx_facts import OnnxFacts, onnx_facts
-from endoedge.export.trt_manifest import (
+from endoedge.tensorrt.compat import TrtVersion, import_tensorrt, trt_version
+from endoedge.tensorrt.manifest import (
     MachineInfo,
     cache_key,
     cached_engine_path,
@@ -43,7 +43,7 @@ from endoedge.export.trt_manifest import (
     stale_field,
     write_manifest,
 )
-from endoedge.export.trt_plan import BuildPlan, BuildRequest, make_plan, request_from_manifest
+from endoedge.tensorrt.plan import BuildPlan, BuildRequest, make_plan, request_from_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +260,8 @@ def build_engine(
         EndoedgeError: bad options for this TensorRT line, no TensorRT/CUDA, parser/build failure.
     """
     from endoedge.jetson.platform import is_jetson
-    from endoedge.runtime.cuda_mem import open_cuda
-    from endoedge.runtime.gpu_info import query_gpu
+    from endoedge.tensorrt.cuda_mem import open_cuda
+    from endoedge.tensorrt.gpu_info import query_gpu
 
     facts = onnx_facts(onnx_path)
     precheck(req, facts)
@@ -297,7 +297,7 @@ def build_engine(
                                  "options; pass --force to replace it")
             logger.info("building %s: %s", built_at, plan.describe())
             if plan.use_calibrator:
-                from endoedge.export.trt_calibrator import make_entropy_calibrator
+                from endoedge.tensorrt.calibrator import make_entropy_calibrator
 
                 calibrator = make_entropy_calibrator(
                     trt, data or (), content_hash=str(calib_hash), input_name=plan.input_name,

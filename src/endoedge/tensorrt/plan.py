@@ -1,5 +1,5 @@
 """What a TensorRT build will do, decided without TensorRT: :class:`BuildPlan` from the request,
-the TensorRT line and the ONNX's facts. :mod:`endoedge.export.trt_build` then only executes it.
+the TensorRT line and the ONNX's facts. :mod:`endoedge.tensorrt.build` then only executes it.
 
 Per TensorRT line (facts in ``shared/reference/tensorrt-jetson-gstreamer.md`` section 1):
 
@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from endoedge._trt import TrtVersion
+from endoedge.data.onnx_facts import OnnxFacts
 from endoedge.errors import EngineBuildError, InputError
-from endoedge.export.onnx_facts import OnnxFacts
+from endoedge.tensorrt.compat import TrtVersion
 
 PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
@@ -83,7 +83,7 @@ class BuildRequest:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """The decisions :func:`make_plan` took; :mod:`~endoedge.export.trt_build` executes them.
+    """The decisions :func:`make_plan` took; :mod:`~endoedge.tensorrt.build` executes them.
 
     ``profile`` / ``calib_profile`` map the input name to ``{"min", "opt", "max"}`` shapes;
     ``set_profile`` says whether an optimization profile is added (dynamic inputs only).
@@ -262,7 +262,7 @@ def make_plan(req: BuildRequest, ver: TrtVersion, facts: OnnxFacts, *, jetson: b
     Args:
         req: the user's request.
         ver: the TensorRT version that will build.
-        facts: the ONNX's :class:`~endoedge.export.onnx_facts.OnnxFacts`.
+        facts: the ONNX's :class:`~endoedge.data.onnx_facts.OnnxFacts`.
         jetson: whether this is a Jetson (``None`` = unknown; DLA / hardware-compat checks).
         gpu_cc: the building GPU's compute capability, when known.
     """

@@ -67,7 +67,7 @@ def onnx_facts(path: str | Path) -> OnnxFacts:
     import onnx
     from onnx import TensorProto
 
-    from endoedge.models.checkpoint import file_sha256
+    from endoedge.data.hashing import file_sha256
 
     p = Path(path)
     if not p.is_file():

@@ -4,7 +4,7 @@ A TensorRT engine is tied to the GPU it was built on (HoloHub keys its engine ca
 compute capability and SM count; the same fields go into endoedge's engine manifest). The values
 come from the CUDA runtime (``cudaGetDeviceProperties``: ``name``, ``major``, ``minor``,
 ``multiProcessorCount``) or pycuda (``Device.name()``, ``compute_capability()``,
-``MULTIPROCESSOR_COUNT``) through :mod:`endoedge.runtime.cuda_mem`; parsing them is pure and
+``MULTIPROCESSOR_COUNT``) through :mod:`endoedge.tensorrt.cuda_mem`; parsing them is pure and
 unit-tested. Nothing here touches CUDA at import.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from endoedge.errors import BackendUnavailableError, InputError
 
 if TYPE_CHECKING:
-    from endoedge.runtime.cuda_mem import CudaApi
+    from endoedge.tensorrt.cuda_mem import CudaApi
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,2 @@
+"""Files on disk: image decoding, media suffixes, datasets and splits, bundled sample frames,
+file hashes and ONNX graph facts. Imports only ``errors``/``spec`` below it."""

@@ -1,0 +1,1 @@
+"""Deployment packaging: a Triton model repository from an ONNX or a TensorRT engine."""
