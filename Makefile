@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # opencv-python next to opencv-python-headless), never imported by endoedge itself.
 ULTRALYTICS := ultralytics==8.4.190
 STAMP := $(VENV)/.endoedge-installed
-# Static TensorRT API check (tests/trt_api) and Triton config validation: dev-time sources of truth,
+# Static TensorRT API check (tests/tensorrt/api) and Triton config validation: dev-time sources of truth,
 # all --no-deps. tensorrt-stubs goes to its own folder: in site-packages its .pyi-only tensorrt/
 # folder would make `import tensorrt` succeed as an empty namespace package. The lean 11.4 bindings
 # (0.8 MB + 46 MB libs) import on CPU; tritonclient only provides model_config_pb2 (grpc not needed).

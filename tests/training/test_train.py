@@ -13,7 +13,7 @@ from endoedge.data.datasets import load_dataset, random_split, read_split
 from endoedge.errors import InputError
 from endoedge.training.augment import AugmentConfig, augment, dihedral
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # (width, height) and xyxy pixel boxes of the synthetic dataset's images

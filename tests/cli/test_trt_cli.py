@@ -19,7 +19,7 @@ from endoedge.errors import BackendUnavailableError, ModelFormatError, UnknownNa
 from endoedge.runtime import auto_backend, backend_names, check_available, get_backend_class
 from endoedge.spec import spec_for_foreign_yolo
 from endoedge.tensorrt.manifest import write_manifest
-from test_trt_manifest import _manifest, tiny_onnx
+from tests.tensorrt.test_trt_manifest import _manifest, tiny_onnx
 
 NO_TRT = importlib.util.find_spec("tensorrt") is None
 FRAMES = str(endoedge.__path__[0] + "/assets/holohub")  # real calibration images

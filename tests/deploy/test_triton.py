@@ -13,7 +13,7 @@ import pytest
 from endoedge.cli import SUBCOMMANDS, main
 from endoedge.deploy.triton import export_triton
 from endoedge.spec import ModelSpec, read_onnx_metadata, spec_for_foreign_yolo
-from test_bench import _tiny_onnx
+from tests.benchmarks.test_bench import _tiny_onnx
 
 
 def _model_config_pb2():

@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE))
 import checker  # noqa: E402
 import regen  # noqa: E402
 
-SRC = HERE.parents[1] / "src" / "endoedge"
+SRC = HERE.parents[2] / "src" / "endoedge"
 HEAD = "from endoedge.tensorrt.compat import import_tensorrt, trt_version\n"
 
 
@@ -307,7 +307,7 @@ def test_committed_tables_match_installed_packages():
     assert tables is not None, "the installed lean bindings are not 11.4"
     for line, text in tables.items():
         committed = (HERE / f"names_{line}.txt").read_text(encoding="utf-8")
-        assert committed == text, f"names_{line}.txt is stale: run python tests/trt_api/regen.py"
+        assert committed == text, f"names_{line}.txt is stale: run python tests/tensorrt/api/regen.py"
 
 
 RUNTIME_PATH = {

@@ -21,7 +21,7 @@ Entries: ``Name`` for a module-level name, ``Class.member`` for members (methods
 enum members, nested classes; inherited members included; overridable methods that a class's
 docstring shows as ``def name(self, ...)`` included, since pybind11 trampolines do not list them).
 
-Usage: ``python tests/trt_api/regen.py`` (write) or ``--check`` (exit 1 when a committed table
+Usage: ``python tests/tensorrt/api/regen.py`` (write) or ``--check`` (exit 1 when a committed table
 differs from what the installed packages give).
 """
 
@@ -301,7 +301,7 @@ HEADERS = {
 
 def render(line: str, entries: set[str]) -> str:
     """Table file text: ``#`` header lines, then one sorted entry per line."""
-    head = [f"# {HEADERS[line]}", "# Regenerate: python tests/trt_api/regen.py (needs the Makefile's TRT API install)."]
+    head = [f"# {HEADERS[line]}", "# Regenerate: python tests/tensorrt/api/regen.py (needs the Makefile's TRT API install)."]
     return "\n".join(head + sorted(entries)) + "\n"
 
 
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         path = HERE / f"names_{line}.txt"
         if args.check:
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                print(f"{path.name} is stale; run python tests/trt_api/regen.py", file=sys.stderr)
+                print(f"{path.name} is stale; run python tests/tensorrt/api/regen.py", file=sys.stderr)
                 bad = 1
         else:
             path.write_text(text, encoding="utf-8")

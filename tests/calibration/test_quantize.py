@@ -16,7 +16,7 @@ from endoedge.cli import main
 
 pytest.importorskip("pycocotools")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KVASIR = REPO.parent / "shared" / "data" / "kvasir-seg"
 
 

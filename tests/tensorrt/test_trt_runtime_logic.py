@@ -405,7 +405,7 @@ def test_every_cudart_name_cuda_mem_uses_exists_in_the_installed_bindings():
 
 def test_real_cuda_python_without_a_gpu_is_one_line():
     pytest.importorskip("cuda.bindings.runtime")
-    from conftest import _has_cuda
+    from tests.conftest import _has_cuda
 
     if _has_cuda():
         pytest.skip("a CUDA device is usable here; see test_real_cuda_round_trip")

@@ -9,7 +9,7 @@ import pytest
 from endoedge.errors import ModelFormatError
 from endoedge.models.pretrained import POLYP_DETECTOR, shipped_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 KVASIR = SHARED_DATA / "kvasir-seg"

@@ -21,8 +21,8 @@ from endoedge.tensorrt.build import build_engine
 from endoedge.tensorrt.compat import TrtVersion
 from endoedge.tensorrt.manifest import read_manifest
 from endoedge.tensorrt.plan import BuildRequest
-from test_trt_manifest import tiny_onnx
-from test_trt_runtime_logic import FakeCuda
+from tests.tensorrt.test_trt_manifest import tiny_onnx
+from tests.tensorrt.test_trt_runtime_logic import FakeCuda
 
 
 def _enum(*names):
@@ -293,7 +293,7 @@ def test_calibration_data_from_endoedge_calibration_feeds_the_calibrator(use_fak
     from endoedge.data.onnx_facts import onnx_facts
     from endoedge.spec import ModelSpec
 
-    folder = Path(__file__).resolve().parents[1] / "src" / "endoedge" / "assets" / "holohub"
+    folder = Path(__file__).resolve().parents[2] / "src" / "endoedge" / "assets" / "holohub"
     facts = onnx_facts(onnx_pair[0])
     args = argparse.Namespace(calib=str(folder), calib_images=6, calib_batch=2, calib_split=None)
     load = _calibration_loader(args, facts)

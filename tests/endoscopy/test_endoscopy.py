@@ -21,7 +21,7 @@ from endoedge.endoscopy.denoise import psnr, wavelet_denoise
 from endoedge.errors import InputError, ModelFormatError
 from endoedge.spec import PREFIX, ModelSpec, PreprocessSpec
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 NEAR_BLACK = 45  # grey level; the HoloHub border is ~20, tissue > 45 except a dark lumen
 
 

@@ -605,7 +605,7 @@ def check_tree(root: Path, tables: dict[str, Table] | None = None) -> tuple[list
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[1] / "src" / "endoedge"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[2] / "src" / "endoedge"
     mods, bad = check_tree(target)
     for v in bad:
         print(v)

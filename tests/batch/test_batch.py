@@ -25,7 +25,7 @@ from endoedge.batch.sources import open_source
 from endoedge.cli import main
 from endoedge.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _records(path: Path) -> dict[str, dict]:
