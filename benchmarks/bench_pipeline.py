@@ -104,13 +104,15 @@ def bench_offline(onnx: Path, clip: Path, repeats: int, tmp: Path) -> dict:
 def bench_peer(clip: Path, frames_n: int, repeats: int, tmp: Path) -> dict:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp / "ycfg"))
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT))
+    from tests.postprocess.test_ultralytics import (
+        build_ultralytics_onnx,  # the tests' tempered YOLOv8n
+    )
     from ultralytics import YOLO
 
     import endoedge
     from endoedge.data.imageio import read_image
     from endoedge.data.samples import sample_frame_paths
-    from test_ultralytics import build_ultralytics_onnx  # the tests' tempered YOLOv8n
 
     cwd = os.getcwd()
     os.chdir(tmp)
