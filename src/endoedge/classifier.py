@@ -19,7 +19,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from endoedge.data.imageio import to_bgr8
 from endoedge.errors import ModelFormatError
 from endoedge.preprocess import Preprocessor
 from endoedge.runtime import Backend, check_available
+from endoedge.runtime.model import ModelRunner
 from endoedge.spec import ModelSpec, read_onnx_metadata
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-class Classifier:
+class Classifier(ModelRunner):
     """Runs a frame classifier on BGR images through one backend. Create with :func:`load_classifier`.
+
+    Use ``with`` (or :meth:`close`) to release the backend; :attr:`preprocess_spec`,
+    :attr:`input_size`, :attr:`max_batch` and :meth:`describe` come from
+    :class:`~endoedge.runtime.model.ModelRunner`, as for :class:`~endoedge.detector.Detector`.
 
     Args:
         spec: the model's spec (``decoder == "classify"``).
@@ -116,11 +120,22 @@ class Classifier:
         frames = [to_bgr8(img, name=f"image {i}") for i, img in enumerate(images)]
         batch, _ = self.preprocessor(frames)
         t1 = time.perf_counter_ns()
+        out = self.classify_prepared(batch)
+        self.timings["preprocess"] = (t1 - t0) / 1e6
+        return out
+
+    def classify_prepared(self, batch: np.ndarray) -> list[Classification]:
+        """Classify an already pre-processed ``N x 3 x H x W`` float32 batch (see :attr:`preprocess_spec`).
+
+        :attr:`timings` holds ``infer`` (:meth:`probabilities`) and ``postprocess`` (:meth:`finish`);
+        ``preprocess`` is 0.
+        """
+        t1 = time.perf_counter_ns()
         probs = self.probabilities(batch)
         t2 = time.perf_counter_ns()
         out = self.finish(probs)
         t3 = time.perf_counter_ns()
-        self.timings = {"preprocess": (t1 - t0) / 1e6, "infer": (t2 - t1) / 1e6, "postprocess": (t3 - t2) / 1e6}
+        self.timings = {"preprocess": 0.0, "infer": (t2 - t1) / 1e6, "postprocess": (t3 - t2) / 1e6}
         return out
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
@@ -155,20 +170,8 @@ class Classifier:
             ))
         return results
 
-    def close(self) -> None:
-        """Release the backend."""
-        self.backend.deactivate()
-
-    def __enter__(self) -> Classifier:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
-        return f"Classifier(arch={self.spec.arch!r}, classes={list(self.class_names)}, backend={self.backend.describe()!r})"
+        return f"Classifier(arch={self.spec.arch!r}, classes={list(self.class_names)}, backend={self.describe()!r})"
 
 
 def load_classifier(

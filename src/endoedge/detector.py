@@ -9,12 +9,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -22,10 +22,11 @@ import numpy as np
 from endoedge.data.imageio import to_bgr8
 from endoedge.data.media import ENGINE_SUFFIXES
 from endoedge.endoscopy import EndoscopyConfig, FrameCleaner, to_source
-from endoedge.errors import ModelFormatError
+from endoedge.errors import InputError, ModelFormatError
 from endoedge.postprocess import RawDetections, make_decoder
-from endoedge.preprocess import Preprocessor
+from endoedge.preprocess import Geometry, Preprocessor
 from endoedge.runtime import Backend, auto_backend, check_available
+from endoedge.runtime.model import ModelRunner
 from endoedge.spec import ModelSpec, read_onnx_metadata
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class StageTimes:
     """Wall-clock milliseconds (``time.perf_counter_ns``) of the last call, per stage.
 
     ``preprocess`` = input checks + resize + normalize into the batch buffer; ``infer`` = the
-    backend call (synchronous; includes host<->device copies on GPU backends); ``postprocess`` =
+    backend call (synchronous; includes host<->device copies on GPU backends) and, for a
+    fixed-batch model, padding its short last chunk; ``postprocess`` =
     decode + NMS + mapping boxes to source pixels; ``clean`` = endoscopy frame cleaning (0 when
     the detector has none; its own stages are in ``Detector.cleaner.timings``).
     """
@@ -81,10 +83,12 @@ class StageTimes:
         return self.clean + self.preprocess + self.infer + self.postprocess
 
 
-class Detector:
+class Detector(ModelRunner):
     """Runs a detection model on BGR images through one backend.
 
     Create with :func:`load`. Call :meth:`close` (or use ``with``) to release the backend.
+    :attr:`preprocess_spec`, :attr:`input_size`, :attr:`max_batch` and :meth:`describe` come
+    from :class:`~endoedge.runtime.model.ModelRunner`.
 
     Args:
         spec: the model's description (pre-processing, decoder, classes, thresholds).
@@ -95,8 +99,13 @@ class Detector:
             config (none by default), ``EndoscopyConfig(enabled=False)`` = off.
 
     Attributes:
+        spec: the model's :class:`~endoedge.spec.ModelSpec`; read it freely, and use
+            :meth:`with_thresholds` rather than assigning it to change thresholds.
+        backend: the :class:`~endoedge.runtime.Backend` (kept for compatibility; prefer
+            :meth:`describe` and :attr:`max_batch`).
         cleaner: the :class:`~endoedge.endoscopy.FrameCleaner` applied to every frame, or
             ``None``. Boxes are returned in source pixels either way.
+        timings: :class:`StageTimes` of the last call.
     """
 
     def __init__(
@@ -122,12 +131,15 @@ class Detector:
         self.cleaner = FrameCleaner(endoscopy) if endoscopy is not None and endoscopy.active else None
         self.timings = StageTimes()
         self._labels = np.asarray(spec.class_names, dtype=object)
+        self._pad = np.empty((0, 3, *spec.preprocess.input_size), dtype=np.float32)
 
+    # -- read-only facts ----------------------------------------------------------------------
     @property
     def class_names(self) -> tuple[str, ...]:
         """The model's foreground class names."""
         return self.spec.class_names
 
+    # -- detection ----------------------------------------------------------------------------
     def detect(self, image_bgr: np.ndarray) -> Detections:
         """Detect objects in one ``H x W x 3`` uint8 BGR image (gray/BGRA/uint16 are converted).
 
@@ -149,13 +161,13 @@ class Detector:
             return []
         t0 = time.perf_counter_ns()
         frames = [to_bgr8(img, name=f"image {i}") for i, img in enumerate(images)]
-        chunk = self.backend.max_batch or len(frames)
+        chunk = self.max_batch or len(frames)
         results: list[Detections] = []
         pre, inf, post, clean = time.perf_counter_ns() - t0, 0, 0, 0  # conversion counts as pre-process
         for start in range(0, len(frames), chunk):
             part = frames[start : start + chunk]
             t1 = time.perf_counter_ns()
-            offsets: list[tuple[int, int]] = []
+            offsets: list[tuple[int, int]] | None = None
             if self.cleaner is not None:
                 cleaned = [self.cleaner(f, slot=j) for j, f in enumerate(part)]
                 part = [view for view, _ in cleaned]
@@ -163,22 +175,89 @@ class Detector:
                 t_clean = time.perf_counter_ns()
                 clean += t_clean - t1
                 t1 = t_clean
-            batch, geoms = self.preprocessor(part + [part[-1]] * (chunk - len(part)))
-            t2 = time.perf_counter_ns()
-            outputs = self.backend.infer({self.backend.input_name: batch})
-            t3 = time.perf_counter_ns()
-            for i, geom in enumerate(geoms[: len(part)]):
-                raw = self.decoder(
-                    outputs, i, self.spec.score_threshold, self.spec.iou_threshold, self.spec.max_detections
-                )
-                boxes = geom.to_source(raw.boxes)
-                results.append(self._finish(raw, to_source(boxes, offsets[i]) if offsets else boxes))
-            t4 = time.perf_counter_ns()
-            pre += t2 - t1
-            inf += t3 - t2
-            post += t4 - t3
+            batch, geoms = self.preprocessor(part)
+            pre += time.perf_counter_ns() - t1
+            i_ns, p_ns = self._infer_decode(batch, geoms, offsets, results)
+            inf += i_ns
+            post += p_ns
         self.timings = StageTimes(pre / 1e6, inf / 1e6, post / 1e6, clean / 1e6)
         return results
+
+    def detect_prepared(self, batch: np.ndarray, geoms: Sequence[Geometry]) -> list[Detections]:
+        """Detect objects in an already pre-processed batch (no endoscopy cleaning is applied).
+
+        Args:
+            batch: ``N x 3 x H x W`` float32, normalized as :attr:`preprocess_spec` says (what
+                :class:`~endoedge.preprocess.Preprocessor` makes for this model); not modified.
+            geoms: ``N`` geometries; ``geoms[i]`` maps network-input pixels of row ``i`` back to
+                its source image (from the same :class:`~endoedge.preprocess.Preprocessor` call).
+
+        Returns:
+            one :class:`Detections` per row, boxes in source pixels (xyxy). A fixed-batch model
+            runs in chunks of :attr:`max_batch`, the short last chunk padded by repeating its last
+            row. :attr:`timings` holds ``infer`` (padding + backend calls) and ``postprocess``
+            (decode + NMS + mapping); ``preprocess`` and ``clean`` are 0.
+
+        Raises:
+            InputError: the batch is not ``N x 3 x H x W`` float32 for this model, or ``geoms``
+                has another length.
+        """
+        h, w = self.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, h, w) or batch.dtype != np.float32:
+            raise InputError(
+                f"prepared batch is {batch.dtype} {tuple(batch.shape)}; expected float32 N x 3 x {h} x {w} "
+                "(pre-process it with this model's Preprocessor)"
+            )
+        if len(geoms) != batch.shape[0]:
+            raise InputError(f"prepared batch has {batch.shape[0]} rows but {len(geoms)} geometries; give one per row")
+        if len(geoms) == 0:
+            return []
+        results: list[Detections] = []
+        inf, post = self._infer_decode(batch, geoms, None, results)
+        self.timings = StageTimes(0.0, inf / 1e6, post / 1e6, 0.0)
+        return results
+
+    def _infer_decode(
+        self,
+        batch: np.ndarray,
+        geoms: Sequence[Geometry],
+        offsets: Sequence[tuple[int, int]] | None,
+        out: list[Detections],
+    ) -> tuple[int, int]:
+        """Run ``batch`` in chunks of :attr:`max_batch`, decode, map boxes; append to ``out``.
+
+        ``offsets[i]`` (endoscopy crops) shifts row ``i``'s boxes after ``geoms[i]``.
+        Returns ``(infer_ns, postprocess_ns)``: padding + backend calls, decode + mapping.
+        """
+        spec, backend = self.spec, self.backend
+        n = batch.shape[0]
+        chunk = backend.max_batch or n
+        inf = post = 0
+        for start in range(0, n, chunk):
+            t0 = time.perf_counter_ns()
+            part = self._padded(batch[start : start + chunk], chunk)
+            outputs = backend.infer({backend.input_name: part})
+            t1 = time.perf_counter_ns()
+            for i in range(min(chunk, n - start)):
+                raw = self.decoder(outputs, i, spec.score_threshold, spec.iou_threshold, spec.max_detections)
+                boxes = geoms[start + i].to_source(raw.boxes)
+                out.append(self._finish(raw, to_source(boxes, offsets[start + i]) if offsets else boxes))
+            t2 = time.perf_counter_ns()
+            inf += t1 - t0
+            post += t2 - t1
+        return inf, post
+
+    def _padded(self, part: np.ndarray, chunk: int) -> np.ndarray:
+        """``part`` itself when it has ``chunk`` rows, else a reused buffer with its last row repeated."""
+        n = part.shape[0]
+        if n == chunk:
+            return part
+        if self._pad.shape[0] < chunk:
+            self._pad = np.empty((chunk, *part.shape[1:]), dtype=np.float32)
+        padded = self._pad[:chunk]
+        padded[:n] = part
+        padded[n:] = part[n - 1]
+        return padded
 
     def _finish(self, raw: RawDetections, boxes: np.ndarray) -> Detections:
         return Detections(
@@ -188,25 +267,35 @@ class Detector:
             labels=self._labels[raw.class_ids].tolist(),
         )
 
-    def close(self) -> None:
-        """Release the backend (session, engine, GPU memory)."""
-        self.backend.deactivate()
-
-    def __enter__(self) -> Detector:
-        return self
-
-    def __exit__(
+    # -- views and lifetime ----------------------------------------------------------------------
+    def with_thresholds(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
+    ) -> Detector:
+        """A view of this detector with other thresholds (``None`` keeps the current value).
+
+        The view shares this detector's active backend, decoder, pre-processor (and its reused
+        buffers) and endoscopy cleaner (and its per-slot state); only the spec's thresholds and
+        :attr:`timings` are its own. Use both from one thread. Closing either one
+        (:meth:`~endoedge.runtime.model.ModelRunner.close`) releases the shared backend, after
+        which neither can detect: close the original once (e.g. ``with endoedge.load(...) as
+        det``) and let views go.
+
+        Raises:
+            InputError: a threshold out of range (the same message as :func:`load`).
+        """
+        spec = self.spec.with_thresholds(score_threshold, iou_threshold, max_detections)  # validates
+        view = copy.copy(self)
+        view.spec = spec
+        view.timings = StageTimes()
+        return view
 
     def __repr__(self) -> str:
         return (
             f"Detector(arch={self.spec.arch!r}, classes={list(self.spec.class_names)}, "
-            f"backend={self.backend.describe()!r})"
+            f"backend={self.describe()!r})"
         )
 
 

@@ -79,6 +79,25 @@ def test_classifier_matches_onnxruntime_and_torch(tiny_classifier, images):
     assert len({r.label for r in results}) > 1  # the fixture's logits really differ between frames
 
 
+def test_classifier_public_surface_matches_the_detector(tiny_classifier, images):
+    import endoedge
+    from endoedge.preprocess import Preprocessor
+
+    with endoedge.load_classifier(tiny_classifier[1]) as clf:
+        assert clf.input_size == (96, 128) == clf.preprocess_spec.input_size
+        assert clf.max_batch is None
+        assert "onnxruntime" in clf.describe()
+        assert clf.describe() in repr(clf)
+        want = clf.classify_batch(images)
+        batch, _ = Preprocessor(clf.preprocess_spec)(images)
+        got = clf.classify_prepared(batch.copy())
+        assert clf.timings["preprocess"] == 0.0
+        assert clf.timings["infer"] > 0
+    assert [g.to_record() for g in got] == [w.to_record() for w in want]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g.probs, w.probs)
+
+
 def test_loading_the_wrong_kind_is_a_clear_error(tiny_classifier, polyp_onnx):
     import endoedge
     from endoedge.errors import ModelFormatError

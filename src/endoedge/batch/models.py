@@ -13,14 +13,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
 from endoedge.batch.prepare import Prepared
 from endoedge.data.hashing import file_sha256
-from endoedge.errors import InputError, ModelFormatError
+from endoedge.errors import EndoedgeError, InputError, ModelFormatError
+from endoedge.runtime.model import ModelRunner
 from endoedge.spec import PreprocessSpec
+
+if TYPE_CHECKING:
+    from endoedge.classifier import Classifier
+    from endoedge.detector import Detections, Detector
+    from endoedge.spec.endoscopy import EndoscopyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +45,6 @@ class ModelRef:
         if not sep or "/" in name or not name:
             name, path = Path(text).stem, text
         return cls(name, Path(path))
-
 
 
 @dataclass
@@ -62,29 +67,32 @@ class StageTotals:
         return {k: round(v, 3) for k, v in self.__dict__.items()}
 
 
-class BatchModel:
+R_co = TypeVar("R_co", bound=ModelRunner, covariant=True)  # a Detector or a Classifier
+
+
+class BatchModel(Generic[R_co]):
     """One loaded model of the job; :meth:`run` turns a batch into per-image result parts."""
 
     kind = "base"
 
-    def __init__(self, ref: ModelRef, runner: Any, flag_threshold: float, flag_labels: frozenset[str]) -> None:
+    def __init__(self, ref: ModelRef, runner: R_co, flag_threshold: float, flag_labels: frozenset[str]) -> None:
         self.ref = ref
         self.name = ref.name
-        self.runner = runner  # a Detector or Classifier
+        self.runner = runner
         self.spec = runner.spec
         self.flag_threshold = flag_threshold
         self.flag_labels = flag_labels
         self.slot = 0  # index of this model's tensor in Prepared.tensors (set by the job)
         self.needs_image = False
-        self._batch = np.empty((0, 3, *self.spec.preprocess.input_size), dtype=np.float32)
+        self._batch = np.empty((0, 3, *runner.preprocess_spec.input_size), dtype=np.float32)
 
     @property
     def preprocess_spec(self) -> PreprocessSpec:
         """The model's input pre-processing."""
-        pre: PreprocessSpec = self.spec.preprocess
-        return pre
+        return self.runner.preprocess_spec
 
     def _stack(self, items: Sequence[Prepared]) -> np.ndarray:
+        """This model's tensors of ``items`` as one ``N x 3 x H x W`` batch (a reused buffer)."""
         n = len(items)
         if self._batch.shape[0] < n:
             self._batch = np.empty((n, *self._batch.shape[1:]), dtype=np.float32)
@@ -108,15 +116,14 @@ class BatchModel:
         self.runner.close()
 
 
-class DetectorModel(BatchModel):
+class DetectorModel(BatchModel["Detector"]):
     """A detector: ``{"detections": [...], "score": max score or 0, "flagged": score >= threshold}``."""
 
     kind = "detect"
 
-    def __init__(self, ref: ModelRef, runner: Any, flag_threshold: float, flag_labels: frozenset[str]) -> None:
+    def __init__(self, ref: ModelRef, runner: Detector, flag_threshold: float, flag_labels: frozenset[str]) -> None:
         super().__init__(ref, runner, flag_threshold, flag_labels)
         self.needs_image = runner.cleaner is not None
-        self._labels = np.asarray(self.spec.class_names, dtype=object)
 
     def settings(self) -> dict[str, Any]:
         """Adds the detection thresholds and the flag threshold."""
@@ -126,39 +133,28 @@ class DetectorModel(BatchModel):
                 "endoscopy": None if self.runner.cleaner is None else self.runner.cleaner.config.to_dict()}
 
     def run(self, items: Sequence[Prepared], times: StageTotals) -> list[dict[str, Any]]:
-        """Batched inference; boxes mapped to source pixels (xyxy)."""
-        from endoedge.detector import Detections
+        """Batched inference; boxes mapped to source pixels (xyxy).
 
+        Stage times: stacking the tensors + padding + the backend calls count as ``infer``;
+        decoding, box mapping and building the result parts as ``postprocess``.
+        """
         det = self.runner
         if self.needs_image:  # endoscopy cleaning is stateful: let the Detector run it
-            results = det.detect_batch([p.image for p in items])
+            results = det.detect_batch([_image(p) for p in items])
             times.preprocess += det.timings.preprocess + det.timings.clean
-            times.infer += det.timings.infer
-            times.postprocess += det.timings.postprocess
+        else:
             t0 = time.perf_counter_ns()
-            done = [self._part(r, p) for r, p in zip(results, items, strict=True)]
-            times.postprocess += (time.perf_counter_ns() - t0) / 1e6
-            return done
-        spec, backend = self.spec, det.backend
-        parts: list[dict[str, Any]] = []
-        chunk = backend.max_batch or len(items)
-        for start in range(0, len(items), chunk):
-            part = list(items[start : start + chunk])
-            t0 = time.perf_counter_ns()
-            batch = self._stack(part + [part[-1]] * (chunk - len(part)))
-            outputs = backend.infer({backend.input_name: batch})
-            t1 = time.perf_counter_ns()
-            for i, p in enumerate(part):
-                raw = det.decoder(outputs, i, spec.score_threshold, spec.iou_threshold, spec.max_detections)
-                boxes = p.geoms[self.slot].to_source(raw.boxes)
-                d = Detections(boxes=boxes, scores=raw.scores, class_ids=raw.class_ids,
-                               labels=self._labels[raw.class_ids].tolist())
-                parts.append(self._part(d, p))
-            times.infer += (t1 - t0) / 1e6
-            times.postprocess += (time.perf_counter_ns() - t1) / 1e6
-        return parts
+            batch = self._stack(items)
+            times.infer += (time.perf_counter_ns() - t0) / 1e6
+            results = det.detect_prepared(batch, [p.geoms[self.slot] for p in items])
+        times.infer += det.timings.infer
+        times.postprocess += det.timings.postprocess
+        t1 = time.perf_counter_ns()
+        done = [self._part(r, p) for r, p in zip(results, items, strict=True)]
+        times.postprocess += (time.perf_counter_ns() - t1) / 1e6
+        return done
 
-    def _part(self, d: Any, p: Prepared) -> dict[str, Any]:
+    def _part(self, d: Detections, p: Prepared) -> dict[str, Any]:
         if p.scale != 1.0 and len(d):
             boxes = d.boxes * np.float32(p.scale)
             np.clip(boxes[:, 0::2], 0, p.width, out=boxes[:, 0::2])
@@ -168,26 +164,38 @@ class DetectorModel(BatchModel):
         return {"detections": d.to_records(), "score": score, "flagged": score >= self.flag_threshold}
 
 
-class ClassifierModel(BatchModel):
+def _image(p: Prepared) -> np.ndarray:
+    """The decoded frame the job kept for a model that needs it (``ModelSet.needs_image``)."""
+    if p.image is None:
+        raise EndoedgeError(f"'{p.item.path}': the decoded frame was not kept; the job must keep images for endoscopy")
+    return p.image
+
+
+class ClassifierModel(BatchModel["Classifier"]):
     """A frame classifier: ``{"label", "class_id", "score", "top_k", "flagged": label in --flag-label}``."""
 
     kind = "classify"
+    runner: Classifier
 
     def settings(self) -> dict[str, Any]:
         """Adds top-k and the labels that flag a frame."""
         return {**super().settings(), "top_k": self.runner.top_k, "flag_labels": sorted(self.flag_labels)}
 
     def run(self, items: Sequence[Prepared], times: StageTotals) -> list[dict[str, Any]]:
-        """Batched inference + softmax + top-k."""
+        """Batched inference + softmax (``infer``) + top-k and records (``postprocess``)."""
+        clf = self.runner
         t0 = time.perf_counter_ns()
-        probs = self.runner.probabilities(self._stack(items))
+        batch = self._stack(items)
+        times.infer += (time.perf_counter_ns() - t0) / 1e6
+        results = clf.classify_prepared(batch)
+        times.infer += clf.timings["infer"]
+        times.postprocess += clf.timings["postprocess"]
         t1 = time.perf_counter_ns()
         parts = []
-        for c in self.runner.finish(probs):
+        for c in results:
             rec = c.to_record()
             rec["flagged"] = c.label in self.flag_labels
             parts.append(rec)
-        times.infer += (t1 - t0) / 1e6
         times.postprocess += (time.perf_counter_ns() - t1) / 1e6
         return parts
 
@@ -196,7 +204,7 @@ class ClassifierModel(BatchModel):
 class ModelSet:
     """The job's models and the distinct pre-processing specs their inputs need."""
 
-    models: list[BatchModel]
+    models: list[BatchModel[ModelRunner]]
     specs: list[PreprocessSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -254,7 +262,8 @@ class ModelSet:
 def load_models(
     refs: Sequence[ModelRef], *, device: str = "auto", flag_threshold: float = 0.5,
     flag_labels: Sequence[str] = (), score_threshold: float | None = None, iou_threshold: float | None = None,
-    max_detections: int | None = None, intra_op_threads: int = 0, spin: bool = False, endoscopy: Any = None,
+    max_detections: int | None = None, intra_op_threads: int = 0, spin: bool = False,
+    endoscopy: EndoscopyConfig | None = None,
 ) -> ModelSet:
     """Load every model: classification ONNX -> :class:`ClassifierModel`, else a detector.
 
@@ -275,7 +284,7 @@ def load_models(
     if not 0.0 <= flag_threshold <= 1.0:
         raise InputError(f"--flag-threshold must be in [0, 1], got {flag_threshold}")
     labels = frozenset(flag_labels)
-    models: list[BatchModel] = []
+    models: list[BatchModel[ModelRunner]] = []
     try:
         for ref in refs:
             if not ref.path.is_file():

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     def report(stats: Any) -> dict[str, Any]:
         source_info["reconnects"] = list(stats.gaps)
-        return build_report(stats, dropped=pipeline.dropped, backend=det.backend.describe(),
+        return build_report(stats, dropped=pipeline.dropped, backend=det.describe(),
                             model=str(args.model), source=source_info, env=env)
 
     def save_progress(stats: Any) -> None:
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         jsonl = open_output(jsonl_path) if jsonl_path is not None else None
         pipeline = Pipeline(det, make_capture, options, video=video, display=display, jsonl=jsonl,
                             on_progress=save_progress)
-        print(f"endoedge run: {spec.describe()} ({source_info['mode']}) -> {det.backend.describe()}",
+        print(f"endoedge run: {spec.describe()} ({source_info['mode']}) -> {det.describe()}",
               file=sys.stderr)
         restore = _stop_on_signals(pipeline)
         try:

@@ -83,10 +83,10 @@ def evaluate_model(
 
     dataset = load_eval_dataset(data, fmt=fmt, split=split, images_dir=images_dir, class_names=class_names)
     negs = negative_samples(negatives) if negatives is not None else []
-    with load(model, backend=backend, device=device, iou_threshold=iou, endoscopy=endoscopy, **load_options) as det:
-        operating = det.spec.score_threshold if conf is None else conf
-        det.spec = det.spec.with_thresholds(score_threshold=map_conf,
-                                            max_detections=max(100, det.spec.max_detections))
+    with load(model, backend=backend, device=device, iou_threshold=iou, endoscopy=endoscopy, **load_options) as base:
+        operating = base.spec.score_threshold if conf is None else conf
+        # The detection pass: a view sharing base's backend (closed once, by the with block).
+        det = base.with_thresholds(score_threshold=map_conf, max_detections=max(100, base.spec.max_detections))
         if not 0.0 <= operating <= 1.0:
             raise InputError(f"--conf must be in [0, 1], got {operating}")
         if operating < map_conf:
@@ -95,7 +95,7 @@ def evaluate_model(
                                    proxy_negatives=proxy_negatives)
         return {
             "model": str(model),
-            "backend": det.backend.describe(),
+            "backend": det.describe(),
             "data": str(data),
             "split": None if split is None else str(split),
             "map_conf": map_conf,
