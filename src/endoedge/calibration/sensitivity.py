@@ -15,14 +15,116 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from endoedge._optional import require
 
+if TYPE_CHECKING:
+    from endoedge.calibration.data import CalibrationData
+
 logger = logging.getLogger(__name__)
+
+PROXY = "mean over outputs of squared raw-head error / reference variance vs FP32"
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """What keeping one quantized node in float buys (:func:`rank_layers`).
+
+    Attributes:
+        node: ONNX node name.
+        op_type: its op type (``Conv``, ``Add``, ...).
+        error_if_float: the proxy raw-head error with only this node in float (unitless).
+        gain: full-INT8 error minus ``error_if_float`` (larger = the node costs more as INT8).
+    """
+
+    node: str
+    op_type: str
+    error_if_float: float
+    gain: float
+
+    def to_dict(self) -> dict[str, str | float]:
+        """JSON-ready ``{"node", "op_type", "error_if_float", "gain"}``."""
+        return {"node": self.node, "op_type": self.op_type, "error_if_float": self.error_if_float,
+                "gain": self.gain}
+
+
+@dataclass(frozen=True)
+class LayerRanking:
+    """:func:`rank_layers`' result.
+
+    Attributes:
+        proxy: what the error is (text).
+        n_images: calibration images it was measured on.
+        full_int8_error: the proxy error of the fully quantized model.
+        layers: every ranked node, largest ``gain`` first.
+    """
+
+    proxy: str
+    n_images: int
+    full_int8_error: float
+    layers: list[LayerCost]
+
+    def to_dict(self, top: int | None = None) -> dict[str, object]:
+        """JSON-ready ``{"proxy", "n_images", "full_int8_error", "layers"}`` (the first ``top`` layers)."""
+        return {"proxy": self.proxy, "n_images": self.n_images, "full_int8_error": self.full_int8_error,
+                "layers": [x.to_dict() for x in self.layers[:top]]}
+
+
+class GateVerdict(Protocol):
+    """What :func:`greedy_fallback` needs from a gate (e.g. :class:`~endoedge.calibration.report.GateResult`)."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def drop_points(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class FallbackStep:
+    """One step of :func:`greedy_fallback`: the nodes kept in float and the gate's verdict.
+
+    Attributes:
+        float_nodes: node names kept in float at this step.
+        drop_points: mAP@0.5 drop in points (1 point = 0.01) the gate measured.
+        passed: the gate's verdict.
+    """
+
+    float_nodes: list[str]
+    drop_points: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready ``{"float_nodes", "drop_points", "passed"}``."""
+        return {"float_nodes": list(self.float_nodes), "drop_points": self.drop_points, "passed": self.passed}
+
+
+@dataclass
+class FallbackResult:
+    """:func:`greedy_fallback`'s result: the state after its last step.
+
+    Attributes:
+        passed: the last step passed the gate (``False`` when no step ran).
+        float_nodes: nodes kept in float in the last step.
+        steps: every step, in order.
+        path: the model the last step wrote (``None`` when no step ran).
+        gate: the last step's gate verdict (``None`` when no step ran).
+    """
+
+    passed: bool = False
+    float_nodes: list[str] = field(default_factory=list)
+    steps: list[FallbackStep] = field(default_factory=list)
+    path: Path | None = None
+    gate: GateVerdict | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready ``{"steps", "float_nodes"}`` (what the quantize report stores)."""
+        return {"steps": [s.to_dict() for s in self.steps], "float_nodes": list(self.float_nodes)}
 
 
 def bypass_nodes(model: Any, nodes: set[str]) -> Any:
@@ -91,26 +193,25 @@ def _proxy_error(session: Any, feeds: Sequence[dict[str, np.ndarray]], refs: lis
     return float(np.mean(err / np.maximum(var, 1e-30)))
 
 
-def subset_feeds(data: Any, n_batches: int) -> list[dict[str, np.ndarray]]:
+def subset_feeds(data: CalibrationData, n_batches: int) -> list[dict[str, np.ndarray]]:
     """About ``n_batches`` batches spread evenly over the calibration data."""
     total = len(data)
     picks = sorted(set(np.linspace(0, total - 1, min(n_batches, total)).round().astype(int).tolist()))
-    feeds = []
+    feeds: list[dict[str, np.ndarray]] = []
     for b in picks:
         feeds.extend(data.batches(b, b + 1))
     return feeds
 
 
-def rank_layers(fp32_path: str | Path, int8_path: str | Path, data: Any, *, n_batches: int = 16,
+def rank_layers(fp32_path: str | Path, int8_path: str | Path, data: CalibrationData, *, n_batches: int = 16,
                 threads: int = 0, nodes: Sequence[str] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[int, int], None] | None = None) -> LayerRanking:
     """Rank the quantized nodes of ``int8_path`` (or only ``nodes``) by how much keeping each in
     float lowers the raw-head error (proxy; see the module docstring). Costs one ONNX Runtime
     session and ``n_batches`` inferences per node.
 
     Returns:
-        ``{"proxy": "...", "n_images", "full_int8_error", "layers": [{"node", "op_type",
-        "error_if_float", "gain"}...]}`` with ``layers`` sorted by ``gain``, largest first.
+        a :class:`LayerRanking` with ``layers`` sorted by ``gain``, largest first.
     """
     onnx = require("onnx", extra="torch", purpose="the sensitivity search")
     feeds = subset_feeds(data, n_batches)
@@ -122,49 +223,46 @@ def rank_layers(fp32_path: str | Path, int8_path: str | Path, data: Any, *, n_ba
     if nodes is not None:
         wanted = set(nodes)
         candidates = [c for c in candidates if c[0] in wanted]
-    layers: list[dict[str, Any]] = []
+    layers: list[LayerCost] = []
     for i, (name, op) in enumerate(candidates):
         e = _proxy_error(_session(bypass_nodes(qmodel, {name}), threads), feeds, refs)
-        layers.append({"node": name, "op_type": op, "error_if_float": e, "gain": base - e})
+        layers.append(LayerCost(name, op, e, base - e))
         if progress is not None:
             progress(i + 1, len(candidates))
-    layers.sort(key=lambda x: -float(x["gain"]))
+    layers.sort(key=lambda x: -x.gain)
     n_images = sum(next(iter(f.values())).shape[0] for f in feeds)
-    return {"proxy": "mean over outputs of squared raw-head error / reference variance vs FP32",
-            "n_images": n_images, "full_int8_error": base, "layers": layers}
+    return LayerRanking(PROXY, n_images, base, layers)
 
 
 def greedy_fallback(
-    ranking: dict[str, Any],
+    ranking: LayerRanking,
     quantize: Callable[[list[str]], Path],
-    gate: Callable[[Path], dict[str, Any]],
+    gate: Callable[[Path], GateVerdict],
     *,
     max_layers: int = 10,
-) -> dict[str, Any]:
+) -> FallbackResult:
     """Keep the most costly layers in float, one more each step, until ``gate`` passes.
 
     Args:
-        ranking: :func:`rank_layers` output.
+        ranking: :func:`rank_layers` output (only layers with a positive gain are tried).
         quantize: writes the INT8 model with the given nodes kept float; returns its path.
-        gate: evaluates a model; returns :func:`~endoedge.evaluation.compare.gate_result`-like
-            ``{"passed": bool, "drop_points": float, ...}``.
+        gate: evaluates a model; returns a :class:`GateVerdict` (e.g.
+            :class:`~endoedge.calibration.report.GateResult`).
         max_layers: the most nodes to keep in float.
 
     Returns:
-        ``{"passed", "float_nodes", "steps": [{"float_nodes", "drop_points", "passed"}...],
-        "path"}`` of the last step.
+        the :class:`FallbackResult` of the last step.
     """
-    order = [x["node"] for x in ranking["layers"] if x["gain"] > 0][:max_layers]
-    steps: list[dict[str, Any]] = []
-    result: dict[str, Any] = {"passed": False, "float_nodes": [], "steps": steps, "path": None}
+    order = [x.node for x in ranking.layers if x.gain > 0][:max_layers]
+    result = FallbackResult()
     for k in range(1, len(order) + 1):
         nodes = order[:k]
         path = quantize(nodes)
         g = gate(path)
-        steps.append({"float_nodes": nodes, "drop_points": g["drop_points"], "passed": g["passed"]})
+        result.steps.append(FallbackStep(nodes, g.drop_points, g.passed))
         logger.info("float fallback %d layer(s) (%s): mAP@0.5 drop %.2f points -> %s",
-                    k, nodes[-1], g["drop_points"], "pass" if g["passed"] else "fail")
-        result.update(passed=g["passed"], float_nodes=nodes, path=path, gate=g)
-        if g["passed"]:
+                    k, nodes[-1], g.drop_points, "pass" if g.passed else "fail")
+        result.passed, result.float_nodes, result.path, result.gate = g.passed, nodes, path, g
+        if g.passed:
             break
     return result

@@ -118,25 +118,25 @@ def _compare(args: argparse.Namespace) -> int:
     """``--compare REF CANDIDATE DATA``: print the gate table; exit 1 when it fails."""
     import sys
 
-    from endoedge.evaluation.compare import compare_models, format_compare
+    from endoedge.calibration.compare import compare_models, format_compare
 
     ref, cand, data = args.paths
     args.model = ref  # foreign_spec reads a foreign ONNX's input size from it
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
-    report = compare_models(
+    result = compare_models(
         ref, cand, data, split=args.split, fmt=args.format, images_dir=args.images, class_names=names,
         backend=args.backend, device=args.device, max_drop=args.max_drop, conf=args.conf, iou=args.iou,
         endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args),
     )
-    print(format_compare(report))
+    print(format_compare(result))
     if args.json:
         with open_output(Path(args.json)) as fh:
-            json.dump(report, fh, indent=1, default=str)
+            json.dump(result.to_dict(), fh, indent=1, default=str)
             fh.write("\n")
         print(f"report written to {args.json}")
-    if not report["gate"]["passed"]:
-        g = report["gate"]
-        print(f"endoedge eval: gate FAILED: mAP@0.5 of {cand} is {g['drop_points']:.2f} points below "
-              f"{ref} (limit {g['max_drop_points']:g})", file=sys.stderr)
+    if not result.gate.passed:
+        g = result.gate
+        print(f"endoedge eval: gate FAILED: mAP@0.5 of {cand} is {g.drop_points:.2f} points below "
+              f"{ref} (limit {g.max_drop_points:g})", file=sys.stderr)
         return 1
     return 0

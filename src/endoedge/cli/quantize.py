@@ -6,8 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,8 @@ logger = logging.getLogger(__name__)
 
 def add_parser(sub: Any) -> None:
     """Register the ``quantize`` subcommand."""
+    from endoedge.calibration.compare import DEFAULT_MAX_DROP
     from endoedge.calibration.quantize import METHODS
-    from endoedge.evaluation.compare import DEFAULT_MAX_DROP
 
     p = sub.add_parser(
         "quantize",
@@ -63,6 +61,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Quantize / convert, check, gate; write the report. Exit 1 when the gate fails."""
+    from endoedge.calibration.gate import QuantOptions, quantize_gated
     from endoedge.data.onnx_facts import onnx_facts
     from endoedge.spec import ModelSpec, read_onnx_metadata
 
@@ -84,24 +83,19 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(out, "--output", inputs=inputs, force=args.force, allowed_suffixes=(".onnx",))
     json_path = Path(args.json) if args.json else out.with_suffix(".quant.json")
     check_output_file(json_path, "--json", inputs=[*inputs, out], force=True)
-    report: dict[str, Any] = {"model": str(model), "output": str(out), "precision": args.precision}
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="endoedge-quant-") as tmp:
-        if args.precision == "fp16":
-            from endoedge.calibration.quantize import convert_fp16
-
-            convert_fp16(model, out)
-            print(f"wrote {out} (FP16 weights and activations, float32 inputs/outputs; runs in ONNX Runtime)")
-            passed = _gate(args, model, out, report, data=None, cache=None, tmp=Path(tmp))
-        else:
-            passed = _int8(args, model, out, spec, report, Path(tmp))
-    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    options = QuantOptions(
+        precision=args.precision, calib=args.calib, calib_split=args.calib_split, method=args.method,
+        num_images=args.num_images, batch=args.batch, seed=args.seed, eval_data=args.eval,
+        split=args.split, fmt=args.format, max_drop=args.max_drop, max_fallback=args.max_fallback,
+        sensitivity_images=args.sensitivity_images,
+    )
+    report = quantize_gated(model, out, options, spec=spec, echo=print)
     with open_output(json_path) as fh:
-        json.dump(report, fh, indent=1, default=str)
+        json.dump(report.to_dict(), fh, indent=1, default=str)
         fh.write("\n")
-    print(f"report written to {json_path} ({report['wall_s']:.0f} s)")
-    if passed is False:
-        print(f"endoedge quantize: gate FAILED: mAP@0.5 dropped {report['gate']['drop_points']:.2f} points "
+    print(f"report written to {json_path} ({report.wall_s:.0f} s)")
+    if report.gate is not None and not report.gate.passed:
+        print(f"endoedge quantize: gate FAILED: mAP@0.5 dropped {report.gate.drop_points:.2f} points "
               f"(limit {args.max_drop:g}); {out} is kept for inspection", file=sys.stderr)
         return 1
     return 0
@@ -117,123 +111,3 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise InputError(f"--max-drop must be a number of points >= 0, got {args.max_drop}")
     if args.precision == "fp16" and args.calib:
         raise InputError("--calib only applies to --precision int8 (FP16 needs no calibration)")
-
-
-def _int8(args: argparse.Namespace, model: Path, out: Path, spec: Any, report: dict[str, Any], tmp: Path) -> bool | None:
-    from endoedge.calibration import load_calibration_data
-    from endoedge.calibration.qdq_check import check_qdq
-    from endoedge.calibration.quantize import quantize_int8
-
-    if not args.calib:
-        raise InputError("INT8 needs calibration images: --calib SRC (folder, glob, video or labelled set)")
-    input_name, fixed_batch = _input(model)
-    batch = args.batch or fixed_batch or 8
-    if fixed_batch and batch != fixed_batch:
-        raise InputError(f"'{model}' has a fixed batch of {fixed_batch}; use --batch {fixed_batch}")
-    data = load_calibration_data(args.calib, spec, num_images=args.num_images, batch_size=batch,
-                                 input_name=input_name, seed=args.seed, split=args.calib_split)
-    print(f"calibration: {data.num_images} images from {args.calib}"
-          + (f" ({Path(args.calib_split).name})" if args.calib_split else "")
-          + f", batch {data.batch_size}, sha256 {data.content_hash[:16]}..."
-          + (f", {len(data.skipped)} unreadable skipped" if data.skipped else ""))
-    report["calibration"] = data.describe()
-    if args.eval:
-        _refuse_overlap(data, args)
-    cache = tmp / "ranges.json"
-    result = quantize_int8(model, out, data, method=args.method, cache_path=cache)
-    qdq = check_qdq(out)
-    print(f"wrote {out} (INT8 Q/DQ, {args.method} calibration); {qdq.summary()}")
-    report.update(method=args.method, qdq=qdq.summary(), qdq_violations=qdq.violations,
-                  metadata=result.metadata)
-    if qdq.violations:
-        raise InputError(f"the quantized model breaks TensorRT's Q/DQ rules: {qdq.violations[0]}")
-    return _gate(args, model, out, report, data=data, cache=cache, tmp=tmp)
-
-
-def _gate(args: argparse.Namespace, model: Path, out: Path, report: dict[str, Any], *,
-          data: Any, cache: Path | None, tmp: Path) -> bool | None:
-    """Compare with the FP32 model; for INT8, fall back layer by layer. ``None`` = no --eval."""
-    from endoedge.evaluation.compare import compare_models, format_compare
-
-    if not args.eval:
-        print("no --eval DATA given: accuracy NOT checked; run `endoedge eval --compare "
-              f"{model} {out} DATA` before deploying")
-        return None
-    opts = {"split": args.split, "fmt": args.format, "max_drop": args.max_drop, "device": "cpu"}
-    cmp = compare_models(model, out, args.eval, **opts)
-    print(format_compare(cmp))
-    report["gate"] = cmp["gate"]
-    report["raw_heads"] = cmp["raw_heads"]
-    if cmp["gate"]["passed"] or data is None or args.max_fallback <= 0:
-        return bool(cmp["gate"]["passed"])
-    return _fallback(args, model, out, report, data, cache, cmp, opts)
-
-
-def _fallback(args: argparse.Namespace, model: Path, out: Path, report: dict[str, Any], data: Any,
-              cache: Path | None, first: dict[str, Any], opts: dict[str, Any]) -> bool:
-    from endoedge.calibration.qdq_check import check_qdq
-    from endoedge.calibration.quantize import quantize_int8
-    from endoedge.calibration.sensitivity import greedy_fallback, rank_layers
-    from endoedge.evaluation.compare import compare_models, format_compare
-
-    n_batches = max(1, -(-args.sensitivity_images // data.batch_size))
-    print(f"INT8 fails the gate: ranking layers by sensitivity on {n_batches * data.batch_size} "
-          "calibration images ...")
-    def progress(done: int, total: int) -> None:
-        if done % 10 == 0 or done == total:
-            logger.info("sensitivity: %d/%d layers", done, total)
-
-    ranking = rank_layers(model, out, data, n_batches=n_batches, progress=progress)
-    print(f"  full INT8 raw-head error (proxy) {ranking['full_int8_error']:.4g}; most costly layers:")
-    print(f"  {'node':<40}{'op':>6}{'error if float':>16}{'gain':>12}")
-    for x in ranking["layers"][:10]:
-        print(f"  {x['node']:<40}{x['op_type']:>6}{x['error_if_float']:>16.4g}{x['gain']:>12.4g}")
-    report["sensitivity"] = {**ranking, "layers": ranking["layers"][:50]}
-    last: dict[str, Any] = {}
-
-    def quantize(nodes: list[str]) -> Path:
-        quantize_int8(model, out, data, method=args.method, nodes_to_exclude=nodes, cache_path=cache)
-        return out
-
-    def gate(path: Path) -> dict[str, Any]:
-        last["cmp"] = compare_models(model, path, args.eval, reference_report=first["reference"], **opts)
-        return dict(last["cmp"]["gate"])
-
-    result = greedy_fallback(ranking, quantize, gate, max_layers=args.max_fallback)
-    report["fallback"] = {"steps": result["steps"], "float_nodes": result["float_nodes"]}
-    if "cmp" in last:
-        print(format_compare(last["cmp"]))
-        report["gate"] = last["cmp"]["gate"]
-        report["raw_heads"] = last["cmp"]["raw_heads"]
-    qdq = check_qdq(out)
-    report["qdq"] = qdq.summary()
-    names = ", ".join(result["float_nodes"]) or "none"
-    print(f"kept in float ({len(result['float_nodes'])}): {names}; {qdq.summary()}")
-    return bool(result["passed"])
-
-
-def _refuse_overlap(data: Any, args: argparse.Namespace) -> None:
-    """Calibrating on evaluation images inflates the gate: refuse it."""
-    from endoedge.evaluation import load_eval_dataset
-
-    evalset = load_eval_dataset(args.eval, fmt=args.format, split=args.split)
-    eval_paths = {s.path.resolve() for s in evalset.samples}
-    shared = [it for it in data.items if it.path.resolve() in eval_paths]
-    if shared:
-        raise InputError(
-            f"{len(shared)} calibration images are also evaluation images (e.g. {shared[0].path.name}); "
-            "calibrate on other images, e.g. --calib-split with the train split"
-        )
-
-
-def _input(model: Path) -> tuple[str, int | None]:
-    """The model's input name and its fixed batch size (``None`` when dynamic)."""
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False).graph
-    inits = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise InputError(f"'{model}' has {len(inputs)} inputs; endoedge quantizes single-input detectors")
-    dims = inputs[0].type.tensor_type.shape.dim
-    return inputs[0].name, (int(dims[0].dim_value) or None) if dims else None

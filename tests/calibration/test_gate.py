@@ -1,0 +1,205 @@
+"""The quantize workflow and its accuracy gate: a black-frame calibration must fail it, CLI
+errors, the shipped polyp detector's INT8 passing it on Kvasir-SEG, and the typed report
+(:func:`~endoedge.calibration.gate.quantize_gated`) whose JSON keeps the report layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from endoedge.calibration.qdq_check import check_qdq
+from endoedge.cli import main
+
+pytest.importorskip("pycocotools")
+
+REPO = Path(__file__).resolve().parents[2]
+KVASIR = REPO.parent / "shared" / "data" / "kvasir-seg"
+
+# The JSON layout `endoedge quantize --json` and `endoedge eval --compare --json` wrote before
+# the workflow moved into endoedge.calibration (keys in file order; lists by their first item).
+METRICS = {"map50": None, "map50_95": None, "recall50": None, "precision50": None, "sensitivity": None}
+GATE = {"reference": METRICS, "candidate": METRICS, "delta_points": METRICS, "metric": None,
+        "max_drop_points": None, "drop_points": None, "passed": None}
+HEAD = {"max_abs_err": None, "mean_abs_err": None, "rmse": None, "nmse": None, "cosine": None}
+RAW = {"n_images": None, "outputs": {"bbox_regression": HEAD, "cls_logits": HEAD}}
+CALIBRATION = {"source": None, "num_images": None, "num_skipped": None, "batch_shape": [None],
+               "input_name": None, "sha256": None}
+METADATA = {"endoedge.precision": None, "endoedge.quant_method": None, "endoedge.quant_format": None,
+            "endoedge.quant_float_nodes": None, "endoedge.calibration_sha256": None,
+            "endoedge.calibration_images": None}
+INT8 = {"model": None, "output": None, "precision": None, "calibration": CALIBRATION, "method": None,
+        "qdq": None, "qdq_violations": [], "metadata": METADATA}
+INT8_GATED = {**INT8, "gate": GATE, "raw_heads": RAW, "wall_s": None}
+INT8_FALLBACK = {**INT8, "gate": GATE, "raw_heads": RAW,
+                 "sensitivity": {"proxy": None, "n_images": None, "full_int8_error": None, "layers": [
+                     {"node": None, "op_type": None, "error_if_float": None, "gain": None}]},
+                 "fallback": {"steps": [{"float_nodes": [None], "drop_points": None, "passed": None}],
+                              "float_nodes": [None]},
+                 "wall_s": None}
+COMPARE_TOP = ["reference_model", "candidate_model", "data", "split", "n_images", "gate", "raw_heads",
+               "reference", "candidate"]
+
+
+def _layout(obj):
+    """Keys in order, nested; a list by its first item; other values as None."""
+    if isinstance(obj, dict):
+        return {k: _layout(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_layout(obj[0])] if obj else []
+    return None
+
+
+def _same_layout(got, want) -> bool:
+    return json.dumps(_layout(got)) == json.dumps(want)  # dict == ignores order; the dump does not
+
+
+def test_gate_catches_black_frame_calibration(ssdlite, int8, sets, tmp_path, capsys):
+    data = str(sets / "data" / "ann.json")
+    assert main(["eval", "--compare", str(ssdlite[2]), str(ssdlite[2]), data]) == 0
+    assert "PASS" in capsys.readouterr().out
+    good_json = tmp_path / "good.json"
+    rc = main(["eval", "--compare", str(ssdlite[2]), str(int8.path), data, "--max-drop", "100",
+               "--json", str(good_json)])
+    assert rc == 0
+    good = json.loads(good_json.read_text())
+    bad_path = tmp_path / "black.int8.onnx"
+    rc = main(["quantize", str(ssdlite[2]), "-o", str(bad_path), "--calib", str(sets / "black"),
+               "--eval", data, "--max-fallback", "0", "--json", str(tmp_path / "bad.json")])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "gate FAILED" in captured.err
+    assert bad_path.is_file()
+    bad = json.loads((tmp_path / "bad.json").read_text())
+    assert bad["gate"]["passed"] is False
+    assert bad["gate"]["drop_points"] > good["gate"]["drop_points"] + 20
+    assert bad["gate"]["candidate"]["map50"] < 0.2 < good["gate"]["candidate"]["map50"]
+    assert set(good["raw_heads"]["outputs"]) == {"bbox_regression", "cls_logits"}
+    assert list(good) == COMPARE_TOP  # the report layout did not change
+    assert _same_layout(good["gate"], GATE)
+    assert _same_layout(good["raw_heads"], RAW)
+    assert _same_layout(bad, INT8_GATED)
+    rc = main(["eval", "--compare", str(ssdlite[2]), str(bad_path), data])
+    assert rc == 1
+    assert "gate FAILED" in capsys.readouterr().err
+
+
+def test_quantize_cli_errors(ssdlite, sets, tmp_path, capsys):
+    out = str(tmp_path / "o.onnx")
+    assert main(["quantize", str(ssdlite[2]), "-o", out]) == 1
+    assert "--calib" in capsys.readouterr().err
+    rc = main(["quantize", str(ssdlite[2]), "-o", out, "--calib", str(sets / "data"),
+               "--eval", str(sets / "data" / "ann.json")])
+    assert rc == 1
+    assert "also evaluation images" in capsys.readouterr().err
+    assert main(["quantize", str(ssdlite[2]), "-o", out, "--calib", str(tmp_path / "nowhere")]) == 1
+    assert "likely causes" in capsys.readouterr().err
+    assert main(["eval", str(ssdlite[2]), str(ssdlite[2]), str(sets / "data" / "ann.json")]) == 1
+    assert "--compare" in capsys.readouterr().err
+
+
+def test_quantize_gated_without_eval_reports_unchecked_accuracy(ssdlite, sets, tmp_path):
+    from endoedge.calibration.gate import QuantOptions, quantize_gated
+
+    lines: list[str] = []
+    out = tmp_path / "q.onnx"
+    report = quantize_gated(ssdlite[2], out, QuantOptions(calib=sets / "calib", num_images=4, batch=2),
+                            echo=lines.append)
+    assert report.passed is None
+    assert report.gate is None
+    assert report.float_nodes == []
+    assert report.calibration_images == 4
+    assert report.calibration_sha256 == report.metadata["endoedge.calibration_sha256"]
+    assert (report.output, report.precision, report.method) == (str(out), "int8", "minmax")
+    assert report.wall_s > 0
+    assert lines[0].startswith("calibration: 4 images from ")
+    assert lines[1].startswith(f"wrote {out} (INT8 Q/DQ, minmax calibration); Q/DQ rules passes")
+    assert lines[2].startswith("no --eval DATA given: accuracy NOT checked")
+    assert _same_layout(report.to_dict(), {**INT8, "wall_s": None})
+    assert check_qdq(out).ok
+
+
+def test_quantize_gated_errors(ssdlite, sets, tmp_path):
+    from endoedge.calibration.gate import QuantOptions, quantize_gated
+    from endoedge.errors import InputError
+
+    with pytest.raises(InputError, match="calibration images"):
+        quantize_gated(ssdlite[2], tmp_path / "q.onnx")
+    with pytest.raises(InputError, match="precision"):
+        quantize_gated(ssdlite[2], tmp_path / "q.onnx", QuantOptions(precision="int4"))
+    with pytest.raises(InputError, match="also evaluation images"):
+        quantize_gated(ssdlite[2], tmp_path / "q.onnx", QuantOptions(calib=sets / "data", num_images=4,
+                                                                     eval_data=sets / "data" / "ann.json"))
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_fp16_gate_report_keeps_the_json_layout(ssdlite, sets, tmp_path, capsys):
+    pytest.importorskip("onnxconverter_common")
+    out, report = tmp_path / "m.fp16.onnx", tmp_path / "m.json"
+    assert main(["quantize", str(ssdlite[2]), "-o", str(out), "--precision", "fp16",
+                 "--eval", str(sets / "data" / "ann.json"), "--json", str(report)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"wrote {out} (FP16 weights and activations, float32 inputs/outputs; runs in ONNX Runtime)"
+    assert printed[1] == f"accuracy gate: {out} vs reference {ssdlite[2]}"
+    assert printed[-2].endswith(": PASS")
+    assert printed[-1].startswith(f"report written to {report} (")
+    rep = json.loads(report.read_text())
+    assert _same_layout(rep, {"model": None, "output": None, "precision": None, "gate": GATE, "raw_heads": RAW,
+                              "wall_s": None})
+    assert rep["gate"]["passed"] is True
+
+
+def test_fallback_report_keeps_the_json_layout(ssdlite, sets, tmp_path, capsys, monkeypatch):
+    """A black-frame INT8 fails the gate, so the fallback runs; the ranking is cut to 4 layers
+    (all counted as gaining) to keep it fast: the report's layout is under test, not the ranking."""
+    import dataclasses
+
+    import onnx
+
+    from endoedge.calibration import sensitivity
+
+    real = sensitivity.rank_layers
+
+    def few_layers(fp32, int8_path, data, **kw):
+        names = [n for n, _ in sensitivity.quantized_nodes(onnx.load(str(int8_path)))][:4]
+        ranking = real(fp32, int8_path, data, nodes=names, **kw)
+        return dataclasses.replace(ranking, layers=[dataclasses.replace(x, gain=abs(x.gain) + 1e-6)
+                                                    for x in ranking.layers])
+
+    monkeypatch.setattr(sensitivity, "rank_layers", few_layers)
+    out, report = tmp_path / "black.int8.onnx", tmp_path / "black.json"
+    rc = main(["quantize", str(ssdlite[2]), "-o", str(out), "--calib", str(sets / "black"), "--num-images", "4",
+               "--batch", "2", "--eval", str(sets / "data" / "ann.json"), "--max-fallback", "1",
+               "--sensitivity-images", "2", "--json", str(report)])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "INT8 fails the gate: ranking layers by sensitivity on 2 calibration images ..." in captured.out
+    assert "kept in float (1): " in captured.out
+    assert captured.err.startswith("endoedge quantize: gate FAILED: mAP@0.5 dropped ")
+    rep = json.loads(report.read_text())
+    assert _same_layout(rep, INT8_FALLBACK)
+    assert len(rep["sensitivity"]["layers"]) == 4
+    assert rep["fallback"]["float_nodes"] == rep["fallback"]["steps"][-1]["float_nodes"]
+    assert rep["gate"]["drop_points"] == rep["fallback"]["steps"][-1]["drop_points"]
+    assert rep["qdq"] == check_qdq(out).summary()
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_shipped_polyp_detector_int8_passes_gate_on_kvasir_val(tmp_path):
+    """Calibrated on the train split only; gate on the 120-image val split (target: <= 1 point)."""
+    from endoedge.models.pretrained import shipped_checkpoint
+
+    fp32 = tmp_path / "polyp.onnx"
+    assert main(["export", str(shipped_checkpoint()), "-o", str(fp32), "--no-check"]) == 0
+    out, report = tmp_path / "polyp.int8.onnx", tmp_path / "polyp.json"
+    rc = main(["quantize", str(fp32), "-o", str(out), "--calib", str(KVASIR),
+               "--calib-split", str(REPO / "data/splits/kvasir_seg_train.txt"), "--eval", str(KVASIR),
+               "--split", str(REPO / "data/splits/kvasir_seg_val.txt"), "--json", str(report)])
+    rep = json.loads(report.read_text())
+    assert rc == 0, rep["gate"]
+    assert rep["gate"]["passed"]
+    assert rep["gate"]["drop_points"] <= 1.0
+    assert rep["gate"]["reference"]["map50"] > 0.9
+    assert check_qdq(out).ok

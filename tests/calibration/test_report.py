@@ -1,0 +1,47 @@
+"""QuantReport (calibration/report.py): steps that did not run are left out of the JSON, keys keep
+the order `endoedge quantize --json` wrote, and the ranking is cut to its first 50 layers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from endoedge.calibration.compare import gate_result
+from endoedge.calibration.report import QuantReport, RawHeadErrors
+from endoedge.calibration.sensitivity import FallbackResult, FallbackStep, LayerCost, LayerRanking
+from tests.calibration.test_compare import CAND, REF
+
+CALIB = {"source": "frames", "num_images": 8, "num_skipped": 0, "batch_shape": [2, 3, 320, 320],
+         "input_name": "images", "sha256": "ab" * 32}
+
+
+def test_fp16_without_gate():
+    rep = QuantReport("m.onnx", "m.fp16.onnx", "fp16", wall_s=1.5)
+    assert json.dumps(rep.to_dict()) == json.dumps({"model": "m.onnx", "output": "m.fp16.onnx", "precision": "fp16",
+                                                    "wall_s": 1.5})
+    assert rep.passed is None
+    assert rep.float_nodes == []
+    assert (rep.calibration_sha256, rep.calibration_images) == (None, None)
+
+
+def test_int8_with_fallback_in_the_report_order():
+    gate = gate_result(REF, CAND, 1.0)
+    ranking = LayerRanking("proxy", 2, 0.5, [LayerCost(f"n{i}", "Conv", 0.4, 0.1) for i in range(60)])
+    fallback = FallbackResult(True, ["n0"], [FallbackStep(["n0"], 0.88, True)], Path("q.onnx"), gate)
+    rep = QuantReport("m.onnx", "q.onnx", "int8", calibration=CALIB, method="minmax", qdq="ok",
+                      qdq_violations=[], metadata={"endoedge.precision": "int8"}, gate=gate,
+                      raw_heads=RawHeadErrors(skipped="why"), sensitivity=ranking, fallback=fallback, wall_s=3.0)
+    d = rep.to_dict()
+    assert list(d) == ["model", "output", "precision", "calibration", "method", "qdq", "qdq_violations",
+                       "metadata", "gate", "raw_heads", "sensitivity", "fallback", "wall_s"]
+    assert d["gate"] == gate.to_dict()
+    assert d["raw_heads"] == {"skipped": "why"}
+    assert len(d["sensitivity"]["layers"]) == 50
+    assert d["sensitivity"]["layers"][0] == {"node": "n0", "op_type": "Conv", "error_if_float": 0.4, "gain": 0.1}
+    assert d["fallback"] == {"steps": [{"float_nodes": ["n0"], "drop_points": 0.88, "passed": True}],
+                             "float_nodes": ["n0"]}
+    assert d["qdq_violations"] == []
+    json.dumps(d)  # JSON-ready without default=str
+    assert rep.passed is True
+    assert rep.float_nodes == ["n0"]
+    assert (rep.calibration_sha256, rep.calibration_images) == ("ab" * 32, 8)
