@@ -264,10 +264,10 @@ def test_manifest_written_by_endoedge_build(pb2, models, tmp_path):
     machine = trt_manifest.MachineInfo("10.3.0", gpu_info.GpuInfo(name="Orin", compute_capability="8.7", sm_count=16))
     manifest = trt_manifest.make_manifest(
         onnx_path=models["dynamic"], onnx_sha256="0" * 64, machine=machine, precision="fp16", int8_source=None,
-        calibration_hash=None, profiles=[{"images": {"min": [1, 3, 32, 32], "opt": [2, 3, 32, 32],
-                                                     "max": [4, 3, 32, 32]}}],
-        io=[{"name": "images", "mode": "input", "dtype": "float16", "shape": [-1, 3, 32, 32]},
-            {"name": "out", "mode": "output", "dtype": "float16", "shape": [-1, 4, 32, 32]}],
+        calibration_hash=None, profiles=[{"images": trt_manifest.ShapeRange((1, 3, 32, 32), (2, 3, 32, 32),
+                                                                            (4, 3, 32, 32))}],
+        io=[trt_manifest.TensorIO("images", "input", "float16", (-1, 3, 32, 32)),
+            trt_manifest.TensorIO("out", "output", "float16", (-1, 4, 32, 32))],
         version_compatible=False, hardware_compatibility="none", dla_core=None, spec=meta,
     )
     trt_manifest.write_manifest(engine, manifest)
