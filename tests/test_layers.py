@@ -44,6 +44,7 @@ def test_contracts_kept():
         ("data/samples.py", "from endoedge.detector import Detector", "Layers"),
         ("runtime/ort.py", "import tensorrt", "TensorRT's Python API"),
         ("pipeline/clip.py", "from endoedge.cli import _common", "Nothing but the CLI"),
+        ("runtime/tensorrt.py", "from endoedge.tensorrt.build import build_engine", "runs engines only"),
     ],
 )
 def test_a_broken_rule_fails(tmp_path, victim, bad_import, contract):
