@@ -45,6 +45,7 @@ def test_contracts_kept():
         ("evaluation/runner.py", "from endoedge.calibration import compare", "Layers"),
         ("runtime/ort.py", "import tensorrt", "TensorRT's Python API"),
         ("pipeline/clip.py", "from endoedge.cli import _common", "Nothing but the CLI"),
+        ("runtime/tensorrt.py", "from endoedge.tensorrt.build import build_engine", "runs engines only"),
     ],
 )
 def test_a_broken_rule_fails(tmp_path, victim, bad_import, contract):

@@ -189,7 +189,11 @@ def load_classifier(
     if spec.decoder != "classify":
         raise ModelFormatError(f"'{path}' is a '{spec.decoder}' detector, not a classifier; load it with endoedge.load()")
     cls = check_available(backend)
-    return Classifier(spec, cls(path, device=device, **backend_options), top_k=top_k)
+    from endoedge.tensorrt.prepare import model_for_backend
+
+    # backend="tensorrt": the build step (an .onnx built into the engine cache); the backend runs engines only
+    runs, backend_options = model_for_backend(backend, path, device, backend_options)
+    return Classifier(spec, cls(runs, device=device, **backend_options), top_k=top_k)
 
 
 def is_classifier(model_path: str | Path) -> bool:

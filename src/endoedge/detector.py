@@ -319,8 +319,11 @@ def load(
             holds the pre-processing spec) or endoedge checkpoint (``.pt``/``.pth``).
         backend: ``"auto"`` (by file type: ONNX -> onnxruntime, engine -> tensorrt, checkpoint
             -> torch) or a registered backend name (:func:`endoedge.runtime.backend_names`);
-            ``backend="tensorrt"`` on an ``.onnx`` builds it once into the engine cache
-            (``precision=``, ``cache_dir=`` go to :class:`~endoedge.runtime.tensorrt.TensorRTBackend`).
+            ``backend="tensorrt"`` on an ``.onnx`` builds it once into the engine cache before
+            the backend runs the engine (``precision=``, ``batch=``, ``cache_dir=``,
+            ``rebuild_if_stale=`` go to that build step,
+            :func:`endoedge.tensorrt.prepare.prepare_engine`; ``cuda_graph=`` and
+            ``cuda_bindings=`` to :class:`~endoedge.runtime.tensorrt.TensorRTBackend`).
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` (onnxruntime also ``"tensorrt[:N]"``).
         score_threshold: minimum score; ``None`` = the model's default.
         iou_threshold: per-class NMS IoU threshold; ``None`` = the model's default.
@@ -345,7 +348,7 @@ def load(
     if engine and spec is None:  # an engine's pre-processing travels in its manifest
         from endoedge.tensorrt.manifest import read_manifest
 
-        spec = ModelSpec.from_metadata(read_manifest(path)["spec"], where=f"engine '{path}'")
+        spec = ModelSpec.from_metadata(read_manifest(path).spec, where=f"engine '{path}'")
     cls = check_available(name)  # unknown names raise with the list of known backends
     loaded = None
     if spec is None:
@@ -361,6 +364,10 @@ def load(
         from endoedge.models.checkpoint import load_for_torch
 
         backend_options["loaded"] = loaded if loaded is not None else load_for_torch(path)
-    runner = cls(path, device=device, **backend_options)
-    logger.debug("loading %s with %s", path, name)
+    from endoedge.tensorrt.prepare import model_for_backend
+
+    # backend="tensorrt": the build step (an .onnx built into the engine cache); the backend runs engines only
+    runs, backend_options = model_for_backend(name, path, device, backend_options)
+    runner = cls(runs, device=device, **backend_options)
+    logger.debug("loading %s with %s", runs, name)
     return Detector(spec, runner, precise_resize=precise_resize, endoscopy=endoscopy)

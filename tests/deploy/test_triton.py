@@ -264,10 +264,10 @@ def test_manifest_written_by_endoedge_build(pb2, models, tmp_path):
     machine = trt_manifest.MachineInfo("10.3.0", gpu_info.GpuInfo(name="Orin", compute_capability="8.7", sm_count=16))
     manifest = trt_manifest.make_manifest(
         onnx_path=models["dynamic"], onnx_sha256="0" * 64, machine=machine, precision="fp16", int8_source=None,
-        calibration_hash=None, profiles=[{"images": {"min": [1, 3, 32, 32], "opt": [2, 3, 32, 32],
-                                                     "max": [4, 3, 32, 32]}}],
-        io=[{"name": "images", "mode": "input", "dtype": "float16", "shape": [-1, 3, 32, 32]},
-            {"name": "out", "mode": "output", "dtype": "float16", "shape": [-1, 4, 32, 32]}],
+        calibration_hash=None, profiles=[{"images": trt_manifest.ShapeRange((1, 3, 32, 32), (2, 3, 32, 32),
+                                                                            (4, 3, 32, 32))}],
+        io=[trt_manifest.TensorIO("images", "input", "float16", (-1, 3, 32, 32)),
+            trt_manifest.TensorIO("out", "output", "float16", (-1, 4, 32, 32))],
         version_compatible=False, hardware_compatibility="none", dla_core=None, spec=meta,
     )
     trt_manifest.write_manifest(engine, manifest)
@@ -278,3 +278,13 @@ def test_manifest_written_by_endoedge_build(pb2, models, tmp_path):
         ("images", "TYPE_FP16", [3, 32, 32]), ("out", "TYPE_FP16", [4, 32, 32])]
     assert ModelSpec.from_metadata(params(cfg)) == ModelSpec.from_metadata(meta)
     assert "TensorRT 10.3.0" in r.notes[0]
+
+
+def test_engine_suffixes_and_manifest_names_come_from_the_shared_modules(pb2, tmp_path):
+    """Every engine suffix endoedge knows (.trt too) and a ``<stem>.json`` manifest (endoedge.tensorrt.manifest)."""
+    src = _engine(tmp_path)
+    engine = tmp_path / "det.trt"
+    engine.write_bytes(src.read_bytes())
+    (tmp_path / "det.json").write_text((tmp_path / "det.engine.json").read_text())
+    cfg = parse(pb2, export_triton(engine, tmp_path / "repo").config_path)
+    assert (cfg.platform, cfg.max_batch_size, [t.name for t in cfg.input]) == ("tensorrt_plan", 8, ["images"])

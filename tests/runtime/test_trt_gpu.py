@@ -37,8 +37,8 @@ def test_engine_matches_onnxruntime(ssdlite, tmp_path, precision, atol, rtol):
     engine = tmp_path / f"ssd_{precision}.engine"
     result = build_engine(onnx_path, engine, BuildRequest(precision=precision, batch=(1, 2, 4)))
     manifest = read_manifest(engine)
-    assert manifest["precision"] == precision
-    assert manifest["spec"]["endoedge.decoder"] == "ssd"
+    assert manifest.precision == precision
+    assert manifest.spec["endoedge.decoder"] == "ssd"
     x = _batch(ssdlite, 3)
     want = _ort(onnx_path, x)
     with TensorRTBackend(engine) as be:
@@ -95,6 +95,7 @@ def test_changed_onnx_is_refused_then_rebuilt(ssdlite, tmp_path):
     from endoedge.runtime.tensorrt import TensorRTBackend
     from endoedge.tensorrt.build import build_engine
     from endoedge.tensorrt.plan import BuildRequest
+    from endoedge.tensorrt.prepare import EngineRequest, prepare_engine
 
     onnx_copy = tmp_path / "m.onnx"
     shutil.copyfile(ssdlite[2], onnx_copy)
@@ -105,5 +106,7 @@ def test_changed_onnx_is_refused_then_rebuilt(ssdlite, tmp_path):
     onnx.save(model, str(onnx_copy))
     with pytest.raises(StaleEngineError, match="onnx_sha256"):
         TensorRTBackend(engine).activate()
-    with TensorRTBackend(engine, rebuild_if_stale=True) as be:
-        assert be.manifest["onnx_sha256"] != ""
+    assert prepare_engine(engine, EngineRequest(rebuild_if_stale=True)) == engine  # rebuilt in place
+    with TensorRTBackend(engine) as be:
+        assert be.manifest is not None
+        assert be.manifest.onnx_sha256 != ""

@@ -193,9 +193,9 @@ def test_flags_per_line_and_manifest(use_fake, onnx_pair, tmp_path, version, whi
     assert rec["profiles"] == [{"images": ([1, 3, 32, 32], [1, 3, 32, 32], [8, 3, 32, 32])}]
     m = read_manifest(engine)
     assert engine.read_bytes().startswith(b"PLAN")
-    assert (m["trt_version"], m["precision"], m["gpu"]["name"], m["l4t"]) == (version, precision, "Fake GPU", None)
-    assert m["io"][0] == {"name": "images", "mode": "input", "dtype": "float32", "shape": [-1, 3, 32, 32]}
-    assert m["spec"]["endoedge.decoder"] == "yolov8"
+    assert (m.trt_version, m.precision, m.gpu.name, m.l4t) == (version, precision, "Fake GPU", None)
+    assert m.io[0].to_dict() == {"name": "images", "mode": "input", "dtype": "float32", "shape": [-1, 3, 32, 32]}
+    assert m.spec["endoedge.decoder"] == "yolov8"
     assert not result.reused
     assert CUDA_BOX[0].closed
 
@@ -217,7 +217,7 @@ def test_cache_builds_once_and_keys_on_options(use_fake, onnx_pair, tmp_path):
     copy = build_engine(onnx_pair[0], tmp_path / "out.engine", BuildRequest(precision="fp16"), cache_dir=cache)
     assert copy.reused
     assert (tmp_path / "out.engine").read_bytes() == first.engine_path.read_bytes()
-    assert read_manifest(tmp_path / "out.engine")["onnx_sha256"] == first.manifest["onnx_sha256"]
+    assert read_manifest(tmp_path / "out.engine").onnx_sha256 == first.manifest.onnx_sha256
 
 
 def test_existing_engine_for_other_options_needs_force(use_fake, onnx_pair, tmp_path):
@@ -227,8 +227,8 @@ def test_existing_engine_for_other_options_needs_force(use_fake, onnx_pair, tmp_
     assert build_engine(onnx_pair[0], engine, BuildRequest(precision="fp32")).reused
     with pytest.raises(InputError, match="exists and was built from another .*--force"):
         build_engine(onnx_pair[0], engine, BuildRequest(precision="fp16"))
-    assert read_manifest(build_engine(onnx_pair[0], engine, BuildRequest(precision="fp16"), force=True).engine_path)[
-        "precision"] == "fp16"
+    assert read_manifest(build_engine(onnx_pair[0], engine, BuildRequest(precision="fp16"), force=True).engine_path
+                         ).precision == "fp16"
 
 
 def test_calibrator_feeds_batches_and_keeps_its_cache(use_fake, onnx_pair, tmp_path, frames):
@@ -247,8 +247,8 @@ def test_calibrator_feeds_batches_and_keeps_its_cache(use_fake, onnx_pair, tmp_p
     for got, want in zip(rec["calib_batches"], batches[:2], strict=True):
         np.testing.assert_array_equal(got[: want.size], want.ravel())  # what reached "device" memory
     assert cache.read_bytes() == b"calibration-table"
-    assert result.manifest["int8_source"] == "calibrator"
-    assert result.manifest["calibration_hash"] == "frames-v1"
+    assert result.manifest.int8_source == "calibrator"
+    assert result.manifest.calibration_hash == "frames-v1"
     trt2 = use_fake("10.3.0")
     build_engine(onnx_pair[0], tmp_path / "q2.engine", req, calibration=lambda: data, calib_cache=cache)
     assert trt2.record["calib_cache_in"] == b"calibration-table"  # reused: same data, batch, TensorRT
@@ -305,4 +305,4 @@ def test_calibration_data_from_endoedge_calibration_feeds_the_calibrator(use_fak
     assert len(fed) == len(want) == 3
     for got, batch in zip(fed, want, strict=True):
         np.testing.assert_array_equal(got[: batch["images"].size], batch["images"].ravel())
-    assert result.manifest["calibration_hash"] == want.content_hash
+    assert result.manifest.calibration_hash == want.content_hash

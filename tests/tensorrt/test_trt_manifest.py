@@ -15,7 +15,10 @@ from endoedge.spec import ModelSpec, spec_for_foreign_yolo
 from endoedge.tensorrt.gpu_info import GpuInfo, device_index
 from endoedge.tensorrt.manifest import (
     FORMAT,
+    EngineManifest,
     MachineInfo,
+    ShapeRange,
+    TensorIO,
     cache_key,
     cached_engine_path,
     machine_info,
@@ -49,16 +52,16 @@ def tiny_onnx(path, *, batch="N", fp16=False, meta=None):
 
 
 def _manifest(**over):
+    """A manifest from the writer, with ``over`` replacing keys of its JSON object."""
     spec = spec_for_foreign_yolo("yolov8", ("polyp",), (32, 32)).to_metadata()
     m = make_manifest(
         onnx_path="/models/polyp.onnx", onnx_sha256="a" * 64, machine=HERE, precision="fp16",
         int8_source=None, calibration_hash=None,
-        profiles=[{"images": {"min": [1, 3, 32, 32], "opt": [1, 3, 32, 32], "max": [8, 3, 32, 32]}}],
-        io=[{"name": "images", "mode": "input", "dtype": "float32", "shape": [-1, 3, 32, 32]},
-            {"name": "out", "mode": "output", "dtype": "float32", "shape": [-1, 4, 30, 30]}],
+        profiles=[{"images": ShapeRange((1, 3, 32, 32), (1, 3, 32, 32), (8, 3, 32, 32))}],
+        io=[TensorIO("images", "input", "float32", (-1, 3, 32, 32)),
+            TensorIO("out", "output", "float32", (-1, 4, 30, 30))],
         version_compatible=False, hardware_compatibility="none", dla_core=None, spec=spec)
-    m.update(over)
-    return m
+    return EngineManifest.from_dict({**m.to_dict(), **over}) if over else m
 
 
 # -- manifest -----------------------------------------------------------------------------------
@@ -69,14 +72,15 @@ def test_manifest_keys_round_trip(tmp_path):
     path = write_manifest(engine, m)
     assert path == tmp_path / "polyp.engine.json" == manifest_path(engine)
     back = read_manifest(engine)
-    assert back == json.loads(json.dumps(m))
-    for key in ("format", "endoedge_version", "created", "onnx_sha256", "onnx_path", "trt_version", "gpu", "jetpack",
-                "l4t", "precision", "int8_source", "calibration_hash", "profiles", "io", "version_compatible",
-                "hardware_compatibility", "dla_core", "spec"):
-        assert key in back, key
-    assert back["format"] == FORMAT
-    assert back["gpu"] == {"name": "Orin", "compute_capability": "8.7", "sm_count": 16}
-    spec = ModelSpec.from_metadata(back["spec"])  # an engine runs with the ONNX's pre/post-processing
+    assert back == m
+    assert back.to_dict() == json.loads(json.dumps(m.to_dict())) == json.loads(path.read_text(encoding="utf-8"))
+    assert list(back.to_dict()) == [
+        "format", "endoedge_version", "created", "onnx_sha256", "onnx_path", "trt_version", "gpu", "jetpack",
+        "l4t", "precision", "int8_source", "calibration_hash", "profiles", "io", "version_compatible",
+        "hardware_compatibility", "dla_core", "spec"]
+    assert back.format == FORMAT
+    assert back.to_dict()["gpu"] == {"name": "Orin", "compute_capability": "8.7", "sm_count": 16}
+    spec = ModelSpec.from_metadata(back.spec)  # an engine runs with the ONNX's pre/post-processing
     assert spec.class_names == ("polyp",)
     assert spec.preprocess.input_size == (32, 32)
 
@@ -153,7 +157,8 @@ def test_hardware_compatible_engines_move_between_gpus():
 def test_cache_key_is_stable_and_ignores_paths_and_times():
     a, b = _manifest(), _manifest(created="2020-01-01T00:00:00+00:00", onnx_path="/elsewhere/polyp.onnx",
                                   endoedge_version="0.0.1", spec={})
-    assert cache_key(a) == cache_key(b) == cache_key(json.loads(json.dumps(a)))
+    assert cache_key(a) == cache_key(b) == cache_key(EngineManifest.from_dict(json.loads(json.dumps(a.to_dict()))))
+    assert cache_key(a) == cache_key(a.identity)
     assert len(cache_key(a)) == 16
     assert int(cache_key(a), 16) >= 0
 

@@ -15,6 +15,7 @@ from endoedge.data.onnx_facts import OnnxFacts
 from endoedge.errors import EngineBuildError, InputError
 from endoedge.tensorrt.build import precheck
 from endoedge.tensorrt.compat import TrtVersion
+from endoedge.tensorrt.engine_manifest import EngineManifest
 from endoedge.tensorrt.plan import (
     DEFAULT_DYNAMIC_BATCH,
     BuildRequest,
@@ -233,10 +234,10 @@ def test_request_from_manifest_round_trip():
     manifest = {"precision": p.precision, "profiles": [p.profile], "dla_core": None, "version_compatible": True,
                 "hardware_compatibility": "ampere+",
                 "io": [{"name": "images", "mode": "input", "dtype": "float32", "shape": [-1, 3, 320, 320]}]}
-    req = request_from_manifest(manifest)
+    req = request_from_manifest(EngineManifest.from_dict(manifest, partial=True))
     assert req == BuildRequest(precision="fp16", batch=(1, 2, 8), version_compatible=True, hardware_compat="ampere+")
     manifest["io"][0]["shape"] = [1, 3, 320, 320]
-    assert request_from_manifest(manifest).batch is None
+    assert request_from_manifest(EngineManifest.from_dict(manifest, partial=True)).batch is None
 
 
 # -- the version shim ---------------------------------------------------------------------------------

@@ -14,13 +14,14 @@ import types
 import numpy as np
 import pytest
 
-from endoedge.errors import BackendUnavailableError, InputError, StaleEngineError
+from endoedge.errors import BackendUnavailableError, InputError, ModelFormatError, StaleEngineError
 from endoedge.runtime.tensorrt import TensorRTBackend, batch_chunks
 from endoedge.tensorrt import cuda_mem
 from endoedge.tensorrt.calibrator import cache_identity, cache_matches, check_batch, write_cache
 from endoedge.tensorrt.cuda_mem import CudaApi, CudaError, CudaPythonApi, PinnedBuffer
 from endoedge.tensorrt.gpu_info import GpuInfo
 from endoedge.tensorrt.manifest import MachineInfo, make_manifest, write_manifest
+from endoedge.tensorrt.prepare import EngineRequest, prepare_engine
 
 
 # -- batch split ----------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def fake_engine(tmp_path, monkeypatch):
         hardware_compatibility="none", dla_core=None, spec={}))
     monkeypatch.setattr("endoedge.tensorrt.compat.import_tensorrt", lambda: FakeTrt)
     monkeypatch.setattr("endoedge.tensorrt.cuda_mem.open_cuda", lambda index, prefer: CUDA)
-    monkeypatch.setattr("endoedge.tensorrt.build.make_trt_logger", lambda trt: types.SimpleNamespace(errors=[]))
+    monkeypatch.setattr("endoedge.tensorrt.trt_logger.make_trt_logger", lambda trt: types.SimpleNamespace(errors=[]))
     return engine
 
 
@@ -287,7 +288,31 @@ def test_stale_engine_rebuild_needs_its_onnx(fake_engine, monkeypatch):
     other = MachineInfo("10.3.0.31", GpuInfo("Fake GPU", "8.7", 16))
     monkeypatch.setattr("endoedge.tensorrt.manifest.machine_info", lambda v, gpu, root=None: other)
     with pytest.raises(StaleEngineError, match="cannot rebuild .* its ONNX .* is not on this machine"):
-        TensorRTBackend(fake_engine, rebuild_if_stale=True).activate()
+        prepare_engine(fake_engine, EngineRequest(rebuild_if_stale=True))  # the build step before the backend
+    assert CUDA.closed
+
+
+def test_fresh_engine_is_not_rebuilt_and_runs(fake_engine):
+    assert prepare_engine(fake_engine, EngineRequest(rebuild_if_stale=True)) == fake_engine
+    assert fake_engine.read_bytes() == b"fake plan"
+    with TensorRTBackend(fake_engine) as be:
+        assert be.manifest is not None
+        assert be.manifest.onnx_sha256 == "0" * 64
+        assert be.describe() == "tensorrt 10.3.0.30 fp32 on Fake GPU"
+
+
+@pytest.mark.parametrize(("name", "needle"), [
+    ("m.onnx", r"runs built engines, not the ONNX 'm.onnx'; load it with endoedge.load\(path, backend='tensorrt'\)"
+               r".* or build it with `endoedge build .*m.onnx -o .*m.engine`"),
+    ("m.pt", r"runs .onnx or .engine/.plan/.trt files, not 'm.pt'"),  # .onnx: through endoedge.load
+])
+def test_backend_runs_engines_only(tmp_path, name, needle):
+    """The backend never builds: an ONNX given to it directly is refused in one line saying what to use."""
+    model = tmp_path / name
+    model.write_bytes(b"x")
+    with pytest.raises(ModelFormatError, match=needle) as info:
+        TensorRTBackend(model).activate()
+    assert "\n" not in str(info.value)
 
 
 # -- CUDA bindings selection and error checking (FAKE modules) ---------------------------------------

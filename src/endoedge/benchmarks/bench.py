@@ -206,9 +206,9 @@ def _engine_input(path: Path) -> _ModelInput:
     from endoedge.tensorrt.manifest import read_manifest
 
     manifest = read_manifest(path)
-    inputs = [e for e in manifest["io"] if e.get("mode") == "input"]
-    dtype = np.dtype(inputs[0]["dtype"]) if inputs else np.dtype(np.float32)
-    return _ModelInput(ModelSpec.from_metadata(manifest["spec"], where=f"engine '{path}'").preprocess, dtype)
+    inputs = manifest.inputs
+    dtype = np.dtype(inputs[0].dtype) if inputs else np.dtype(np.float32)
+    return _ModelInput(ModelSpec.from_metadata(manifest.spec, where=f"engine '{path}'").preprocess, dtype)
 
 
 def _model_input(path: Path) -> _ModelInput:
@@ -245,7 +245,11 @@ def _open_backend(name: str, path: Path, info: _ModelInput, device: str, threads
             import torch
 
             torch.set_num_threads(threads)
-    backend = cls(path, device=device, **options)
+    from endoedge.tensorrt.prepare import model_for_backend
+
+    # backend="tensorrt": the build step (an .onnx built into the engine cache); the backend runs engines only
+    runs, options = model_for_backend(name, path, device, options)
+    backend = cls(runs, device=device, **options)
     backend.activate()
     return backend
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from endoedge.cli._common import check_output_file, int_at_least
 from endoedge.errors import InputError
+
+if TYPE_CHECKING:
+    from endoedge.calibration import CalibrationData
+    from endoedge.data.onnx_facts import OnnxFacts
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +84,12 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _calibration_loader(args: argparse.Namespace, facts: Any) -> Any:
+def _calibration_loader(args: argparse.Namespace, facts: OnnxFacts) -> Callable[[], CalibrationData] | None:
     """A callable loading the calibration data through ``endoedge.calibration`` (only when used)."""
     if not args.calib:
         return None
 
-    def load() -> Any:
+    def load() -> CalibrationData:
         from endoedge.calibration import load_calibration_data
         from endoedge.spec import ModelSpec
 
@@ -151,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     )
     m = result.manifest
     state = "up to date (not rebuilt)" if result.reused else "built"
-    print(f"{state}: {result.engine_path} ({m['precision']}, TensorRT {m['trt_version']}, {m['gpu']['name']} "
-          f"cc {m['gpu']['compute_capability']}); manifest {result.engine_path}.json")
+    print(f"{state}: {result.engine_path} ({m.precision}, TensorRT {m.trt_version}, {m.gpu.name} "
+          f"cc {m.gpu.compute_capability}); manifest {result.engine_path}.json")
     print(f"plan: {result.plan.describe()}")
     return 0

@@ -5,14 +5,15 @@ Layout written (one GPU server can then serve many carts)::
     REPO/NAME/config.pbtxt            name, platform, max_batch_size, I/O, batching, instances
     REPO/NAME/endoedge_spec.json      the endoedge ModelSpec (pre/post-processing), as key/values
     REPO/NAME/VERSION/model.onnx      platform "onnxruntime_onnx"   (from a .onnx)
-    REPO/NAME/VERSION/model.plan      platform "tensorrt_plan"      (from a .engine/.plan + manifest)
+    REPO/NAME/VERSION/model.plan      platform "tensorrt_plan"      (from a .engine/.plan/.trt + manifest)
 
 The model serves **raw heads** (no NMS): a client letterboxes/normalises frames as the spec says
 and decodes the outputs (``endoedge`` does both; the spec also sits in ``config.pbtxt`` as
 ``parameters`` under the same ``endoedge.*`` keys as the ONNX ``metadata_props``, so
 ``ModelSpec.from_metadata({k: p.string_value ...})`` rebuilds it from the server's model config).
 
-I/O of a TensorRT engine comes from its manifest ``<engine>.json`` (or ``<engine stem>.json``):
+I/O of a TensorRT engine comes from its manifest ``<engine>.json`` (or ``<engine stem>.json``),
+read by :mod:`endoedge.tensorrt.manifest` (hand-written manifests need only ``io``):
 ``io`` (name, mode, dtype, shape with -1 for dynamic axes), ``profiles`` (per input: min/opt/max)
 and ``spec`` (the ONNX metadata). A batch axis is dynamic when axis 0 is -1 on every I/O tensor;
 then ``max_batch_size`` > 0 and dims exclude it, else ``max_batch_size`` is 0 and dims are full.
@@ -31,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from endoedge.data.media import ENGINE_SUFFIXES, ONNX_SUFFIXES
 from endoedge.errors import ExportError, InputError, ModelFormatError
 from endoedge.spec import ModelSpec, load_onnx_proto
+from endoedge.tensorrt.manifest import TensorIO, find_manifest, load_manifest
 
 logger = logging.getLogger(__name__)
 
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan")
 DEFAULT_ONNX_MAX_BATCH = 8
 # numpy dtype name -> Triton DataType (model_config.proto)
 TRITON_DTYPES = {
@@ -188,60 +189,34 @@ def read_onnx_io(path: Path) -> ModelIO:
                    tuple(dict.fromkeys(extra)))
 
 
-def find_manifest(engine: Path) -> Path | None:
-    """``model.engine.json`` or ``model.json`` beside the engine, if present."""
-    for cand in (engine.with_name(engine.name + ".json"), engine.with_suffix(".json")):
-        if cand.is_file():
-            return cand
-    return None
-
-
 def read_engine_io(path: Path) -> ModelIO:
     """I/O, batch limit and spec of a TensorRT engine from its manifest (the engine is not opened)."""
-    manifest = find_manifest(path)
-    if manifest is None:
+    found = find_manifest(path)
+    if found is None:
         raise ModelFormatError(
             f"engine '{path.name}' has no manifest ({path.name}.json) to read its inputs and outputs "
             "from; rebuild it with `endoedge build`, or export the ONNX instead"
         )
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-        io = data["io"]
-        inputs = tuple(_manifest_tensor(t) for t in io if t["mode"] == "input")
-        outputs = tuple(_manifest_tensor(t) for t in io if t["mode"] == "output")
-        profiles = data.get("profiles") or []
-        limit = None
-        for prof in profiles:
-            for rng in (prof or {}).values():
-                hi = int(rng["max"][0])
-                limit = hi if limit is None else max(limit, hi)
-        spec = data.get("spec") or {}
-        if not isinstance(spec, dict):
-            raise TypeError("spec is not an object")
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
-        raise ModelFormatError(
-            f"manifest '{manifest.name}' is unreadable or incomplete ({type(err).__name__}: {err}); "
-            "rebuild the engine with `endoedge build`"
-        ) from err
+    manifest = load_manifest(found, engine=path, partial=True)
+    inputs = tuple(_manifest_tensor(t) for t in manifest.inputs)
+    outputs = tuple(_manifest_tensor(t) for t in manifest.outputs)
     if not inputs or not outputs:
-        raise ModelFormatError(f"manifest '{manifest.name}' lists no inputs or no outputs; rebuild the engine")
+        raise ModelFormatError(f"manifest '{found.name}' lists no inputs or no outputs; rebuild the engine")
+    limit = manifest.max_batch
     if limit is None and any(t.shape and t.shape[0] == -1 for t in inputs):
-        raise ModelFormatError(f"manifest '{manifest.name}' has a dynamic batch axis but no profiles; rebuild")
-    gpu = data.get("gpu") or {}
+        raise ModelFormatError(f"manifest '{found.name}' has a dynamic batch axis but no profiles; rebuild")
     note = (
-        f"engine built with TensorRT {data.get('trt_version', '?')} ({data.get('precision', '?')}) on "
-        f"{gpu.get('name', 'an unknown GPU') if isinstance(gpu, dict) else gpu}: the Triton server needs the "
-        "same TensorRT version and GPU model"
+        f"engine built with TensorRT {manifest.trt_version or '?'} ({manifest.precision or '?'}) on "
+        f"{manifest.gpu.name or 'an unknown GPU'}: the Triton server needs the same TensorRT version and GPU model"
     )
     return ModelIO("tensorrt_plan", "model.plan", inputs, outputs, limit,
-                   _spec_metadata({str(k): str(v) for k, v in spec.items()}, path), notes=(note,))
+                   _spec_metadata(manifest.spec, path), notes=(note,))
 
 
-def _manifest_tensor(t: Mapping[str, Any]) -> TensorInfo:
-    dtype = str(t["dtype"]).lower()
+def _manifest_tensor(t: TensorIO) -> TensorInfo:
+    dtype = t.dtype.lower()
     aliases = {"float": "float32", "half": "float16", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-    dtype = aliases.get(dtype, dtype)
-    return TensorInfo(str(t["name"]), dtype, tuple(int(d) for d in t["shape"]))
+    return TensorInfo(t.name, aliases.get(dtype, dtype), t.shape)
 
 
 def _spec_metadata(meta: Mapping[str, str], path: Path) -> dict[str, str]:

@@ -1,4 +1,8 @@
-"""TensorRT backend: runs a ``.engine`` (checked against its manifest) or builds an ``.onnx`` into the cache.
+"""TensorRT backend: runs a built ``.engine`` (checked against its manifest); it never builds one.
+
+An ``.onnx`` is built into the engine cache before the backend is constructed, by
+:func:`endoedge.load` / ``endoedge bench`` (:mod:`endoedge.tensorrt.prepare`, which also
+rebuilds stale engines on ``rebuild_if_stale``) or by ``endoedge build``.
 
 Execution follows NVIDIA's ``samples/python/common_runtime.py`` with the name-based I/O API
 (TensorRT >= 8.5): one CUDA stream; per call the input is copied into a pinned host buffer,
@@ -22,16 +26,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from endoedge.data.media import ENGINE_SUFFIXES
-from endoedge.errors import BackendUnavailableError, InputError, ModelFormatError, StaleEngineError
+from endoedge.errors import BackendUnavailableError, EndoedgeError, InputError, ModelFormatError
 from endoedge.runtime.base import Backend
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from endoedge.tensorrt.cuda_mem import CudaApi, PinnedBuffer
+    from endoedge.tensorrt.engine_manifest import EngineManifest
+    from endoedge.tensorrt.trt_logger import TrtLogger
 
+logger = logging.getLogger(__name__)
 
 
 def batch_chunks(n: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
@@ -53,14 +62,9 @@ class TensorRTBackend(Backend):
     """Runs a TensorRT engine on an NVIDIA GPU (see the module docstring).
 
     Args:
-        model_path: a ``.engine`` with its ``.engine.json`` manifest, or an ``.onnx`` (built
-            once into ``cache_dir`` and reused while the ONNX, TensorRT, GPU and options match).
+        model_path: a ``.engine`` (``.plan``, ``.trt``) with its ``.engine.json`` manifest; an
+            ``.onnx`` is refused with how to build it (``endoedge.load`` or ``endoedge build``).
         device: ``auto``, ``cuda`` or ``cuda:N``.
-        precision: for an ``.onnx``: ``fp32`` / ``fp16`` / ``int8`` (``None`` = what the ONNX is).
-        batch: for an ``.onnx``: ``(min, opt, max)`` batch profile (``None`` = the default).
-        cache_dir: engine cache for an ``.onnx`` (default :func:`~endoedge.tensorrt.manifest.default_cache_dir`).
-        rebuild_if_stale: rebuild a ``.engine`` whose manifest does not match this machine or
-            ONNX (from the ONNX path it records) instead of refusing it.
         cuda_graph: capture the enqueue in a CUDA graph (needs cuda-python).
         cuda_bindings: ``auto`` (cuda-python, else pycuda), ``cuda-python`` or ``pycuda``.
     """
@@ -69,30 +73,25 @@ class TensorRTBackend(Backend):
     extra = "trt"
     requires = ("tensorrt",)
 
-    def __init__(self, model_path: str | Path, *, device: str = "auto", precision: str | None = None,
-                 batch: tuple[int, int, int] | None = None, cache_dir: str | Path | None = None,
-                 rebuild_if_stale: bool = False, cuda_graph: bool = False, cuda_bindings: str = "auto") -> None:
+    def __init__(self, model_path: str | Path, *, device: str = "auto", cuda_graph: bool = False,
+                 cuda_bindings: str = "auto") -> None:
         super().__init__(model_path, device=device)
-        self.precision = precision
-        self.batch = batch
-        self.cache_dir = cache_dir
-        self.rebuild_if_stale = rebuild_if_stale
         self.cuda_graph = cuda_graph
         self.cuda_bindings = cuda_bindings
         self.engine_path: Path | None = None
-        self.manifest: dict[str, Any] = {}
+        self.manifest: EngineManifest | None = None
         self.trt_version = ""
         self._reset()
 
     def _reset(self) -> None:
-        self._cuda: Any = None
-        self._logger: Any = None
+        self._cuda: CudaApi | None = None
+        self._logger: TrtLogger | None = None
         self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
         self._stream: Any = None
         self._events: list[Any] = []
-        self._bufs: dict[str, Any] = {}
+        self._bufs: dict[str, PinnedBuffer] = {}
         self._dtypes: dict[str, np.dtype[Any]] = {}
         self._shape: tuple[int, ...] | None = None
         self._out_shapes: dict[str, tuple[int, ...]] = {}
@@ -102,75 +101,68 @@ class TensorRTBackend(Backend):
         self._timed = False
 
     # -- activation ------------------------------------------------------------------------
-    def _resolve_engine(self, machine: Any, index: int) -> Path:
-        """The engine to load: build an ONNX into the cache; check (or rebuild) an engine."""
-        from endoedge.data.hashing import file_sha256
-        from endoedge.tensorrt.build import build_engine, rebuild_stale
-        from endoedge.tensorrt.manifest import default_cache_dir, read_manifest, verify_manifest
-        from endoedge.tensorrt.plan import BuildRequest
-
+    def _check_model(self) -> None:
+        """An existing engine file; an ``.onnx`` is refused with how to build it (``endoedge.load`` builds one)."""
         path = self.model_path
+        if not path.is_file():
+            raise ModelFormatError(f"model '{path}' does not exist")
         if path.suffix.lower() == ".onnx":
-            req = BuildRequest(precision=self.precision, batch=self.batch)
-            result = build_engine(path, None, req, cache_dir=self.cache_dir or default_cache_dir(),
-                                  device=index, cuda_bindings=self.cuda_bindings)
-            logger.info("%s | engine %s (%s)", self.name, result.engine_path, "cached" if result.reused else "built")
-            return result.engine_path
-        manifest = read_manifest(path)
-        onnx = Path(str(manifest.get("onnx_path") or ""))
-        sha = file_sha256(onnx) if onnx.is_file() else None
-        try:
-            verify_manifest(manifest, machine, engine_path=path, onnx_sha256=sha)
-        except StaleEngineError:
-            if not self.rebuild_if_stale:
-                raise
-            rebuild_stale(path, manifest, device=index, cuda_bindings=self.cuda_bindings)
-        return path
+            raise ModelFormatError(
+                f"the tensorrt backend runs built engines, not the ONNX '{path.name}'; load it with "
+                f"endoedge.load(path, backend='tensorrt') (builds it once into the engine cache) or build it "
+                f"with `endoedge build {path} -o {path.with_suffix('.engine')}`")
+        if path.suffix.lower() not in ENGINE_SUFFIXES:
+            raise ModelFormatError(f"the tensorrt backend runs .onnx or {'/'.join(ENGINE_SUFFIXES)} files, not "
+                                   f"'{path.name}' (export a checkpoint with `endoedge export`)")
 
     def _activate(self) -> None:
-        from endoedge.tensorrt.build import make_trt_logger
         from endoedge.tensorrt.compat import import_tensorrt, trt_version
         from endoedge.tensorrt.cuda_mem import open_cuda
         from endoedge.tensorrt.gpu_info import device_index, query_gpu
-        from endoedge.tensorrt.manifest import machine_info, read_manifest
+        from endoedge.tensorrt.manifest import machine_info, read_manifest, verify_engine
+        from endoedge.tensorrt.trt_logger import make_trt_logger
 
         index = device_index(self.device)
-        if not self.model_path.is_file():
-            raise ModelFormatError(f"model '{self.model_path}' does not exist")
-        if self.model_path.suffix.lower() not in (".onnx", *ENGINE_SUFFIXES):
-            raise ModelFormatError(f"the tensorrt backend runs .onnx or {'/'.join(ENGINE_SUFFIXES)} files, "
-                                   f"not '{self.model_path.name}' (export a checkpoint with `endoedge export`)")
+        self._check_model()
         trt = import_tensorrt()
         ver = trt_version(trt)
         self.trt_version = str(trt.__version__)
         try:
-            self._cuda = open_cuda(index, self.cuda_bindings)
-            if self.cuda_graph and not self._cuda.supports_graphs:
-                raise BackendUnavailableError(f"cuda_graph=True needs cuda-python; {self._cuda.name} has no CUDA graphs")
-            machine = machine_info(self.trt_version, query_gpu(self._cuda, index))
-            self.engine_path = self._resolve_engine(machine, index)
-            self.manifest = read_manifest(self.engine_path)
+            cuda = self._cuda = open_cuda(index, self.cuda_bindings)
+            if self.cuda_graph and not cuda.supports_graphs:
+                raise BackendUnavailableError(f"cuda_graph=True needs cuda-python; {cuda.name} has no CUDA graphs")
+            machine = machine_info(self.trt_version, query_gpu(cuda, index))
+            engine_path = self.engine_path = self.model_path
+            manifest = self.manifest = read_manifest(engine_path)
+            verify_engine(engine_path, manifest, machine)
             log = self._logger = make_trt_logger(trt)  # must outlive the runtime, engine and context
             self._runtime = trt.Runtime(log)
-            if ver.has_version_compatible and self.manifest.get("version_compatible"):
+            if ver.has_version_compatible and manifest.version_compatible:
                 self._runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime
-            if ver.has_dla and self.manifest.get("dla_core") is not None:
-                self._runtime.DLA_core = int(self.manifest["dla_core"])
-            self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            if ver.has_dla and manifest.dla_core is not None:
+                self._runtime.DLA_core = manifest.dla_core
+            self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
             if self._engine is None:
                 reason = log.errors[-1] if log.errors else "see the TensorRT log"
-                raise ModelFormatError(f"TensorRT {ver} could not load '{self.engine_path.name}': {reason}; "
+                raise ModelFormatError(f"TensorRT {ver} could not load '{engine_path.name}': {reason}; "
                                        "rebuild it with `endoedge build ... --force`")
             self._context = self._engine.create_execution_context()
             self._bind_io(trt)
-            self._stream = self._cuda.stream_create()
-            self._events = [self._cuda.event_create() for _ in range(4)]
+            self._stream = cuda.stream_create()
+            self._events = [cuda.event_create() for _ in range(4)]
             self.device = f"cuda:{index}"  # what it runs on (bench rows, describe())
         except BaseException:
             self._deactivate()
             raise
 
-    def _bind_io(self, trt: Any) -> None:
+    @property
+    def _api(self) -> CudaApi:
+        """The CUDA API of the active backend."""
+        if self._cuda is None:
+            raise EndoedgeError(f"{self.name} backend is not active; call activate() or use `with`")
+        return self._cuda
+
+    def _bind_io(self, trt: ModuleType) -> None:
         from endoedge.tensorrt.cuda_mem import PinnedBuffer
 
         engine = self._engine
@@ -181,7 +173,7 @@ class TensorRTBackend(Backend):
         self.input_name = inputs[0]
         self.output_names = tuple(n for n in names if n != self.input_name)
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        self._bufs = {n: PinnedBuffer(self._cuda) for n in names}
+        self._bufs = {n: PinnedBuffer(self._api) for n in names}
         shape = tuple(engine.get_tensor_shape(self.input_name))
         if shape[0] < 0:
             lo, _, hi = engine.get_tensor_profile_shape(self.input_name, 0)
@@ -214,7 +206,7 @@ class TensorRTBackend(Backend):
         ctx = self._context
         if not ctx.set_input_shape(self.input_name, shape):
             raise InputError(f"tensorrt backend: input shape {list(shape)} is outside the engine's profile "
-                             f"(batch {self._range[0]}..{self._range[1]}, manifest {self.manifest.get('profiles')})")
+                             f"(batch {self._range[0]}..{self._range[1]}, manifest {self._profiles_text()})")
         self._out_shapes = {n: tuple(int(d) for d in ctx.get_tensor_shape(n)) for n in self.output_names}
         dynamic = [n for n, s in self._out_shapes.items() if any(d < 0 for d in s)]
         if dynamic:
@@ -233,7 +225,7 @@ class TensorRTBackend(Backend):
             if self._graph is None:
                 self._capture(handle)
             if self._graph is not None:
-                self._cuda.graph_launch(self._graph, self._stream)
+                self._api.graph_launch(self._graph, self._stream)
                 return
         if not self._context.execute_async_v3(handle):
             raise InputError(f"TensorRT could not enqueue '{self.model_path.name}' for input {list(self._shape or ())}")
@@ -241,21 +233,21 @@ class TensorRTBackend(Backend):
 
     def _capture(self, handle: int) -> None:
         try:
-            self._cuda.graph_capture_begin(self._stream)
+            self._api.graph_capture_begin(self._stream)
             ok = self._context.execute_async_v3(handle)
-            graph = self._cuda.graph_capture_end(self._stream)
+            graph = self._api.graph_capture_end(self._stream)
         except Exception as err:  # noqa: BLE001 - some engines cannot be captured; run without
             logger.warning("%s | CUDA graph capture failed (%s); running without graphs", self.name, err)
             self.cuda_graph = False
             return
         if not ok:
-            self._cuda.graph_destroy(graph)
+            self._api.graph_destroy(graph)
             self.cuda_graph = False
             return
         self._graph = graph
 
     def _run(self, x: np.ndarray, real: int) -> dict[str, np.ndarray]:
-        cuda, stream = self._cuda, self._stream
+        cuda, stream = self._api, self._stream
         shape = tuple(int(d) for d in x.shape)
         if shape != self._shape:
             self._prepare(shape)
@@ -286,14 +278,14 @@ class TensorRTBackend(Backend):
         """
         if not (self._timed and self._events):
             return None
-        c, ev = self._cuda, self._events
+        c, ev = self._api, self._events
         return {"h2d": c.event_elapsed_ms(ev[0], ev[1]), "compute": c.event_elapsed_ms(ev[1], ev[2]),
                 "d2h": c.event_elapsed_ms(ev[2], ev[3])}
 
     # -- teardown --------------------------------------------------------------------------
     def _drop_graph(self) -> None:
         if self._graph is not None:
-            self._cuda.graph_destroy(self._graph)
+            self._api.graph_destroy(self._graph)
         self._graph = None
         self._graph_ready = False
 
@@ -316,11 +308,17 @@ class TensorRTBackend(Backend):
             cuda.close()
         self._reset()
 
+    def _profiles_text(self) -> str:
+        """The manifest's profiles as the JSON file holds them (for messages)."""
+        return str(self.manifest.to_dict()["profiles"]) if self.manifest is not None else "None"
+
     def describe(self) -> str:
         """TensorRT version, precision and GPU of the loaded engine."""
-        gpu = (self.manifest.get("gpu") or {}).get("name", self.device)
-        return f"{self.name} {self.trt_version or '?'} {self.manifest.get('precision', '')} on {gpu}".strip()
+        m = self.manifest
+        gpu = m.gpu.name if m is not None else self.device
+        precision = m.precision if m is not None else ""  # trt-api: ignore - the manifest's, not ILayer.precision
+        return f"{self.name} {self.trt_version or '?'} {precision} on {gpu}".strip()
 
     def metadata(self) -> dict[str, str]:
         """The ONNX ``metadata_props`` the engine was built from (manifest ``spec``)."""
-        return dict(self.manifest.get("spec") or {})
+        return dict(self.manifest.spec) if self.manifest is not None else {}

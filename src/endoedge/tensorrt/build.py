@@ -24,14 +24,21 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from endoedge.data.onnx_facts import OnnxFacts, onnx_facts
 from endoedge.errors import EndoedgeError, EngineBuildError, InputError, StaleEngineError
 from endoedge.tensorrt.compat import TrtVersion, import_tensorrt, trt_version
+from endoedge.tensorrt.engine_manifest import (
+    EngineIdentity,
+    EngineManifest,
+    TensorIO,
+    parse_profile,
+)
 from endoedge.tensorrt.manifest import (
     MachineInfo,
     cache_key,
@@ -44,6 +51,10 @@ from endoedge.tensorrt.manifest import (
     write_manifest,
 )
 from endoedge.tensorrt.plan import BuildPlan, BuildRequest, make_plan, request_from_manifest
+from endoedge.tensorrt.trt_logger import make_trt_logger
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +63,20 @@ logger = logging.getLogger(__name__)
 _LINES = (TrtVersion(8, 6, 1), TrtVersion(10, 3, 0), TrtVersion(11, 4, 0))
 
 
+class CalibrationBatches(Protocol):
+    """Calibration data for the implicit INT8 calibrator (:class:`endoedge.calibration.CalibrationData`)."""
+
+    content_hash: str
+
+    def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]: ...
+
+
 @dataclass(frozen=True)
 class BuildResult:
     """What :func:`build_engine` produced (or found up to date)."""
 
     engine_path: Path
-    manifest: dict[str, Any]
+    manifest: EngineManifest
     plan: BuildPlan
     reused: bool
 
@@ -79,27 +98,6 @@ def precheck(req: BuildRequest, facts: OnnxFacts) -> None:
                 raise EngineBuildError(err)
 
 
-def make_trt_logger(trt: ModuleType) -> Any:
-    """An ``ILogger`` that forwards to Python logging and keeps the errors for the one-line message."""
-
-    class _Logger(trt.ILogger):  # type: ignore[name-defined]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            level = int(severity)  # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
-            if level <= 1:
-                self.errors.append(str(msg))
-                logger.error("TensorRT: %s", msg)
-            elif level == 2:
-                logger.warning("TensorRT: %s", msg)
-            else:
-                logger.debug("TensorRT: %s", msg)
-
-    return _Logger()
-
-
 def _dtype_name(trt: ModuleType, dtype: Any) -> str:
     import numpy as np
 
@@ -109,14 +107,14 @@ def _dtype_name(trt: ModuleType, dtype: Any) -> str:
         return str(dtype).rsplit(".", 1)[-1].lower()
 
 
-def _network_io(trt: ModuleType, network: Any) -> list[dict[str, Any]]:
+def _network_io(trt: ModuleType, network: Any) -> list[TensorIO]:
     io = []
     for i in range(network.num_inputs):
         t = network.get_input(i)
-        io.append({"name": t.name, "mode": "input", "dtype": _dtype_name(trt, t.dtype), "shape": list(t.shape)})
+        io.append(TensorIO(str(t.name), "input", _dtype_name(trt, t.dtype), tuple(int(d) for d in t.shape)))
     for i in range(network.num_outputs):
         t = network.get_output(i)
-        io.append({"name": t.name, "mode": "output", "dtype": _dtype_name(trt, t.dtype), "shape": list(t.shape)})
+        io.append(TensorIO(str(t.name), "output", _dtype_name(trt, t.dtype), tuple(int(d) for d in t.shape)))
     return io
 
 
@@ -128,7 +126,7 @@ def _set_profile(builder: Any, shapes: dict[str, dict[str, list[int]]]) -> Any:
 
 
 def build_serialized(trt: ModuleType, plan: BuildPlan, onnx_path: Path, *, calibrator: Any = None,
-                     timing_cache: Path | None = None) -> tuple[bytes, list[dict[str, Any]]]:
+                     timing_cache: Path | None = None) -> tuple[bytes, list[TensorIO]]:
     """Parse ``onnx_path`` and build the plan; returns ``(engine bytes, io records)``.
 
     Raises:
@@ -205,15 +203,16 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _identity(plan: BuildPlan, facts: OnnxFacts, machine: MachineInfo, calibration_hash: str | None) -> dict[str, Any]:
+def _identity(plan: BuildPlan, facts: OnnxFacts, machine: MachineInfo, calibration_hash: str | None) -> EngineIdentity:
     """The cache-key fields of the engine this plan would build here."""
-    return {"onnx_sha256": facts.sha256, "trt_version": machine.trt_version, "gpu": machine.gpu.to_dict(),
-            "precision": plan.precision, "int8_source": plan.int8_source, "profiles": [plan.profile],
-            "dla_core": plan.dla_core, "calibration_hash": calibration_hash,
-            "version_compatible": plan.version_compatible, "hardware_compatibility": plan.hardware_compat}
+    return EngineIdentity(
+        onnx_sha256=facts.sha256, trt_version=machine.trt_version, gpu=machine.gpu, precision=plan.precision,
+        int8_source=plan.int8_source, profiles=(parse_profile(plan.profile),), dla_core=plan.dla_core,
+        calibration_hash=calibration_hash, version_compatible=plan.version_compatible,
+        hardware_compatibility=plan.hardware_compat)
 
 
-def _up_to_date(engine: Path, ident: dict[str, Any], machine: MachineInfo, facts: OnnxFacts) -> dict[str, Any] | None:
+def _up_to_date(engine: Path, ident: EngineIdentity, machine: MachineInfo, facts: OnnxFacts) -> EngineManifest | None:
     """The existing engine's manifest when it is exactly what would be built, else ``None``."""
     if not (engine.is_file() and manifest_path(engine).is_file()):
         return None
@@ -234,7 +233,7 @@ def build_engine(
     cache_dir: str | Path | None = None,
     force: bool = False,
     timing_cache: str | Path | None = None,
-    calibration: Any = None,
+    calibration: Callable[[], CalibrationBatches] | None = None,
     calib_cache: str | Path | None = None,
     device: int = 0,
     cuda_bindings: str = "auto",
@@ -312,7 +311,7 @@ def build_engine(
             _write_atomic(built_at, blob)
             manifest = make_manifest(
                 onnx_path=facts.path, onnx_sha256=facts.sha256, machine=machine, precision=plan.precision,
-                int8_source=plan.int8_source, calibration_hash=calib_hash, profiles=[plan.profile], io=io,
+                int8_source=plan.int8_source, calibration_hash=calib_hash, profiles=ident.profiles, io=io,
                 version_compatible=plan.version_compatible, hardware_compatibility=plan.hardware_compat,
                 dla_core=plan.dla_core, spec=facts.metadata)
             write_manifest(built_at, manifest)
@@ -326,18 +325,18 @@ def build_engine(
         cuda.close()
 
 
-def rebuild_stale(engine_path: str | Path, manifest: dict[str, Any], *, device: int = 0,
+def rebuild_stale(engine_path: str | Path, manifest: EngineManifest, *, device: int = 0,
                   cuda_bindings: str = "auto") -> BuildResult:
     """Rebuild a stale engine in place from the ONNX and options its manifest records.
 
     Raises:
         StaleEngineError: the ONNX is gone, or the engine was calibrated (the data is not recorded).
     """
-    onnx = Path(str(manifest.get("onnx_path") or ""))
-    if not onnx.is_file():
+    onnx = Path(manifest.onnx_path or "")
+    if not manifest.onnx_path or not onnx.is_file():
         raise StaleEngineError(f"cannot rebuild '{engine_path}': its ONNX '{onnx}' is not on this machine; "
                                f"build it with `endoedge build MODEL.onnx -o {engine_path} --force`")
-    if manifest.get("int8_source") == "calibrator":
+    if manifest.int8_source == "calibrator":
         raise StaleEngineError(f"cannot rebuild '{engine_path}' by itself: it was INT8-calibrated; run "
                                f"`endoedge build {onnx} --precision int8 --calib SRC -o {engine_path} --force`")
     logger.warning("rebuilding stale engine %s from %s", engine_path, onnx)

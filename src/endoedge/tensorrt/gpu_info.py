@@ -11,7 +11,7 @@ unit-tested. Nothing here touches CUDA at import.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from endoedge.errors import BackendUnavailableError, InputError
 
@@ -53,7 +53,7 @@ class GpuInfo:
         major, _, minor = self.compute_capability.partition(".")
         return int(major), int(minor or 0)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | int]:
         """The manifest's ``gpu`` record: ``name``, ``compute_capability``, ``sm_count``."""
         return {"name": self.name, "compute_capability": self.compute_capability, "sm_count": self.sm_count}
 

@@ -12,7 +12,9 @@ used after re-export). ``endoedge build`` writes, beside ``polyp.engine``, ``pol
      "io": [{"name", "mode": "input"|"output", "dtype": "float32", "shape": [-1,3,320,320]}],
      "version_compatible", "hardware_compatibility", "dla_core", "spec": {ONNX metadata_props}}
 
-Loading checks it against this machine (:func:`stale_field` / :func:`verify_manifest`) and
+:class:`~endoedge.tensorrt.engine_manifest.EngineManifest` is the typed record of that object
+(:func:`read_manifest` returns one, :func:`write_manifest` writes one; the file format is
+unchanged). Loading checks it against this machine (:func:`stale_field` / :func:`verify_manifest`) and
 refuses a mismatch with one line naming the field, both values and how to rebuild. The cache
 key (:func:`cache_key`) hashes the same identity fields, as HoloHub keys its engine cache by GPU
 name, compute capability, SM count and TensorRT version, plus the ONNX sha256 (jetson-inference),
@@ -25,19 +27,31 @@ import datetime as _dt
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from endoedge._version import __version__
 from endoedge.errors import ModelFormatError, StaleEngineError
 from endoedge.tensorrt.compat import TrtVersion
+from endoedge.tensorrt.engine_manifest import (
+    CACHE_FIELDS,
+    FORMAT,
+    REQUIRED,
+    EngineIdentity,
+    EngineManifest,
+    Profile,
+    ShapeRange,
+    TensorIO,
+)
 from endoedge.tensorrt.gpu_info import GpuInfo
 
-FORMAT = "endoedge-engine-manifest/1"
-REQUIRED = ("format", "onnx_sha256", "trt_version", "gpu", "precision", "profiles", "io", "spec")
-CACHE_FIELDS = ("onnx_sha256", "trt_version", "gpu", "precision", "int8_source", "profiles", "dla_core",
-                "calibration_hash", "version_compatible", "hardware_compatibility")
+__all__ = [
+    "CACHE_FIELDS", "FORMAT", "REQUIRED", "EngineIdentity", "EngineManifest", "MachineInfo", "Profile", "ShapeRange",
+    "TensorIO", "cache_key", "cached_engine_path", "default_cache_dir", "find_manifest", "load_manifest",
+    "machine_info", "make_manifest", "manifest_path", "read_manifest", "rebuild_hint", "stale_field",
+    "verify_engine", "verify_manifest", "write_manifest",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,15 @@ def manifest_path(engine_path: str | Path) -> Path:
     return p.with_name(p.name + ".json")
 
 
+def find_manifest(engine_path: str | Path) -> Path | None:
+    """``<engine>.json`` (what ``endoedge build`` writes), else ``<engine stem>.json``; ``None`` if neither exists."""
+    engine = Path(engine_path)
+    for cand in (manifest_path(engine), engine.with_suffix(".json")):
+        if cand.is_file():
+            return cand
+    return None
+
+
 def make_manifest(
     *,
     onnx_path: str | Path,
@@ -72,51 +95,72 @@ def make_manifest(
     precision: str,
     int8_source: str | None,
     calibration_hash: str | None,
-    profiles: list[dict[str, dict[str, list[int]]]],
-    io: list[dict[str, Any]],
+    profiles: Sequence[Profile],
+    io: Sequence[TensorIO],
     version_compatible: bool,
     hardware_compatibility: str,
     dla_core: int | None,
-    spec: dict[str, str],
-) -> dict[str, Any]:
-    """The manifest dict (keys in the module docstring's order)."""
-    return {
-        "format": FORMAT,
-        "endoedge_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "onnx_sha256": onnx_sha256,
-        "onnx_path": str(Path(onnx_path).resolve()),
-        "trt_version": machine.trt_version,
-        "gpu": machine.gpu.to_dict(),
-        "jetpack": machine.jetpack,
-        "l4t": machine.l4t,
-        "precision": precision,
-        "int8_source": int8_source,
-        "calibration_hash": calibration_hash,
-        "profiles": profiles,
-        "io": io,
-        "version_compatible": bool(version_compatible),
-        "hardware_compatibility": hardware_compatibility,
-        "dla_core": dla_core,
-        "spec": dict(spec),
-    }
+    spec: Mapping[str, str],
+) -> EngineManifest:
+    """The manifest of an engine built now, by this endoedge, on ``machine``."""
+    return EngineManifest(
+        endoedge_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        onnx_sha256=onnx_sha256,
+        onnx_path=str(Path(onnx_path).resolve()),
+        trt_version=machine.trt_version,
+        gpu=machine.gpu,
+        jetpack=machine.jetpack,
+        l4t=machine.l4t,
+        precision=precision,
+        int8_source=int8_source,
+        calibration_hash=calibration_hash,
+        profiles=tuple(profiles),
+        io=tuple(io),
+        version_compatible=bool(version_compatible),
+        hardware_compatibility=hardware_compatibility,
+        dla_core=dla_core,
+        spec=dict(spec),
+    )
 
 
-def write_manifest(engine_path: str | Path, manifest: dict[str, Any]) -> Path:
+def write_manifest(engine_path: str | Path, manifest: EngineManifest) -> Path:
     """Write ``<engine>.json`` atomically (temp file + rename); returns its path."""
     path = manifest_path(engine_path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
-def read_manifest(engine_path: str | Path) -> dict[str, Any]:
-    """Read and sanity-check an engine's manifest.
+def _build_command(engine: Path, onnx: object = None) -> str:
+    return f"endoedge build {onnx if isinstance(onnx, str) and onnx else 'MODEL.onnx'} -o {engine} --force"
+
+
+def load_manifest(path: str | Path, *, engine: str | Path, partial: bool = False) -> EngineManifest:
+    """Read the manifest file ``path`` of ``engine`` (see :meth:`EngineManifest.from_dict` for ``partial``).
+
+    Raises:
+        ModelFormatError: unreadable, not an endoedge engine manifest, or incomplete (one line
+            naming the file and the ``endoedge build`` command that rebuilds the engine).
+    """
+    path, engine = Path(path), Path(engine)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelFormatError(f"engine manifest '{path}' cannot be read ({err}); rebuild the engine with "
+                               f"`{_build_command(engine)}`") from err
+    onnx = data.get("onnx_path") if isinstance(data, dict) else None
+    return EngineManifest.from_dict(data, source=f"engine manifest '{path}'", rebuild=_build_command(engine, onnx),
+                                    partial=partial)
+
+
+def read_manifest(engine_path: str | Path) -> EngineManifest:
+    """Read and sanity-check an engine's manifest (``<engine>.json``).
 
     Raises:
         ModelFormatError: no manifest (the message says how to make one), unreadable, or not
-            an endoedge engine manifest.
+            a complete endoedge engine manifest.
     """
     engine = Path(engine_path)
     path = manifest_path(engine)
@@ -125,19 +169,7 @@ def read_manifest(engine_path: str | Path) -> dict[str, Any]:
             f"engine '{engine}' has no manifest '{path.name}', so its TensorRT/GPU and pre-processing are "
             f"unknown; build it with `endoedge build MODEL.onnx -o {engine}` (which writes both)"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelFormatError(f"engine manifest '{path}' cannot be read ({err}); rebuild the engine") from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ModelFormatError(
-            f"'{path}' is not an {FORMAT} file (format {data.get('format') if isinstance(data, dict) else None!r}); "
-            "rebuild the engine with `endoedge build`"
-        )
-    missing = [k for k in REQUIRED if k not in data]
-    if missing:
-        raise ModelFormatError(f"engine manifest '{path}' lacks {', '.join(missing)}; rebuild the engine")
-    return data
+    return load_manifest(path, engine=engine)
 
 
 def _vc_runtime_ok(built: TrtVersion, here: TrtVersion) -> bool:
@@ -147,8 +179,8 @@ def _vc_runtime_ok(built: TrtVersion, here: TrtVersion) -> bool:
     return here.major == built.major or (built.major, here.major) in ((8, 10), (10, 11))
 
 
-def stale_field(manifest: dict[str, Any], machine: MachineInfo, *,
-                onnx_sha256: str | None = None) -> tuple[str, Any, Any] | None:
+def stale_field(manifest: EngineManifest, machine: MachineInfo, *,
+                onnx_sha256: str | None = None) -> tuple[str, object, object] | None:
     """The first field where ``manifest`` does not fit ``machine``: ``(field, engine's, here)``.
 
     ``onnx_sha256`` is the current sha256 of the ONNX the engine was built from (``None`` = not
@@ -156,39 +188,39 @@ def stale_field(manifest: dict[str, Any], machine: MachineInfo, *,
     runtimes per NVIDIA's rules; ``ampere+`` engines any Ampere+ discrete GPU; ``same-cc``
     engines any GPU of the same compute capability.
     """
-    built_v = TrtVersion.parse(str(manifest["trt_version"]))
+    built_v = TrtVersion.parse(manifest.trt_version)
     here_v = TrtVersion.parse(machine.trt_version)
-    if manifest.get("version_compatible"):
+    if manifest.version_compatible:
         if not _vc_runtime_ok(built_v, here_v):
-            return "trt_version", manifest["trt_version"], machine.trt_version
-    elif str(manifest["trt_version"]) != machine.trt_version:
-        return "trt_version", manifest["trt_version"], machine.trt_version
-    gpu = dict(manifest.get("gpu") or {})
+            return "trt_version", manifest.trt_version, machine.trt_version
+    elif manifest.trt_version != machine.trt_version:
+        return "trt_version", manifest.trt_version, machine.trt_version
+    gpu = manifest.gpu.to_dict()
     here = machine.gpu.to_dict()
-    hc = manifest.get("hardware_compatibility") or "none"
+    hc = manifest.hardware_compatibility or "none"
     if hc == "ampere+":
         if machine.gpu.cc_tuple < (8, 0) or machine.l4t is not None:
-            return "gpu.compute_capability", f"{gpu.get('compute_capability')} (ampere+)", here["compute_capability"]
+            return "gpu.compute_capability", f"{gpu['compute_capability']} (ampere+)", here["compute_capability"]
     else:
         checked = ("compute_capability",) if hc == "same-cc" else ("name", "compute_capability", "sm_count")
         for key in checked:
-            if gpu.get(key) != here[key]:
-                return f"gpu.{key}", gpu.get(key), here[key]
+            if gpu[key] != here[key]:
+                return f"gpu.{key}", gpu[key], here[key]
     for key in ("l4t", "jetpack"):
-        if manifest.get(key) != getattr(machine, key):
-            return key, manifest.get(key), getattr(machine, key)
-    if onnx_sha256 is not None and manifest.get("onnx_sha256") != onnx_sha256:
-        return "onnx_sha256", str(manifest.get("onnx_sha256"))[:12], onnx_sha256[:12]
+        if getattr(manifest, key) != getattr(machine, key):
+            return key, getattr(manifest, key), getattr(machine, key)
+    if onnx_sha256 is not None and manifest.onnx_sha256 != onnx_sha256:
+        return "onnx_sha256", manifest.onnx_sha256[:12], onnx_sha256[:12]
     return None
 
 
-def rebuild_hint(manifest: dict[str, Any], engine_path: str | Path) -> str:
+def rebuild_hint(manifest: EngineManifest, engine_path: str | Path) -> str:
     """``endoedge build ONNX --precision P -o ENGINE --force`` for this engine."""
-    onnx = manifest.get("onnx_path") or "MODEL.onnx"
-    return f"endoedge build {onnx} --precision {manifest.get('precision', 'fp32')} -o {engine_path} --force"
+    onnx = manifest.onnx_path or "MODEL.onnx"
+    return f"endoedge build {onnx} --precision {manifest.precision or 'fp32'} -o {engine_path} --force"
 
 
-def verify_manifest(manifest: dict[str, Any], machine: MachineInfo, *, engine_path: str | Path,
+def verify_manifest(manifest: EngineManifest, machine: MachineInfo, *, engine_path: str | Path,
                     onnx_sha256: str | None = None) -> None:
     """Raise :class:`~endoedge.errors.StaleEngineError` (one line) when the engine does not fit here."""
     found = stale_field(manifest, machine, onnx_sha256=onnx_sha256)
@@ -202,14 +234,23 @@ def verify_manifest(manifest: dict[str, Any], machine: MachineInfo, *, engine_pa
     )
 
 
-def cache_key(fields: dict[str, Any]) -> str:
+def verify_engine(engine_path: str | Path, manifest: EngineManifest, machine: MachineInfo) -> None:
+    """:func:`verify_manifest`, with the ONNX checked too when the file it names is on this machine."""
+    from endoedge.data.hashing import file_sha256
+
+    onnx = Path(manifest.onnx_path or "")
+    sha = file_sha256(onnx) if manifest.onnx_path and onnx.is_file() else None
+    verify_manifest(manifest, machine, engine_path=engine_path, onnx_sha256=sha)
+
+
+def cache_key(fields: EngineIdentity | EngineManifest) -> str:
     """16 hex digits of the sha256 of the identity fields (:data:`CACHE_FIELDS`), canonical JSON.
 
-    ``fields`` may be a whole manifest; keys outside :data:`CACHE_FIELDS` (creation time, paths,
-    the spec) do not change the key.
+    ``fields`` may be a whole manifest; what lies outside :data:`CACHE_FIELDS` (creation time,
+    paths, the spec) does not change the key.
     """
-    ident = {k: fields.get(k) for k in CACHE_FIELDS}
-    text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
+    ident = (fields.identity if isinstance(fields, EngineManifest) else fields).to_dict()
+    text = json.dumps({k: ident[k] for k in CACHE_FIELDS}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

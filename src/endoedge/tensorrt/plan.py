@@ -24,11 +24,14 @@ to do; :meth:`BuildPlan.check` raises the first.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from endoedge.data.onnx_facts import OnnxFacts
 from endoedge.errors import EngineBuildError, InputError
 from endoedge.tensorrt.compat import TrtVersion
+
+if TYPE_CHECKING:
+    from endoedge.tensorrt.engine_manifest import EngineManifest
 
 PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
@@ -321,20 +324,18 @@ def make_plan(req: BuildRequest, ver: TrtVersion, facts: OnnxFacts, *, jetson: b
     )
 
 
-def request_from_manifest(manifest: dict[str, Any]) -> BuildRequest:
+def request_from_manifest(manifest: EngineManifest) -> BuildRequest:
     """The :class:`BuildRequest` that rebuilds the engine a manifest describes (no calibration data)."""
     batch = None
-    inputs = [e for e in manifest.get("io") or [] if e.get("mode") == "input"]
-    dynamic = bool(inputs) and bool(inputs[0].get("shape")) and int(inputs[0]["shape"][0]) < 0
-    profiles = manifest.get("profiles") or []
-    if dynamic and profiles and profiles[0]:
-        shapes = next(iter(profiles[0].values()))
-        batch = (int(shapes["min"][0]), int(shapes["opt"][0]), int(shapes["max"][0]))
-    dla = manifest.get("dla_core")
+    inputs = manifest.inputs
+    dynamic = bool(inputs) and bool(inputs[0].shape) and inputs[0].shape[0] < 0
+    if dynamic and manifest.profiles and manifest.profiles[0]:
+        shapes = next(iter(manifest.profiles[0].values()))
+        batch = (shapes.min[0], shapes.opt[0], shapes.max[0])
     return BuildRequest(
-        precision=str(manifest.get("precision") or "fp32"),
+        precision=manifest.precision or "fp32",
         batch=batch,
-        dla_core=None if dla is None else int(dla),
-        version_compatible=bool(manifest.get("version_compatible")),
-        hardware_compat=str(manifest.get("hardware_compatibility") or "none"),
+        dla_core=manifest.dla_core,
+        version_compatible=manifest.version_compatible,
+        hardware_compat=manifest.hardware_compatibility or "none",
     )
