@@ -39,6 +39,7 @@ from endoedge.runtime import (
     get_backend_class,
 )
 from endoedge.spec import PreprocessSpec
+from endoedge.spec.device import parse_device
 from endoedge.stats import STAT_KEYS, env_info, format_table, summarize
 
 logger = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ def _device_of(backend: Backend) -> str:
     providers: list[str] = getattr(backend, "providers", None) or []
     if not providers:
         return backend.device
-    index = backend.device.partition(":")[2] or "0"
+    index = parse_device(backend.device).ordinal
     first = providers[0]
     if first.startswith("CPU"):
         return "cpu"

@@ -15,14 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from endoedge.errors import EndoedgeError, InputError
+# SourceStalled lives in endoedge.errors and stays importable from this module.
+from endoedge.errors import EndoedgeError, InputError, SourceStalled
 from endoedge.pipeline.gst import BufferView, gst
 
 logger = logging.getLogger(__name__)
-
-
-class SourceStalled(EndoedgeError):
-    """A source delivered no frame within the stall timeout (unplugged card, dead stream)."""
 
 
 @dataclass

@@ -25,13 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from endoedge.errors import BackendUnavailableError, EndoedgeError
+# CudaError lives in endoedge.errors and stays importable from this module.
+from endoedge.errors import BackendUnavailableError, CudaError
 
 logger = logging.getLogger(__name__)
-
-
-class CudaError(EndoedgeError):
-    """A CUDA runtime call failed (the message names the call and the CUDA error)."""
 
 
 class CudaApi(abc.ABC):
