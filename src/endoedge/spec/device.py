@@ -10,7 +10,7 @@ can use is its own business; whether a string is a device at all is decided here
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 from endoedge.errors import DeviceError
 
@@ -50,4 +50,4 @@ def parse_device(text: str) -> Device:
     kind, colon, index = str(text).strip().lower().partition(":")
     if kind not in DEVICE_KINDS or (colon and not (index.isascii() and index.isdigit())):
         raise DeviceError(f"unknown device '{text}'; use {DEVICE_FORMS}")
-    return Device(cast(DeviceKind, kind), int(index) if colon else None)
+    return Device(kind, int(index) if colon else None)
