@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from endoedge.cli._common import check_output_file, int_at_least
 from endoedge.errors import InputError
+
+if TYPE_CHECKING:
+    from endoedge.calibration.data import CalibrationData
+    from endoedge.cli._common import SubParsers
+    from endoedge.data.onnx_facts import OnnxFacts
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ def _batch(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--batch ")) from None
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``build`` subcommand."""
     from endoedge.tensorrt.plan import HARDWARE_COMPAT, PRECISIONS
 
@@ -79,12 +85,12 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _calibration_loader(args: argparse.Namespace, facts: Any) -> Any:
+def _calibration_loader(args: argparse.Namespace, facts: OnnxFacts) -> Callable[[], CalibrationData] | None:
     """A callable loading the calibration data through ``endoedge.calibration`` (only when used)."""
     if not args.calib:
         return None
 
-    def load() -> Any:
+    def load() -> CalibrationData:
         from endoedge.calibration import load_calibration_data
         from endoedge.spec import ModelSpec
 

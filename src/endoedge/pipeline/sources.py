@@ -21,13 +21,23 @@ the decoder (back-pressure) so decoding runs ahead of inference by a few frames 
 from __future__ import annotations
 
 import glob
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from endoedge.data.imageio import IMAGE_SUFFIXES
 from endoedge.errors import InputError
 
+if TYPE_CHECKING:
+    from endoedge.pipeline.frames import CaptureSource
+
+logger = logging.getLogger(__name__)
+
+#: ``--jetson``: NVIDIA hardware presets ``on``, ``off``, or ``auto`` (on when running on a Jetson).
+JetsonMode = Literal["auto", "on", "off"]
 KINDS = ("file", "v4l2", "csi", "rtsp", "rtp", "folder", "test", "pipeline")
 LIVE_KINDS = frozenset({"v4l2", "csi", "rtsp", "rtp", "test"})
 TEST_PATTERNS = ("smpte", "ball", "snow", "pinwheel", "gamut", "circular", "spokes")
@@ -212,3 +222,38 @@ def build_pipeline(spec: SourceSpec, *, live: bool) -> str:
     if spec.kind == "csi":
         raise InputError("CSI cameras (csi://N) need a Jetson's nvarguscamerasrc; use --jetson on on a Jetson")
     raise InputError(f"source kind '{spec.kind}' is not played through GStreamer")
+
+
+def make_capture_factory(
+    spec: SourceSpec, *, live: bool, stall_timeout_s: float, loop: bool, jetson: JetsonMode
+) -> Callable[[], CaptureSource]:
+    """A zero-argument callable building a fresh, unstarted capture for ``spec`` (called again to
+    reconnect): a :class:`~endoedge.pipeline.capture.FolderCapture` for folders, else a
+    :class:`~endoedge.pipeline.capture.GstCapture` (NVIDIA presets on a Jetson, see ``jetson``).
+
+    Raises:
+        InputError: the source has no GStreamer pipeline here (e.g. CSI off a Jetson).
+    """
+    if spec.kind == "folder":
+        from endoedge.pipeline.capture import FolderCapture
+
+        return lambda: FolderCapture(spec.files, fps=spec.fps or 30.0, live=live, loop=loop)
+    from endoedge.pipeline.capture import GstCapture
+
+    description = _jetson_pipeline(spec, live=live, mode=jetson) or build_pipeline(spec, live=live)
+    logger.info("pipeline: %s", description)
+    return lambda: GstCapture(description, location=spec.location, live=live, stall_timeout_s=stall_timeout_s)
+
+
+def _jetson_pipeline(spec: SourceSpec, *, live: bool, mode: JetsonMode) -> str | None:
+    """NVIDIA hardware presets on a Jetson (None elsewhere, or for kinds without a preset)."""
+    if mode == "off" or spec.kind not in ("file", "v4l2", "rtsp", "csi"):
+        return None
+    from endoedge.jetson import is_jetson, pipeline_for_source
+
+    if mode == "auto" and not is_jetson():
+        return None
+    return pipeline_for_source(
+        spec.location, appsink=appsink_description(live), live=live, width=spec.width,
+        height=spec.height, fps=spec.fps, fmt=spec.pixel_format, latency_ms=spec.latency_ms,
+    )
