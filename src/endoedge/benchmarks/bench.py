@@ -171,15 +171,11 @@ class _ModelInput:
 
 def _onnx_input(path: Path) -> _ModelInput:
     """Pre-processing (from metadata, else stretch to the fixed input size) and input dtype."""
-    import onnx
     from onnx import helper
 
-    from endoedge.spec import ModelSpec
+    from endoedge.spec import ModelSpec, load_onnx_proto
 
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        raise ModelFormatError(f"'{path}' is not a readable ONNX file ({type(err).__name__})") from err
+    proto = load_onnx_proto(path)
     initializers = {i.name for i in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in initializers]
     if len(inputs) != 1:

@@ -208,14 +208,14 @@ def foreign_spec(args: argparse.Namespace) -> Any:
 
 
 def _onnx_input_size(path: str) -> int:
-    import onnx
-
     from endoedge.errors import ModelFormatError
+    from endoedge.spec import load_onnx_proto
 
+    graph = load_onnx_proto(path).graph  # a missing or unreadable file: ModelFormatError
     try:
-        dims = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        dims = graph.input[0].type.tensor_type.shape.dim
         h, w = dims[2].dim_value, dims[3].dim_value
-    except Exception as err:  # noqa: BLE001
+    except IndexError as err:  # no input, or fewer than 4 dimensions
         raise ModelFormatError(f"cannot read the input size of '{path}'; pass --imgsz") from err
     if not (h and w and h == w):
         raise ModelFormatError(f"'{path}' has no fixed square input size; pass --imgsz N")
