@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from endoedge.data.gst_syntax import quote
 from endoedge.data.imageio import IMAGE_SUFFIXES
 from endoedge.errors import InputError
 
@@ -146,17 +147,6 @@ def parse_source(
     raise InputError(f"source '{text}' not found: not a file, folder, glob, device, URL, 'test' or pipeline")
 
 
-def quote(value: str) -> str:
-    """Quote a property value for gst-launch syntax.
-
-    Raises:
-        InputError: the value contains characters gst-launch cannot carry safely.
-    """
-    if any(c in value for c in '"\\\n\r\0'):
-        raise InputError(f"'{value}' contains a quote, backslash or newline; rename it to use it as a source")
-    return f'"{value}"'
-
-
 def appsink_description(live: bool, *, max_buffers: int = 4) -> str:
     """The appsink element: dropping one-buffer latest-frame sink when live, blocking queue offline."""
     if live:
@@ -195,21 +185,21 @@ def build_pipeline(spec: SourceSpec, *, live: bool) -> str:
     if spec.kind == "pipeline":
         return spec.location
     if spec.kind == "file":
-        return f"filesrc location={quote(spec.location)} ! decodebin ! {leaky}{tail}{sink}"
+        return f"filesrc location={quote(spec.location, 'video file')} ! decodebin ! {leaky}{tail}{sink}"
     if spec.kind == "test":
         caps = _caps(SourceSpec("test", "", width=spec.width or 1280, height=spec.height or 720, fps=spec.fps or 30))
         return f"videotestsrc is-live=true pattern={spec.location} ! {caps} ! {leaky}{tail}{sink}"
     if spec.kind == "v4l2":
         fmt = (spec.pixel_format or "").upper()
         if fmt in ("MJPG", "MJPEG", "JPEG"):
-            head = f"v4l2src device={quote(spec.location)} ! {_caps(spec, 'image/jpeg')} ! jpegdec ! "
+            head = f"v4l2src device={quote(spec.location, 'device')} ! {_caps(spec, 'image/jpeg')} ! jpegdec ! "
         else:
             caps = _caps(spec) + (f",format={fmt}" if fmt else "")
-            head = f"v4l2src device={quote(spec.location)} ! {caps} ! "
+            head = f"v4l2src device={quote(spec.location, 'device')} ! {caps} ! "
         return f"{head}{leaky}{tail}{sink}"
     if spec.kind == "rtsp":
         return (
-            f"rtspsrc location={quote(spec.location)} latency={spec.latency_ms} drop-on-latency=true ! "
+            f"rtspsrc location={quote(spec.location, 'RTSP URL', 'percent-encode it (%22, %5C)')} latency={spec.latency_ms} drop-on-latency=true ! "
             f"decodebin ! {leaky}{tail}{sink}"
         )
     if spec.kind == "rtp":
