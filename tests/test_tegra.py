@@ -10,7 +10,7 @@ from endoedge.jetson import is_jetson, parse_tegra_release
 def test_jetson_package_and_stats_use_the_one_detector():
     assert is_jetson is _tegra.is_jetson
     assert parse_tegra_release is _tegra.parse_tegra_release
-    assert endoedge.stats.is_jetson is _tegra.is_jetson
+    assert endoedge.stats.looks_like_jetson is _tegra.looks_like_jetson
 
 
 def test_read_text_strips_nuls_and_misses_quietly(tmp_path):
@@ -29,6 +29,14 @@ def test_is_jetson_on_fake_roots(tmp_path):
     assert _tegra.is_jetson(tmp_path)
 
 
-def test_env_info_has_no_jetson_entry_off_jetson(monkeypatch):
-    monkeypatch.setattr(endoedge.stats, "is_jetson", lambda: False)
+def test_looks_like_jetson_on_contents():
+    assert _tegra.looks_like_jetson("# R35 (release), REVISION: 3.1, GCID: 1", None)
+    assert _tegra.looks_like_jetson(None, "Jetson Xavier NX Developer Kit")
+    assert not _tegra.looks_like_jetson("hello", "NVIDIA DGX Spark")
+    assert not _tegra.looks_like_jetson(None, None)
+
+
+def test_env_info_jetson_entry_follows_the_shared_test(monkeypatch):
+    files = {"/proc/device-tree/model": "NVIDIA DGX Spark"}  # an NVIDIA board, not a Jetson
+    monkeypatch.setattr(endoedge.stats, "_read_text", files.get)
     assert endoedge.stats._jetson() is None

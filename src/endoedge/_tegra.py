@@ -52,11 +52,15 @@ def parse_tegra_release(text: str) -> tuple[str, tuple[int, ...]] | None:
     return m.group(0).lstrip("#").strip(), version
 
 
+def looks_like_jetson(release: str | None, model: str | None) -> bool:
+    """The Jetson test on the two files' contents (None = file absent): an L4T release line, or a
+    device-tree model naming a Jetson."""
+    if release and parse_tegra_release(release) is not None:
+        return True
+    return bool(model and _MODEL_RE.search(model))
+
+
 def is_jetson(root: str | Path | None = None) -> bool:
     """True on an NVIDIA Jetson: an L4T release file, or a device-tree model naming a Jetson."""
     base = root_path(root)
-    release = read_text(base / TEGRA_RELEASE)
-    if release and parse_tegra_release(release) is not None:
-        return True
-    model = read_text(base / DEVICE_TREE_MODEL)
-    return bool(model and _MODEL_RE.search(model))
+    return looks_like_jetson(read_text(base / TEGRA_RELEASE), read_text(base / DEVICE_TREE_MODEL))

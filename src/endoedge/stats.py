@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from endoedge._tegra import is_jetson
+from endoedge._tegra import looks_like_jetson
 from endoedge.errors import BackendUnavailableError, InputError
 
 logger = logging.getLogger(__name__)
@@ -135,10 +135,10 @@ def _gpus() -> list[dict[str, str]] | None:
 
 
 def _jetson() -> dict[str, str | None] | None:
-    if not is_jetson():
-        return None
     release = _read_text("/etc/nv_tegra_release")
     model = _read_text("/proc/device-tree/model")
+    if not looks_like_jetson(release, model):
+        return None
     first = release.splitlines()[0].lstrip("# ").strip() if release else None
     power = _run(["nvpmodel", "-q"])
     return {"model": model, "l4t_release": first,
