@@ -29,9 +29,8 @@ START, END = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
 
 
 def _pipeline_run(det, source: str, *, live: bool, max_frames=None, warmup=10, video=None, jsonl=None):
-    from endoedge.cli.run import make_capture_factory
     from endoedge.pipeline.runner import Pipeline, RunOptions
-    from endoedge.pipeline.sources import parse_source
+    from endoedge.pipeline.sources import make_capture_factory, parse_source
 
     spec = parse_source(source)
     make = make_capture_factory(spec, live=live, stall_timeout_s=10, loop=False, jetson="off")
@@ -160,9 +159,8 @@ def bench_live(onnx: Path, seconds: float) -> dict:
 def _live(det, seconds: float):
     import threading
 
-    from endoedge.cli.run import make_capture_factory
     from endoedge.pipeline.runner import Pipeline, RunOptions
-    from endoedge.pipeline.sources import parse_source
+    from endoedge.pipeline.sources import make_capture_factory, parse_source
 
     make = make_capture_factory(parse_source("test", fps=30), live=True, stall_timeout_s=10, loop=False, jetson="off")
     pipe = Pipeline(det, make, RunOptions(live=True, warmup=10))

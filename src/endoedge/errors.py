@@ -46,3 +46,27 @@ class StaleEngineError(ModelFormatError):
 
 class CalibrationError(InputError):
     """A calibration source is missing, empty or unreadable, or its images cannot be used."""
+
+
+class DeviceError(InputError, BackendUnavailableError):
+    """A ``--device`` string is not one endoedge understands, or names a device a backend cannot use.
+
+    It is an :class:`InputError` (the user typed it) and, for callers that caught the older
+    per-backend errors, a :class:`BackendUnavailableError`.
+    """
+
+
+class SourceError(InputError):
+    """A capture source (camera, stream, video file, image folder) failed while frames were read."""
+
+
+class SourceStalled(SourceError):
+    """A source delivered no frame within the stall timeout (unplugged card, dead stream)."""
+
+
+class AcceleratorError(EndoedgeError):
+    """A call into the GPU runtime failed while running (out of memory, driver or launch error)."""
+
+
+class CudaError(AcceleratorError):
+    """A CUDA runtime call failed (the message names the call and the CUDA error)."""

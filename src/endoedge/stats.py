@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from endoedge._tegra import looks_like_jetson
 from endoedge.errors import BackendUnavailableError, InputError
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def _gpus() -> list[dict[str, str]] | None:
 def _jetson() -> dict[str, str | None] | None:
     release = _read_text("/etc/nv_tegra_release")
     model = _read_text("/proc/device-tree/model")
-    if release is None and not (model and ("jetson" in model.lower() or "nvidia" in model.lower())):
+    if not looks_like_jetson(release, model):
         return None
     first = release.splitlines()[0].lstrip("# ").strip() if release else None
     power = _run(["nvpmodel", "-q"])

@@ -200,6 +200,16 @@ def test_detect_missing_model(sample_paths, tmp_path, capsys):
     assert "does not exist" in _one_error_line(capsys.readouterr().err, "detect")
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_detect_bad_device_is_one_line_error(ssdlite, sample_paths, tmp_path, backend, capsys):
+    model = ssdlite[2] if backend == "onnxruntime" else ssdlite[1]
+    rc = main(["detect", str(sample_paths[0]), "-m", str(model), "--backend", backend, "--device", "gpu",
+               "-o", str(tmp_path / "out")])
+    assert rc == 1
+    line = _one_error_line(capsys.readouterr().err, "detect")
+    assert line.endswith("unknown device 'gpu'; use auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N")
+
+
 # -- demo -----------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.gstreamer

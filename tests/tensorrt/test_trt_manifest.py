@@ -257,7 +257,8 @@ def test_device_index(device, index):
     assert device_index(device) == index
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda:x", "npu:0"])
-def test_device_index_rejects(device):
-    with pytest.raises(InputError, match="NVIDIA GPU"):
+@pytest.mark.parametrize(("device", "message"), [("cpu", "NVIDIA GPU"), ("cuda:x", "unknown device"),
+                                                 ("npu:0", "unknown device"), ("gpu", "unknown device")])
+def test_device_index_rejects(device, message):
+    with pytest.raises(InputError, match=message):
         device_index(device)

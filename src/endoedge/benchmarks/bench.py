@@ -39,6 +39,7 @@ from endoedge.runtime import (
     get_backend_class,
 )
 from endoedge.spec import PreprocessSpec
+from endoedge.spec.device import parse_device
 from endoedge.stats import STAT_KEYS, env_info, format_table, summarize
 
 logger = logging.getLogger(__name__)
@@ -170,15 +171,11 @@ class _ModelInput:
 
 def _onnx_input(path: Path) -> _ModelInput:
     """Pre-processing (from metadata, else stretch to the fixed input size) and input dtype."""
-    import onnx
     from onnx import helper
 
-    from endoedge.spec import ModelSpec
+    from endoedge.spec import ModelSpec, load_onnx_proto
 
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        raise ModelFormatError(f"'{path}' is not a readable ONNX file ({type(err).__name__})") from err
+    proto = load_onnx_proto(path)
     initializers = {i.name for i in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -259,7 +256,7 @@ def _device_of(backend: Backend) -> str:
     providers: list[str] = getattr(backend, "providers", None) or []
     if not providers:
         return backend.device
-    index = backend.device.partition(":")[2] or "0"
+    index = parse_device(backend.device).ordinal
     first = providers[0]
     if first.startswith("CPU"):
         return "cpu"

@@ -252,9 +252,9 @@ def _refuse_overlap(data: CalibrationData, eval_data: str | Path, opts: QuantOpt
 
 def _input(model: Path) -> tuple[str, int | None]:
     """The model's input name and its fixed batch size (``None`` when dynamic)."""
-    import onnx
+    from endoedge.spec import load_onnx_proto
 
-    graph = onnx.load(str(model), load_external_data=False).graph
+    graph = load_onnx_proto(model).graph
     inits = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in inits]
     if len(inputs) != 1:

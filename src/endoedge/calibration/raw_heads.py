@@ -118,7 +118,7 @@ def raw_errors_on_dataset(reference: str | Path, candidate: str | Path, data: st
 
 
 def _dynamic_batch(path: str | Path) -> bool:
-    import onnx
+    from endoedge.spec import load_onnx_proto
 
-    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    dims = load_onnx_proto(path).graph.input[0].type.tensor_type.shape.dim
     return bool(dims) and not dims[0].dim_value

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from endoedge.errors import InputError
+
+if TYPE_CHECKING:
+    from endoedge.detector import Detector
+
+    #: What ``endoedge.cli`` hands each subcommand module's ``add_parser``.
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def int_at_least(minimum: int, *, noun: str = "", unit: str = "", hint: str = "") -> Callable[[str], int]:
@@ -82,7 +88,7 @@ def check_output_file(path: str | Path, flag: str, *, inputs: Sequence[str | Pat
     return out
 
 
-def open_output(path: Path) -> Any:
+def open_output(path: Path) -> TextIO:
     """Open a text output file for writing (UTF-8, line-buffered).
 
     Raises:
@@ -164,7 +170,7 @@ def add_foreign_model_options(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--imgsz", type=image_size, help="square input size of a foreign ONNX (default: read from the ONNX)")
 
 
-def load_detector(args: argparse.Namespace, **options: Any) -> Any:
+def load_detector(args: argparse.Namespace, **options: Any) -> Detector:
     """``endoedge.load`` with the model options of ``args``."""
     from endoedge.detector import load
 
@@ -202,14 +208,14 @@ def foreign_spec(args: argparse.Namespace) -> Any:
 
 
 def _onnx_input_size(path: str) -> int:
-    import onnx
-
     from endoedge.errors import ModelFormatError
+    from endoedge.spec import load_onnx_proto
 
+    graph = load_onnx_proto(path).graph  # a missing or unreadable file: ModelFormatError
     try:
-        dims = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        dims = graph.input[0].type.tensor_type.shape.dim
         h, w = dims[2].dim_value, dims[3].dim_value
-    except Exception as err:  # noqa: BLE001
+    except IndexError as err:  # no input, or fewer than 4 dimensions
         raise ModelFormatError(f"cannot read the input size of '{path}'; pass --imgsz") from err
     if not (h and w and h == w):
         raise ModelFormatError(f"'{path}' has no fixed square input size; pass --imgsz N")

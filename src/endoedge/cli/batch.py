@@ -6,14 +6,18 @@ import argparse
 import logging
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from endoedge.cli._common import endoscopy_option
+
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
 
 logger = logging.getLogger(__name__)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``batch`` subcommand."""
     p = sub.add_parser(
         "batch",
@@ -123,7 +127,7 @@ class _Stopper:
         self.stop.set()
 
 
-def _stop_on_signals(stop: threading.Event) -> Any:
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
     """Ctrl-C / SIGTERM finish the batch in progress and stop (a second Ctrl-C interrupts at once)."""
     from endoedge.cli.run import _stop_on_signals as install
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from endoedge._optional import is_installed
 from endoedge.cli._common import add_tensorrt_options, int_at_least
 from endoedge.errors import BackendUnavailableError, EndoedgeError, InputError
+
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def seconds(text: str) -> float:
     return value
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``bench`` subcommand."""
     from endoedge.runtime import backend_names
 

@@ -12,13 +12,14 @@ import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from endoedge.cli._common import check_output_file, int_at_least
 from endoedge.errors import InputError
 
 if TYPE_CHECKING:
     from endoedge.calibration import CalibrationData
+    from endoedge.cli._common import SubParsers
     from endoedge.data.onnx_facts import OnnxFacts
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def _batch(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--batch ")) from None
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``build`` subcommand."""
     from endoedge.tensorrt.plan import HARDWARE_COMPAT, PRECISIONS
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from endoedge.errors import InputError
 
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
 
-def add_parser(sub: Any) -> None:
+
+def add_parser(sub: SubParsers) -> None:
     """Register the ``demo`` subcommand."""
     p = sub.add_parser(
         "demo",

@@ -10,16 +10,20 @@ import statistics
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
 from endoedge.data.imageio import IMAGE_SUFFIXES
 from endoedge.errors import EndoedgeError, InputError
 
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
+    from endoedge.detector import Detector
+
 logger = logging.getLogger(__name__)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``detect`` subcommand."""
     p = sub.add_parser(
         "detect",
@@ -71,7 +75,7 @@ def _unique_names(paths: Sequence[Path]) -> Iterator[tuple[Path, str]]:
         yield p, name
 
 
-def _warm_up(det: Any, paths: Sequence[Path], n: int) -> None:
+def _warm_up(det: Detector, paths: Sequence[Path], n: int) -> None:
     """Run ``n`` untimed detections so the first reported latency is not a cold start."""
     from endoedge.data.imageio import read_image
 

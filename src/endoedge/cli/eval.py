@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from endoedge.cli._common import (
     ENDOSCOPY_HELP,
@@ -22,10 +22,13 @@ from endoedge.cli._common import (
 )
 from endoedge.errors import InputError
 
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
+
 logger = logging.getLogger(__name__)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``eval`` subcommand."""
     from endoedge.runtime import backend_names
 

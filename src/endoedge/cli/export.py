@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from endoedge.cli._common import ENDOSCOPY_HELP, endoscopy_option, image_size
+
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
 
 logger = logging.getLogger(__name__)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``export`` subcommand."""
     from endoedge.models import arch_names
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
 
 
 def _batch_list(text: str) -> list[int]:
@@ -16,7 +19,7 @@ def _batch_list(text: str) -> list[int]:
     return values
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``export-triton`` subcommand."""
     p = sub.add_parser(
         "export-triton",

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from endoedge.errors import InputError
 from endoedge.jetson.platform import jetson_info
 from endoedge.jetson.presets import pipeline_for_source
 
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
+
+
 DEFAULT_SINK = "appsink name=sink drop=true max-buffers=1 sync=false emit-signals=false"
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register ``endoedge jetson info`` and ``endoedge jetson pipeline SOURCE``."""
     parser = sub.add_parser("jetson", help="Jetson facts (JetPack, L4T, board) and GStreamer preset strings",
                             description=__doc__)

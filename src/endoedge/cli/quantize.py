@@ -7,15 +7,18 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from endoedge.cli._common import check_output_file, open_output
 from endoedge.errors import InputError
 
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
+
 logger = logging.getLogger(__name__)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``quantize`` subcommand."""
     from endoedge.calibration.compare import DEFAULT_MAX_DROP
     from endoedge.calibration.quantize import METHODS

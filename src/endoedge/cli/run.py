@@ -7,16 +7,24 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
 from endoedge.errors import EndoedgeError, InputError
 
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
+    from endoedge.detector import Detector
+    from endoedge.pipeline.frames import FrameSink
+    from endoedge.pipeline.runner import Pipeline, RunStats
+
 logger = logging.getLogger(__name__)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``run`` subcommand."""
     p = sub.add_parser(
         "run",
@@ -77,41 +85,11 @@ def _output_file(path: str | None) -> Path | None:
     return p
 
 
-def make_capture_factory(spec: Any, *, live: bool, stall_timeout_s: float, loop: bool, jetson: str) -> Any:
-    """A zero-argument callable building a fresh capture for ``spec`` (used again to reconnect)."""
-    from endoedge.pipeline.sources import build_pipeline
-
-    if spec.kind == "folder":
-        from endoedge.pipeline.capture import FolderCapture
-
-        return lambda: FolderCapture(spec.files, fps=spec.fps or 30.0, live=live, loop=loop)
-    from endoedge.pipeline.capture import GstCapture
-
-    description = _jetson_pipeline(spec, live=live, mode=jetson) or build_pipeline(spec, live=live)
-    logger.info("pipeline: %s", description)
-    return lambda: GstCapture(description, location=spec.location, live=live, stall_timeout_s=stall_timeout_s)
-
-
-def _jetson_pipeline(spec: Any, *, live: bool, mode: str) -> str | None:
-    """NVIDIA hardware presets on a Jetson (None elsewhere, or for kinds without a preset)."""
-    if mode == "off" or spec.kind not in ("file", "v4l2", "rtsp", "csi"):
-        return None
-    from endoedge.jetson import is_jetson, pipeline_for_source
-    from endoedge.pipeline.sources import appsink_description
-
-    if mode == "auto" and not is_jetson():
-        return None
-    return pipeline_for_source(
-        spec.location, appsink=appsink_description(live), live=live, width=spec.width,
-        height=spec.height, fps=spec.fps, fmt=spec.pixel_format, latency_ms=spec.latency_ms,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline; see the subcommand's description."""
     from endoedge.pipeline.report import build_report
     from endoedge.pipeline.runner import Pipeline, RunOptions, per_frame_arrays
-    from endoedge.pipeline.sources import parse_source
+    from endoedge.pipeline.sources import make_capture_factory, parse_source
     from endoedge.stats import env_info, format_table, plot_latency, write_json
 
     spec = parse_source(args.source, width=args.width, height=args.height, fps=args.fps,
@@ -129,20 +107,24 @@ def run(args: argparse.Namespace) -> int:
     env = env_info()
     source_info: dict[str, Any] = {"description": spec.describe(), "kind": spec.kind,
                                    "mode": "live" if live else "offline"}
-    video = display = jsonl = None
-    pipeline: Any = None
-    det: Any = None
+    video: FrameSink | None = None
+    display: FrameSink | None = None
+    jsonl: TextIO | None = None
+    pipeline: Pipeline | None = None
+    det: Detector | None = None
 
-    def report(stats: Any) -> dict[str, Any]:
+    def report(stats: RunStats) -> dict[str, Any]:
+        # Called once the detector and the pipeline exist (progress saves, the final report).
         source_info["reconnects"] = list(stats.gaps)
-        return build_report(stats, dropped=pipeline.dropped, backend=det.describe(),
+        return build_report(stats, dropped=pipeline.dropped if pipeline is not None else 0,
+                            backend=det.describe() if det is not None else str(args.backend),
                             model=str(args.model), source=source_info, env=env)
 
-    def save_progress(stats: Any) -> None:
+    def save_progress(stats: RunStats) -> None:
         if report_path is not None:
             write_json(report_path, report(stats))
 
-    restore: Any = lambda: None  # noqa: E731
+    restore: Callable[[], None] = _nothing_to_undo
     interrupted = False
     failure: EndoedgeError | None = None
     try:
@@ -198,15 +180,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals(pipeline: Any) -> Any:
+def _nothing_to_undo() -> None:
+    """The undo of a step that changed nothing."""
+
+
+class Interruptible(Protocol):
+    """What signal handling drives: a :class:`~endoedge.pipeline.runner.Pipeline`, a batch job."""
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a stop was requested already (a second signal then interrupts at once)."""
+        ...
+
+    def request_stop(self) -> None:
+        """Finish the item in hand, then stop (called from a signal handler: sets a flag only)."""
+        ...
+
+
+def _stop_on_signals(pipeline: Interruptible) -> Callable[[], None]:
     """While the pipeline runs, Ctrl-C (SIGINT) and SIGTERM ask it to stop after the current frame
     (outputs finalized, exit 130); a second Ctrl-C interrupts at once. Returns an undo."""
     if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+        return _nothing_to_undo
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in signals}
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         if pipeline.interrupted:
             raise KeyboardInterrupt
         pipeline.request_stop()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from endoedge.cli._common import SubParsers
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ARCH = "ssdlite320_efficientnet_lite0"
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: SubParsers) -> None:
     """Register the ``train`` subcommand."""
     p = sub.add_parser(
         "train",

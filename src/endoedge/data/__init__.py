@@ -1,2 +1,2 @@
 """Files on disk: image decoding, media suffixes, datasets and splits, bundled sample frames,
-file hashes and ONNX graph facts. Imports only ``errors``/``spec`` below it."""
+file hashes and ONNX graph facts; gst-launch quoting. Imports only ``errors``/``spec`` below it."""

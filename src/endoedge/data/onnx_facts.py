@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from endoedge.errors import ModelFormatError
+from endoedge.spec import load_onnx_proto
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
@@ -64,18 +65,12 @@ def onnx_facts(path: str | Path) -> OnnxFacts:
     Raises:
         ModelFormatError: the file is missing, not ONNX, or does not have exactly one input.
     """
-    import onnx
     from onnx import TensorProto
 
     from endoedge.data.hashing import file_sha256
 
     p = Path(path)
-    if not p.is_file():
-        raise ModelFormatError(f"ONNX '{p}' does not exist or is not a file")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        raise ModelFormatError(f"'{p}' is not a readable ONNX file ({type(err).__name__})") from err
+    model = load_onnx_proto(p)
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]

@@ -1,11 +1,7 @@
 """Jetson detection: is this an NVIDIA Jetson, which board, which L4T / JetPack release.
 
-Two files identify a Jetson running NVIDIA's Linux for Tegra (L4T):
-
-* ``/etc/nv_tegra_release``: first line ``# R36 (release), REVISION: 4.0, GCID: ..., BOARD: ...``
-  (L4T 36.4.0). It is also present in NVIDIA's ``l4t-*`` containers.
-* ``/proc/device-tree/model``: the board name, NUL-terminated, e.g.
-  ``NVIDIA Jetson AGX Orin Developer Kit``.
+Whether this is a Jetson at all is decided by :func:`endoedge._tegra.is_jetson` (re-exported here
+with :func:`parse_tegra_release`) from ``/etc/nv_tegra_release`` and ``/proc/device-tree/model``.
 
 JetPack is the SDK bundle around an L4T release; the mapping below comes from the project's reference
 notes (``shared/reference/tensorrt-jetson-gstreamer.md`` section 2.1, partly third-party sources) and
@@ -22,16 +18,17 @@ import re
 from pathlib import Path
 from typing import NamedTuple, TypedDict
 
+from endoedge._tegra import (
+    DEVICE_TREE_MODEL,
+    TEGRA_RELEASE,
+    is_jetson,
+    parse_tegra_release,
+    read_text,
+    root_path,
+)
 from endoedge.errors import InputError
 
 log = logging.getLogger(__name__)
-
-TEGRA_RELEASE = "etc/nv_tegra_release"
-DEVICE_TREE_MODEL = "proc/device-tree/model"
-
-_RELEASE_RE = re.compile(r"#?\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+(?:\.\d+)*)")
-# Substrings of /proc/device-tree/model that mean an NVIDIA Jetson (word-bounded, case-sensitive).
-_MODEL_RE = re.compile(r"NVIDIA Jetson|\b(?:Orin|Xavier|Thor)\b")
 
 
 class _Row(NamedTuple):
@@ -88,26 +85,6 @@ class JetsonInfo(TypedDict):
     gstreamer: str | None  # the distribution's GStreamer (major.minor)
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_bytes().decode("utf-8", errors="replace").replace("\x00", "").strip()
-    except OSError:
-        return None
-
-
-def parse_tegra_release(text: str) -> tuple[str, tuple[int, ...]] | None:
-    """Parse the first line of ``/etc/nv_tegra_release``.
-
-    Returns ``("R36 (release), REVISION: 4.0", (36, 4, 0))``, or ``None`` if the text is not an L4T
-    release line.
-    """
-    m = _RELEASE_RE.search(text.splitlines()[0] if text else "")
-    if m is None:
-        return None
-    version = (int(m.group(1)), *(int(p) for p in m.group(2).split(".")))
-    return m.group(0).lstrip("#").strip(), version
-
-
 def _key(version: tuple[int, ...]) -> tuple[int, ...]:
     """Drop trailing zeros so 35.5.0 and 35.5 are the same release (keep at least major.minor)."""
     v = list(version)
@@ -137,26 +114,12 @@ def jetpack_major_for_l4t(l4t: str | tuple[int, ...]) -> int | None:
     return line[0] if line else None
 
 
-def _root(root: str | Path | None) -> Path:
-    return Path(root) if root is not None else Path("/")
-
-
-def is_jetson(root: str | Path | None = None) -> bool:
-    """True on an NVIDIA Jetson: an L4T release file, or a device-tree model naming a Jetson."""
-    base = _root(root)
-    release = _read_text(base / TEGRA_RELEASE)
-    if release and parse_tegra_release(release) is not None:
-        return True
-    model = _read_text(base / DEVICE_TREE_MODEL)
-    return bool(model and _MODEL_RE.search(model))
-
-
 def jetson_info(root: str | Path | None = None) -> JetsonInfo | None:
     """Board model, L4T release and the JetPack/TensorRT/CUDA/GStreamer versions; ``None`` off Jetson."""
     if not is_jetson(root):
         return None
-    base = _root(root)
-    model = _read_text(base / DEVICE_TREE_MODEL) or None
+    base = root_path(root)
+    model = read_text(base / DEVICE_TREE_MODEL) or None
     info = JetsonInfo(
         model=model,
         l4t_release=None,
@@ -168,7 +131,7 @@ def jetson_info(root: str | Path | None = None) -> JetsonInfo | None:
         ubuntu=None,
         gstreamer=None,
     )
-    parsed = parse_tegra_release(_read_text(base / TEGRA_RELEASE) or "")
+    parsed = parse_tegra_release(read_text(base / TEGRA_RELEASE) or "")
     if parsed is None:
         log.debug("Jetson model %r without a readable %s", model, TEGRA_RELEASE)
         return info

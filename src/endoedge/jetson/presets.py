@@ -34,6 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from endoedge.data.gst_syntax import quote
 from endoedge.errors import InputError
 from endoedge.jetson.platform import JetsonInfo, is_jetson, jetson_info
 from endoedge.jetson.probe import DEMUXERS, container_from_extension, sniff_codec, sniff_container
@@ -100,26 +101,6 @@ def _dims(width: int, height: int, fps: float) -> str:
 
 def _num_buffers(num_buffers: int | None) -> str:
     return "" if num_buffers is None else f" num-buffers={_int('num_buffers', num_buffers)}"
-
-
-def quote(
-    value: str, what: str = "location", fix: str = "rename it or use a symlink without it"
-) -> str:
-    """Double-quote ``value`` for a gst-launch property, refusing characters that cannot be passed.
-
-    Inside double quotes GStreamer's parser takes spaces, ``!``, ``,``, ``=``, ``'`` and non-ASCII
-    literally; a ``"`` or ``\\`` needs escaping whose handling changed between GStreamer releases,
-    and control characters break the gst-launch command line, so those are refused.
-    """
-    if not isinstance(value, str) or not value:
-        raise InputError(f"{what} must be a non-empty string, got {value!r}")
-    bad = [c for c in value if c in '"\\' or ord(c) < 32 or ord(c) == 127]
-    if bad:
-        raise InputError(
-            f"{what} {value!r} contains {bad[0]!r}, which cannot be passed safely in a GStreamer "
-            f"pipeline string; {fix}"
-        )
-    return f'"{value}"'
 
 
 def _check_sink(appsink: str) -> str:

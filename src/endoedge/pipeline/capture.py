@@ -1,8 +1,10 @@
 """Frame sources for the pipeline: a GStreamer appsink puller and an image-folder player.
 
-Both hand out :class:`Frame` objects whose ``image`` is an ``H x W x 3`` uint8 BGR array. For
-GStreamer it is a read-only view of the mapped buffer (row stride from the caps); call
-:meth:`Frame.release` when done with it.
+Both are :class:`~endoedge.pipeline.frames.CaptureSource` objects handing out
+:class:`~endoedge.pipeline.frames.Frame` objects whose ``image`` is an ``H x W x 3`` uint8 BGR
+array. For GStreamer it is a read-only view of the mapped buffer (row stride from the caps); call
+:meth:`Frame.release` when done with it. (``Frame`` and ``SourceStalled`` are defined in
+:mod:`endoedge.pipeline.frames` and :mod:`endoedge.errors`; they stay importable from here.)
 """
 
 from __future__ import annotations
@@ -10,47 +12,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from endoedge.errors import EndoedgeError, InputError
+from endoedge.errors import EndoedgeError, InputError, SourceStalled
+from endoedge.pipeline.frames import Frame, StopFlag
 from endoedge.pipeline.gst import BufferView, gst
 
 logger = logging.getLogger(__name__)
-
-
-class SourceStalled(EndoedgeError):
-    """A source delivered no frame within the stall timeout (unplugged card, dead stream)."""
-
-
-@dataclass
-class Frame:
-    """One frame handed to Python.
-
-    Attributes:
-        index: arrival order in this run (0-based; frames dropped upstream are not counted).
-        pts_ns: presentation timestamp in ns (source clock), or None.
-        image: ``H x W x 3`` uint8 BGR.
-        t_arrival_ns: ``time.perf_counter_ns()`` when the frame reached Python.
-        capture_ms: for live GStreamer sources, the pipeline's running time at arrival minus the
-            buffer's running time (how long the frame spent between the source and Python);
-            otherwise the time spent pulling/reading the frame. Milliseconds.
-    """
-
-    index: int
-    pts_ns: int | None
-    image: np.ndarray
-    t_arrival_ns: int
-    capture_ms: float
-    view: BufferView | None = None
-
-    def release(self) -> None:
-        """Give the underlying GStreamer buffer back (the image is invalid afterwards)."""
-        if self.view is not None:
-            self.view.release()
-            self.view = None
 
 
 def _describe_gst_error(err: Any, debug: str | None, location: str) -> str:
@@ -123,7 +93,7 @@ class GstCapture:
             self.stop()
             raise InputError(_describe_gst_error(err, debug, self.location))
 
-    def read(self, stop: Any = None) -> Frame | None:
+    def read(self, stop: StopFlag | None = None) -> Frame | None:
         """The next frame, or None at end of stream (or when ``stop`` — a threading.Event — is set).
 
         Raises:
@@ -192,7 +162,7 @@ class FolderCapture:
     Unreadable images are skipped with a warning and counted in ``skipped``.
     """
 
-    def __init__(self, files: list[Any], *, fps: float, live: bool, loop: bool = False) -> None:
+    def __init__(self, files: Sequence[str | Path], *, fps: float, live: bool, loop: bool = False) -> None:
         self.files = files
         self.fps = fps
         self.live = live
@@ -209,7 +179,7 @@ class FolderCapture:
         self._pos = 0
         self._t0 = None
 
-    def read(self, stop: Any = None) -> Frame | None:
+    def read(self, stop: StopFlag | None = None) -> Frame | None:
         """The next readable image as a :class:`Frame`, or None after the last one."""
         from endoedge.data.imageio import read_image
 

@@ -26,12 +26,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 import numpy as np
 
-from endoedge.errors import EndoedgeError
-from endoedge.pipeline.capture import Frame, SourceStalled
+from endoedge.errors import EndoedgeError, SourceStalled
+from endoedge.pipeline.frames import (
+    CaptureSource,
+    Frame,
+    FrameDetector,
+    FrameSink,
+    LineSink,
+    StopFlag,
+)
+
+if TYPE_CHECKING:
+    from endoedge.detector import Detections
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +50,25 @@ STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "e2e")
 #: the whole cleaning step (it precedes ``preprocess`` and is inside ``e2e``); the others are its
 #: parts (field-of-view analysis/crop, OSD masking, median/wavelet denoise).
 CLEAN_STAGES = ("clean", "clean_fov", "clean_osd", "clean_denoise")
-_DONE = object()
+T = TypeVar("T")
 
 
-class LatestSlot:
+class _Done:
+    """The end-of-stream marker passed through the pipeline's queues."""
+
+
+_DONE = _Done()
+
+
+class LatestSlot(Generic[T]):
     """A one-frame mailbox: ``put`` replaces an unconsumed frame (returned so it can be counted)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._item: Any = None
+        self._item: T | None = None
         self._has = False
 
-    def put(self, item: Any) -> Any:
+    def put(self, item: T) -> T | None:
         """Store ``item``; return the item it replaced, or None."""
         with self._cond:
             old = self._item if self._has else None
@@ -59,13 +76,13 @@ class LatestSlot:
             self._cond.notify()
             return old
 
-    def get(self, timeout: float) -> Any:
+    def get(self, timeout: float) -> T:
         """Take the newest item; raises ``queue.Empty`` after ``timeout`` seconds without one."""
         with self._cond:
             if not self._has and not self._cond.wait_for(lambda: self._has, timeout):
                 raise queue.Empty
             item, self._item, self._has = self._item, None, False
-            return item
+            return cast(T, item)  # _has was set: item is the T that put stored
 
 
 @dataclass
@@ -107,28 +124,48 @@ class RunStats:
         return (self.frames - 1) / ((self.t_last_ns - self.t_first_ns) / 1e9)
 
 
+@dataclass
+class _Processed:
+    """A frame on its way from inference to the output thread.
+
+    Attributes:
+        times: per-stage milliseconds for the JSONL record (``capture`` ... ``e2e``, ``wait``).
+        post_end_ns: ``time.perf_counter_ns()`` when post-processing ended (start of ``render``).
+        warm: a warm-up frame (kept out of the statistics).
+    """
+
+    frame: Frame
+    result: Detections
+    times: dict[str, float]
+    post_end_ns: int
+    warm: bool
+
+
+_InItem = Frame | _Done
+
+
 class Pipeline:
     """Run a detector over a source with overlapped capture, inference and output.
 
     Args:
-        detector: an :class:`~endoedge.detector.Detector`.
-        make_capture: builds a fresh capture object (called again to reconnect).
+        detector: an :class:`~endoedge.detector.Detector` (any :class:`FrameDetector`).
+        make_capture: builds a fresh, unstarted :class:`CaptureSource` (called again to reconnect).
         options: :class:`RunOptions`.
-        video: optional :class:`~endoedge.pipeline.writer.VideoWriter`.
-        display: optional :class:`~endoedge.pipeline.writer.DisplaySink`.
-        jsonl: optional open text file for detection records.
+        video: optional :class:`~endoedge.pipeline.writer.VideoWriter` (any :class:`FrameSink`).
+        display: optional :class:`~endoedge.pipeline.writer.DisplaySink` (any :class:`FrameSink`).
+        jsonl: optional open text file for detection records (one JSON line per frame).
         on_progress: called with the stats every ``report_every_s`` (e.g. to save a report).
     """
 
     def __init__(
         self,
-        detector: Any,
-        make_capture: Callable[[], Any],
+        detector: FrameDetector,
+        make_capture: Callable[[], CaptureSource],
         options: RunOptions,
         *,
-        video: Any = None,
-        display: Any = None,
-        jsonl: Any = None,
+        video: FrameSink | None = None,
+        display: FrameSink | None = None,
+        jsonl: LineSink | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
     ) -> None:
         self.detector = detector
@@ -139,20 +176,28 @@ class Pipeline:
         self.jsonl = jsonl
         self.on_progress = on_progress
         self.stats = RunStats()
-        self.capture: Any = None
+        self.capture: CaptureSource | None = None
         self.dropped_upstream = 0
         self._stop = threading.Event()
         self.interrupted = False  # set by request_stop (signal handlers): a plain flag, no lock
-        self._frames_in: Any = LatestSlot() if options.live else queue.Queue(maxsize=3)
-        self._out: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self._frames_in: LatestSlot[_InItem] | queue.Queue[_InItem] = (
+            LatestSlot() if options.live else queue.Queue(maxsize=3))
+        self._out: queue.Queue[_Processed | _Done] = queue.Queue(maxsize=4)
         self._capture_error: BaseException | None = None
         self._output_error: BaseException | None = None
         self._processed = 0
         self._canvas = np.empty((0, 0, 3), np.uint8)
 
     # -- capture thread ---------------------------------------------------------------------
-    def _put_frame(self, item: Any) -> None:
-        if self.options.live:
+    @property
+    def _source(self) -> CaptureSource:
+        """The open source (:meth:`run` opens it before the capture thread starts)."""
+        if self.capture is None:
+            raise EndoedgeError("the pipeline's source is not open; call Pipeline.run()")
+        return self.capture
+
+    def _put_frame(self, item: _InItem) -> None:
+        if isinstance(self._frames_in, LatestSlot):  # live
             old = self._frames_in.put(item)
             if isinstance(old, Frame):
                 old.release()
@@ -171,7 +216,7 @@ class Pipeline:
         try:
             while not self._stop.is_set():
                 try:
-                    frame = self.capture.read(self._stop)
+                    frame = self._source.read(self._stop)
                 except SourceStalled as err:
                     if not (self.options.live and self.options.reconnect):
                         raise
@@ -195,7 +240,7 @@ class Pipeline:
         t0 = time.perf_counter()
         logger.warning("%s; reconnecting in %.1f s (attempt %d)", reason, delay, attempt)
         self.dropped_upstream += getattr(self.capture, "dropped_upstream", 0)
-        self.capture.stop()
+        self._source.stop()
         if self._stop.wait(delay):
             return
         try:
@@ -203,7 +248,7 @@ class Pipeline:
             self.capture.start()
         except EndoedgeError as err:
             logger.warning("reconnect failed: %s", err)
-            self.capture = _DeadCapture(self.capture, reason)
+            self.capture = _DeadCapture(self._source, reason)
         with self.stats.lock:
             self.stats.gaps.append({"attempt": attempt, "backoff_s": delay,
                                     "gap_ms": round((time.perf_counter() - t0) * 1e3, 1)})
@@ -214,9 +259,9 @@ class Pipeline:
 
         while True:
             item = self._out.get()
-            if item is _DONE:
+            if isinstance(item, _Done):
                 return
-            frame, result, times, warm = item
+            frame, result, times, warm = item.frame, item.result, item.times, item.warm
             try:
                 if self._output_error is None:
                     if self.video is not None or self.display is not None:
@@ -231,8 +276,7 @@ class Pipeline:
                     if self.jsonl is not None:
                         record = {"frame": frame.index, "pts_ms": None if frame.pts_ns is None else round(frame.pts_ns / 1e6, 3),
                                   "warmup": warm, "detections": result.to_records(),
-                                  "latency_ms": {k: round(v, 3) for k, v in times.items()
-                                                 if not k.startswith("_") and not math.isnan(v)}}
+                                  "latency_ms": {k: round(v, 3) for k, v in times.items() if not math.isnan(v)}}
                         self.jsonl.write(json.dumps(record) + "\n")
                         self.jsonl.flush()
             except BaseException as err:  # noqa: BLE001 - reported by the inference thread
@@ -243,7 +287,7 @@ class Pipeline:
             t_done = time.perf_counter_ns()
             if not warm:
                 with self.stats.lock:
-                    self.stats.stages["render"].append((t_done - times["_post_end_ns"]) / 1e6)
+                    self.stats.stages["render"].append((t_done - item.post_end_ns) / 1e6)
 
     # -- inference (calling thread) ---------------------------------------------------------
     def run(self) -> RunStats:
@@ -265,7 +309,7 @@ class Pipeline:
                     frame = self._frames_in.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                if frame is _DONE:
+                if isinstance(frame, _Done):
                     break
                 self._process(frame)
                 if self.options.max_frames is not None and self._processed >= self.options.max_frames:
@@ -297,7 +341,10 @@ class Pipeline:
     def _drain_input(self) -> None:
         while True:
             try:
-                item = self._frames_in.get(timeout=0) if self.options.live else self._frames_in.get_nowait()
+                if isinstance(self._frames_in, LatestSlot):  # live
+                    item = self._frames_in.get(timeout=0)
+                else:
+                    item = self._frames_in.get_nowait()
             except queue.Empty:
                 return
             if isinstance(item, Frame):
@@ -318,7 +365,6 @@ class Pipeline:
             "infer": st.infer,
             "postprocess": st.postprocess,
             "e2e": (t_end - frame.t_arrival_ns) / 1e6,
-            "_post_end_ns": t_end,
             "wait": (t_start - frame.t_arrival_ns) / 1e6,
         }
         with self.stats.lock:
@@ -335,7 +381,7 @@ class Pipeline:
                     ct = cleaner.timings
                     for key, value in zip(CLEAN_STAGES, (st.clean, ct.fov, ct.osd, ct.denoise), strict=True):
                         self.stats.stages.setdefault(key, []).append(float(value))
-        self._out.put((frame, result, times, warm))
+        self._out.put(_Processed(frame, result, times, t_end, warm))
 
     @property
     def dropped(self) -> int:
@@ -346,12 +392,15 @@ class Pipeline:
 class _DeadCapture:
     """Stands in for a source that could not be reopened: stalls at once so the back-off continues."""
 
-    def __init__(self, previous: Any, reason: str) -> None:
+    def __init__(self, previous: CaptureSource, reason: str) -> None:
         self.previous = previous
         self.reason = reason
         self.dropped_upstream = 0
 
-    def read(self, stop: Any = None) -> Frame | None:
+    def start(self) -> None:
+        """Nothing to open."""
+
+    def read(self, stop: StopFlag | None = None) -> Frame | None:
         raise SourceStalled(self.reason)
 
     def stop(self) -> None:

@@ -21,13 +21,24 @@ the decoder (back-pressure) so decoding runs ahead of inference by a few frames 
 from __future__ import annotations
 
 import glob
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
+from endoedge.data.gst_syntax import quote
 from endoedge.data.imageio import IMAGE_SUFFIXES
 from endoedge.errors import InputError
 
+if TYPE_CHECKING:
+    from endoedge.pipeline.frames import CaptureSource
+
+logger = logging.getLogger(__name__)
+
+#: ``--jetson``: NVIDIA hardware presets ``on``, ``off``, or ``auto`` (on when running on a Jetson).
+JetsonMode = Literal["auto", "on", "off"]
 KINDS = ("file", "v4l2", "csi", "rtsp", "rtp", "folder", "test", "pipeline")
 LIVE_KINDS = frozenset({"v4l2", "csi", "rtsp", "rtp", "test"})
 TEST_PATTERNS = ("smpte", "ball", "snow", "pinwheel", "gamut", "circular", "spokes")
@@ -136,17 +147,6 @@ def parse_source(
     raise InputError(f"source '{text}' not found: not a file, folder, glob, device, URL, 'test' or pipeline")
 
 
-def quote(value: str) -> str:
-    """Quote a property value for gst-launch syntax.
-
-    Raises:
-        InputError: the value contains characters gst-launch cannot carry safely.
-    """
-    if any(c in value for c in '"\\\n\r\0'):
-        raise InputError(f"'{value}' contains a quote, backslash or newline; rename it to use it as a source")
-    return f'"{value}"'
-
-
 def appsink_description(live: bool, *, max_buffers: int = 4) -> str:
     """The appsink element: dropping one-buffer latest-frame sink when live, blocking queue offline."""
     if live:
@@ -185,21 +185,21 @@ def build_pipeline(spec: SourceSpec, *, live: bool) -> str:
     if spec.kind == "pipeline":
         return spec.location
     if spec.kind == "file":
-        return f"filesrc location={quote(spec.location)} ! decodebin ! {leaky}{tail}{sink}"
+        return f"filesrc location={quote(spec.location, 'video file')} ! decodebin ! {leaky}{tail}{sink}"
     if spec.kind == "test":
         caps = _caps(SourceSpec("test", "", width=spec.width or 1280, height=spec.height or 720, fps=spec.fps or 30))
         return f"videotestsrc is-live=true pattern={spec.location} ! {caps} ! {leaky}{tail}{sink}"
     if spec.kind == "v4l2":
         fmt = (spec.pixel_format or "").upper()
         if fmt in ("MJPG", "MJPEG", "JPEG"):
-            head = f"v4l2src device={quote(spec.location)} ! {_caps(spec, 'image/jpeg')} ! jpegdec ! "
+            head = f"v4l2src device={quote(spec.location, 'device')} ! {_caps(spec, 'image/jpeg')} ! jpegdec ! "
         else:
             caps = _caps(spec) + (f",format={fmt}" if fmt else "")
-            head = f"v4l2src device={quote(spec.location)} ! {caps} ! "
+            head = f"v4l2src device={quote(spec.location, 'device')} ! {caps} ! "
         return f"{head}{leaky}{tail}{sink}"
     if spec.kind == "rtsp":
         return (
-            f"rtspsrc location={quote(spec.location)} latency={spec.latency_ms} drop-on-latency=true ! "
+            f"rtspsrc location={quote(spec.location, 'RTSP URL', 'percent-encode it (%22, %5C)')} latency={spec.latency_ms} drop-on-latency=true ! "
             f"decodebin ! {leaky}{tail}{sink}"
         )
     if spec.kind == "rtp":
@@ -212,3 +212,38 @@ def build_pipeline(spec: SourceSpec, *, live: bool) -> str:
     if spec.kind == "csi":
         raise InputError("CSI cameras (csi://N) need a Jetson's nvarguscamerasrc; use --jetson on on a Jetson")
     raise InputError(f"source kind '{spec.kind}' is not played through GStreamer")
+
+
+def make_capture_factory(
+    spec: SourceSpec, *, live: bool, stall_timeout_s: float, loop: bool, jetson: JetsonMode
+) -> Callable[[], CaptureSource]:
+    """A zero-argument callable building a fresh, unstarted capture for ``spec`` (called again to
+    reconnect): a :class:`~endoedge.pipeline.capture.FolderCapture` for folders, else a
+    :class:`~endoedge.pipeline.capture.GstCapture` (NVIDIA presets on a Jetson, see ``jetson``).
+
+    Raises:
+        InputError: the source has no GStreamer pipeline here (e.g. CSI off a Jetson).
+    """
+    if spec.kind == "folder":
+        from endoedge.pipeline.capture import FolderCapture
+
+        return lambda: FolderCapture(spec.files, fps=spec.fps or 30.0, live=live, loop=loop)
+    from endoedge.pipeline.capture import GstCapture
+
+    description = _jetson_pipeline(spec, live=live, mode=jetson) or build_pipeline(spec, live=live)
+    logger.info("pipeline: %s", description)
+    return lambda: GstCapture(description, location=spec.location, live=live, stall_timeout_s=stall_timeout_s)
+
+
+def _jetson_pipeline(spec: SourceSpec, *, live: bool, mode: JetsonMode) -> str | None:
+    """NVIDIA hardware presets on a Jetson (None elsewhere, or for kinds without a preset)."""
+    if mode == "off" or spec.kind not in ("file", "v4l2", "rtsp", "csi"):
+        return None
+    from endoedge.jetson import is_jetson, pipeline_for_source
+
+    if mode == "auto" and not is_jetson():
+        return None
+    return pipeline_for_source(
+        spec.location, appsink=appsink_description(live), live=live, width=spec.width,
+        height=spec.height, fps=spec.fps, fmt=spec.pixel_format, latency_ms=spec.latency_ms,
+    )

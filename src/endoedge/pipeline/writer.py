@@ -18,9 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from endoedge.data.gst_syntax import quote
 from endoedge.errors import InputError
 from endoedge.pipeline.gst import gst, has_element
-from endoedge.pipeline.sources import fps_fraction, quote
+from endoedge.pipeline.sources import fps_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class VideoWriter(_AppSrcSink):
         mux = _MUXERS[suffix]
         if suffix == ".mkv" and "avenc_mpeg4" in encoder:
             encoder += " ! mpeg4videoparse"
-        tail = f"{encoder} ! {mux} ! filesink location={quote(str(self.path))}"
+        tail = f"{encoder} ! {mux} ! filesink location={quote(str(self.path), 'video output', 'choose another file name')}"
         super().__init__(tail, fps, f"video writer ({self.path.name})")
         self.encoder = encoder.split()[0]
 

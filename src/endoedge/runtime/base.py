@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from endoedge.errors import EndoedgeError, InputError
+from endoedge.spec.device import parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ class Backend(abc.ABC):
 
     Args:
         model_path: the model file the backend runs.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (backends may accept more).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (backends may accept more);
+            any string :func:`~endoedge.spec.device.parse_device` refuses raises
+            :class:`~endoedge.errors.DeviceError` here, before anything is loaded.
     """
 
     name: ClassVar[str] = "base"
@@ -41,6 +44,7 @@ class Backend(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules it needs
 
     def __init__(self, model_path: str | Path, *, device: str = "auto") -> None:
+        parse_device(device)  # one error, with one wording, for a malformed device in every backend
         self.model_path = Path(model_path)
         self.device = device
         self.is_active = False

@@ -12,6 +12,7 @@ import numpy as np
 from endoedge._optional import require
 from endoedge.errors import BackendUnavailableError, InputError, ModelFormatError
 from endoedge.runtime.base import Backend
+from endoedge.spec.device import parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -24,25 +25,18 @@ def providers_for(device: str, available: list[str]) -> list[Any]:
     ``"tensorrt:N"``: ONNX Runtime's TensorRT provider, then CUDA, then CPU.
 
     Raises:
+        DeviceError: ``device`` is not a device string (:func:`~endoedge.spec.device.parse_device`).
         BackendUnavailableError: the provider asked for is not in ``available``.
     """
-    kind, _, index = device.partition(":")
-    if index and not index.isdigit():
-        raise BackendUnavailableError(
-            f"onnxruntime backend: bad device '{device}'; the GPU index must be a number, e.g. cuda:0"
-        )
-    device_id = int(index) if index else 0
-    if kind == "cpu":
+    dev = parse_device(device)
+    if dev.kind == "cpu":
         return ["CPUExecutionProvider"]
-    if kind == "auto":
+    if dev.kind == "auto":
         if "CUDAExecutionProvider" in available:
             return [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
+    kind, device_id = dev.kind, dev.ordinal
     wanted = {"cuda": ["CUDAExecutionProvider"], "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]}
-    if kind not in wanted:
-        raise BackendUnavailableError(
-            f"onnxruntime backend: unknown device '{device}'; use auto, cpu, cuda[:N] or tensorrt[:N]"
-        )
     missing = [p for p in wanted[kind] if p not in available]
     if missing:
         raise BackendUnavailableError(

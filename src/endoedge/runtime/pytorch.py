@@ -14,23 +14,29 @@ from typing import Any
 import numpy as np
 
 from endoedge._optional import require
-from endoedge.errors import BackendUnavailableError, ModelFormatError
+from endoedge.errors import BackendUnavailableError, DeviceError, ModelFormatError
 from endoedge.runtime.base import Backend
+from endoedge.spec.device import parse_device
 
 
 def resolve_torch_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; checks explicit CUDA."""
+    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; checks explicit CUDA.
+
+    Raises:
+        DeviceError: not a device string, or ``tensorrt[:N]`` (an ONNX Runtime provider).
+        BackendUnavailableError: CUDA asked for but torch sees no GPU.
+    """
+    dev = parse_device(device)
+    if dev.kind == "tensorrt":
+        raise DeviceError(f"the torch backend cannot run on device '{device}'; use auto, cpu or cuda[:N]")
     torch = require("torch", extra="torch", purpose="the torch backend")
-    if device == "auto":
+    if dev.kind == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    kind = device.partition(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
+    if dev.kind == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailableError(
             f"torch backend: device '{device}' asked for but torch sees no CUDA GPU; use --device cpu"
         )
-    if kind not in ("cpu", "cuda"):
-        raise BackendUnavailableError(f"torch backend: unknown device '{device}'; use auto, cpu or cuda[:N]")
-    return device
+    return str(dev)
 
 
 class TorchBackend(Backend):

@@ -13,6 +13,7 @@
 Nothing happens at import; modules are imported and the device initialised in
 :func:`open_cuda`, called from the backend's ``activate()``. Pinned (page-locked) host buffers
 come back as numpy ``uint8`` arrays the caller views as its dtype. Device pointers are ``int``.
+:class:`~endoedge.errors.CudaError` is defined in :mod:`endoedge.errors`; it stays importable here.
 """
 
 from __future__ import annotations
@@ -25,13 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from endoedge.errors import BackendUnavailableError, EndoedgeError
+from endoedge.errors import BackendUnavailableError, CudaError
 
 logger = logging.getLogger(__name__)
-
-
-class CudaError(EndoedgeError):
-    """A CUDA runtime call failed (the message names the call and the CUDA error)."""
 
 
 class CudaApi(abc.ABC):

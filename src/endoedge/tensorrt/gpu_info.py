@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from endoedge.errors import BackendUnavailableError, InputError
+from endoedge.errors import BackendUnavailableError, DeviceError
+from endoedge.spec.device import parse_device
 
 if TYPE_CHECKING:
     from endoedge.tensorrt.cuda_mem import CudaApi
@@ -64,15 +65,17 @@ class GpuInfo:
 def device_index(device: str) -> int:
     """The CUDA ordinal of a ``--device`` value for GPU backends: ``auto``/``cuda`` -> 0, ``cuda:N`` -> N.
 
+    ``tensorrt[:N]`` is taken as ``cuda[:N]``.
+
     Raises:
-        InputError: ``cpu`` or anything else (TensorRT runs on an NVIDIA GPU only).
+        DeviceError: not a device string, or ``cpu`` (TensorRT runs on an NVIDIA GPU only).
     """
-    kind, _, index = device.strip().lower().partition(":")
-    if kind in ("auto", "cuda", "gpu", "tensorrt") and (not index or index.isdigit()):
-        return int(index) if index else 0
-    raise InputError(
-        f"the tensorrt backend runs on an NVIDIA GPU; device '{device}' is not one (use auto, cuda or cuda:N)"
-    )
+    dev = parse_device(device)
+    if dev.kind == "cpu":
+        raise DeviceError(
+            f"the tensorrt backend runs on an NVIDIA GPU; device '{device}' is not one (use auto, cuda or cuda:N)"
+        )
+    return dev.ordinal
 
 
 def query_gpu(cuda: CudaApi, index: int = 0) -> GpuInfo:

@@ -26,6 +26,7 @@ from endoedge.errors import InputError, ModelFormatError
 from endoedge.evaluation.coco import evaluate, predict
 from endoedge.models.checkpoint import LoadedModel, save_checkpoint
 from endoedge.models.registry import get_arch
+from endoedge.spec.device import parse_device
 from endoedge.training.augment import AugmentConfig, augment
 from endoedge.training.loss import init_focal_bias, ssd_loss
 from endoedge.training.optim import ModelEMA, WarmupCosine, make_optimizer, make_scheduler
@@ -96,10 +97,15 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        use_cuda = cfg.device in ("auto", "cuda") and torch.cuda.is_available()
-        if cfg.device == "cuda" and not use_cuda:
-            raise InputError("--device cuda: no CUDA GPU is available")
-        self.device = torch.device("cuda" if use_cuda else "cpu")
+        dev = parse_device(cfg.device)
+        if dev.kind == "tensorrt":
+            raise InputError(f"--device {cfg.device}: training runs on cpu or cuda[:N]")
+        use_cuda = dev.kind in ("auto", "cuda") and torch.cuda.is_available()
+        if dev.kind == "cuda" and not use_cuda:
+            raise InputError(f"--device {cfg.device}: no CUDA GPU is available")
+        if use_cuda and dev.ordinal >= torch.cuda.device_count():
+            raise InputError(f"--device {cfg.device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+        self.device = torch.device(f"cuda:{dev.ordinal}" if use_cuda else "cpu")
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.arch = get_arch(cfg.arch)
