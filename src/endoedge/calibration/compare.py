@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from endoedge.calibration.report import CompareResult, GateMetrics, GateResult
 
 if TYPE_CHECKING:
+    from endoedge.evaluation import EvalSet
     from endoedge.spec.endoscopy import EndoscopyConfig
 
 logger = logging.getLogger(__name__)
@@ -54,12 +55,8 @@ def gate_result(ref: Mapping[str, Any], cand: Mapping[str, Any], max_drop: float
 def compare_models(
     reference: str | Path,
     candidate: str | Path,
-    data: str | Path,
+    dataset: EvalSet,
     *,
-    split: str | Path | None = None,
-    fmt: str = "auto",
-    images_dir: str | Path | None = None,
-    class_names: list[str] | None = None,
     backend: str = "auto",
     device: str = "auto",
     max_drop: float = DEFAULT_MAX_DROP,
@@ -67,7 +64,7 @@ def compare_models(
     reference_report: dict[str, Any] | None = None,
     **load_options: Any,
 ) -> CompareResult:
-    """Evaluate ``reference`` and ``candidate`` on ``data`` and apply the mAP@0.5 gate.
+    """Evaluate ``reference`` and ``candidate`` on ``dataset`` and apply the mAP@0.5 gate.
 
     Args:
         reference_report: a previous :func:`~endoedge.evaluation.evaluate_model` report of
@@ -82,15 +79,14 @@ def compare_models(
     from endoedge.calibration.raw_heads import raw_errors_on_dataset
     from endoedge.evaluation import evaluate_model
 
-    opts = {"split": split, "fmt": fmt, "images_dir": images_dir, "class_names": class_names,
-            "backend": backend, "device": device, "endoscopy": endoscopy, **load_options}
-    ref_rep = reference_report or evaluate_model(reference, data, **opts)
-    cand_rep = evaluate_model(candidate, data, **opts)
+    opts = {**dataset.options(), "backend": backend, "device": device, "endoscopy": endoscopy, **load_options}
+    ref_rep = reference_report or evaluate_model(reference, dataset.data, **opts)
+    cand_rep = evaluate_model(candidate, dataset.data, **opts)
     gate = gate_result(ref_rep, cand_rep, max_drop)
-    raw = raw_errors_on_dataset(reference, candidate, data, split=split, fmt=fmt, images_dir=images_dir,
-                                class_names=class_names, device=device, endoscopy=endoscopy,
+    raw = raw_errors_on_dataset(reference, candidate, dataset, device=device, endoscopy=endoscopy,
                                 spec=load_options.get("spec"))
-    return CompareResult(reference_model=str(reference), candidate_model=str(candidate), data=str(data),
+    split = dataset.split
+    return CompareResult(reference_model=str(reference), candidate_model=str(candidate), data=str(dataset.data),
                          split=None if split is None else str(split), n_images=cand_rep["n_images"],
                          gate=gate, raw_heads=raw, reference=ref_rep, candidate=cand_rep)
 

@@ -171,9 +171,10 @@ class _Workflow:
                 reference_report: dict[str, Any] | None = None) -> CompareResult:
         """The FP32 model against ``candidate`` on ``eval_data``, on the CPU."""
         from endoedge.calibration.compare import compare_models
+        from endoedge.evaluation import EvalSet
 
         o = self.opts
-        return compare_models(self.model, candidate, eval_data, split=o.split, fmt=o.fmt,
+        return compare_models(self.model, candidate, EvalSet(eval_data, split=o.split, fmt=o.fmt),
                               max_drop=o.max_drop, device="cpu", reference_report=reference_report)
 
     def gate(self, *, data: CalibrationData | None, cache: Path | None) -> None:

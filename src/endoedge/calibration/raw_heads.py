@@ -16,6 +16,7 @@ import numpy as np
 from endoedge.calibration.report import HeadError, RawHeadErrors
 
 if TYPE_CHECKING:
+    from endoedge.evaluation import EvalSet
     from endoedge.runtime.base import Backend
     from endoedge.spec import ModelSpec
     from endoedge.spec.endoscopy import EndoscopyConfig
@@ -84,9 +85,7 @@ def raw_head_errors(ref: Backend, cand: Backend, feeds: Iterable[Mapping[str, np
     return {k: v.result() for k, v in stats.items()}
 
 
-def raw_errors_on_dataset(reference: str | Path, candidate: str | Path, data: str | Path, *,
-                          split: str | Path | None = None, fmt: str = "auto",
-                          images_dir: str | Path | None = None, class_names: list[str] | None = None,
+def raw_errors_on_dataset(reference: str | Path, candidate: str | Path, dataset: EvalSet, *,
                           device: str = "auto", endoscopy: EndoscopyConfig | None = None,
                           spec: ModelSpec | None = None, max_images: int = 500) -> RawHeadErrors:
     """:func:`raw_head_errors` of two models on a labelled dataset's images (up to
@@ -94,7 +93,6 @@ def raw_errors_on_dataset(reference: str | Path, candidate: str | Path, data: st
     spec says. Only for ONNX models (checkpoints give a result with ``skipped`` set)."""
     from endoedge.calibration.data import CalibrationData
     from endoedge.calibration.sources import Item, select
-    from endoedge.evaluation import load_eval_dataset
     from endoedge.runtime.ort import OnnxRuntimeBackend
     from endoedge.spec import ModelSpec, read_onnx_metadata
 
@@ -106,11 +104,11 @@ def raw_errors_on_dataset(reference: str | Path, candidate: str | Path, data: st
         from dataclasses import replace
 
         spec = replace(spec, endoscopy=endoscopy.to_dict() if endoscopy.active else None)
-    dataset = load_eval_dataset(data, fmt=fmt, split=split, images_dir=images_dir, class_names=class_names)
-    items = select([Item(str(s.path.parent), s.path) for s in dataset.samples], max_images)
+    samples = dataset.load().samples
+    items = select([Item(str(s.path.parent), s.path) for s in samples], max_images)
     # Batches that tile the images exactly (no padding repeats), where the models allow it.
     batch = max(d for d in range(1, 9) if len(items) % d == 0) if _dynamic_batch(reference) else 1
-    feeds = CalibrationData(spec, items, source=str(data), batch_size=batch, max_cache_mb=0)
+    feeds = CalibrationData(spec, items, source=str(dataset.data), batch_size=batch, max_cache_mb=0)
     dev = "cpu" if device == "auto" else device
     with OnnxRuntimeBackend(reference, device=dev) as ref, OnnxRuntimeBackend(candidate, device=dev) as cand:
         errors = raw_head_errors(ref, cand, feeds)

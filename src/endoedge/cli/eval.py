@@ -122,12 +122,13 @@ def _compare(args: argparse.Namespace) -> int:
     import sys
 
     from endoedge.calibration.compare import compare_models, format_compare
+    from endoedge.evaluation import EvalSet
 
     ref, cand, data = args.paths
     args.model = ref  # foreign_spec reads a foreign ONNX's input size from it
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
     result = compare_models(
-        ref, cand, data, split=args.split, fmt=args.format, images_dir=args.images, class_names=names,
+        ref, cand, EvalSet(data, split=args.split, fmt=args.format, images_dir=args.images, class_names=names),
         backend=args.backend, device=args.device, max_drop=args.max_drop, conf=args.conf, iou=args.iou,
         endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args),
     )

@@ -12,12 +12,42 @@ See :mod:`endoedge.evaluation.metrics` for what each number means.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from endoedge.errors import InputError
 
 MAP_CONF = 0.001  # the score threshold of the detection pass (COCO mAP wants the ranked list)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A labelled evaluation set as the user names it (what :func:`load_eval_dataset` parses).
+
+    Attributes:
+        data: dataset path (Kvasir-SEG folder, COCO json or YOLO layout).
+        split: file of image stems to keep, or None for all images.
+        fmt: ``auto``, ``kvasir``, ``coco`` or ``yolo``.
+        images_dir: images folder of a COCO json, when not beside it.
+        class_names: class names of a YOLO layout without a names file.
+    """
+
+    data: str | Path
+    split: str | Path | None = None
+    fmt: str = "auto"
+    images_dir: str | Path | None = None
+    class_names: list[str] | None = None
+
+    def load(self) -> Any:
+        """The parsed :class:`~endoedge.data.datasets.Dataset` (see :func:`load_eval_dataset`)."""
+        return load_eval_dataset(self.data, fmt=self.fmt, split=self.split, images_dir=self.images_dir,
+                                 class_names=self.class_names)
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments :func:`evaluate_model` takes for this set (besides ``data``)."""
+        return {"split": self.split, "fmt": self.fmt, "images_dir": self.images_dir,
+                "class_names": self.class_names}
 
 
 def load_eval_dataset(
