@@ -17,8 +17,9 @@ pytest.importorskip("pycocotools")
 REPO = Path(__file__).resolve().parents[2]
 KVASIR = REPO.parent / "shared" / "data" / "kvasir-seg"
 
-# The JSON layout `endoedge quantize --json` and `endoedge eval --compare --json` wrote before
-# the workflow moved into endoedge.calibration (keys in file order; lists by their first item).
+# The JSON layout `endoedge quantize --json` and `endoedge eval --compare --json` write (keys in
+# file order; lists by their first item): the layout from before the workflow moved into
+# endoedge.calibration, plus the keys issue 14 added.
 METRICS = {"map50": None, "map50_95": None, "recall50": None, "precision50": None, "sensitivity": None}
 GATE = {"reference": METRICS, "candidate": METRICS, "delta_points": METRICS, "metric": None,
         "max_drop_points": None, "drop_points": None, "passed": None}
@@ -27,7 +28,8 @@ RAW = {"n_images": None, "outputs": {"bbox_regression": HEAD, "cls_logits": HEAD
 CALIBRATION = {"source": None, "num_images": None, "num_skipped": None, "batch_shape": [None],
                "input_name": None, "sha256": None}
 METADATA = {"endoedge.precision": None, "endoedge.quant_method": None, "endoedge.quant_format": None,
-            "endoedge.quant_float_nodes": None, "endoedge.calibration_sha256": None,
+            "endoedge.quant_float_nodes": None, "endoedge.quant_float_outputs": None,
+            "endoedge.calibration_sha256": None,
             "endoedge.calibration_images": None}
 INT8 = {"model": None, "output": None, "precision": None, "calibration": CALIBRATION, "method": None,
         "qdq": None, "qdq_violations": [], "metadata": METADATA}

@@ -3,6 +3,8 @@ Runtime validation against FP32."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -31,14 +33,17 @@ def test_int8_file_passes_trt_qdq_rules_keeps_metadata_and_runs(ssdlite, int8, c
     assert rep.ok, rep.violations
     src = onnx.load(str(ssdlite[2]))
     n_conv = sum(n.op_type == "Conv" for n in src.graph.node)
-    assert len(rep.quantized_convs) == n_conv == rep.n_per_channel_weights
-    assert not rep.float_convs
+    assert len(rep.quantized_convs) == n_conv - 12 == rep.n_per_channel_weights
+    # the output-layer rule: exactly the 12 last head convs stay float, and the file says which
+    assert sorted(rep.float_convs) == sorted(int8.output_layers)
+    assert len(int8.output_layers) == 12 and all("/head/" in n for n in int8.output_layers)
     out = onnx.load(str(int8.path))
     props = {p.key: p.value for p in out.metadata_props}
     for p in src.metadata_props:  # the ModelSpec travels unchanged
         assert props[p.key] == p.value
     assert props["endoedge.precision"] == "int8"
     assert props["endoedge.quant_method"] == "minmax"
+    assert json.loads(props["endoedge.quant_float_outputs"]) == int8.output_layers
     assert props["endoedge.calibration_sha256"] == calib.content_hash
     # biases stay float initializers (TensorRT cannot dequantize int32)
     inits = {t.name: t for t in out.graph.initializer}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from endoedge._optional import require
+from endoedge.calibration.graph_rules import output_layers
 from endoedge.errors import ExportError, ModelFormatError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class QuantResult:
         precision: ``"int8"`` or ``"fp16"``.
         method: calibration method (INT8).
         float_nodes: nodes kept in floating point on purpose (INT8 fallback).
+        output_layers: nodes kept in floating point by the output-layer rule
+            (:func:`~endoedge.calibration.graph_rules.output_layers`; INT8).
         calibration: :meth:`CalibrationData.describe` of the calibration set (INT8).
         metadata: the ``endoedge.*`` keys added.
     """
@@ -54,6 +57,7 @@ class QuantResult:
     precision: str
     method: str | None = None
     float_nodes: list[str] = field(default_factory=list)
+    output_layers: list[str] = field(default_factory=list)
     calibration: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -81,6 +85,7 @@ def quantize_int8(
     nodes_to_exclude: Sequence[str] = (),
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     cache_path: str | Path | None = None,
+    float_output_layers: bool = True,
 ) -> QuantResult:
     """Write an explicit Q/DQ INT8 copy of ``model_path`` calibrated on ``data``.
 
@@ -94,6 +99,10 @@ def quantize_int8(
         nodes_to_exclude: node names kept in floating point.
         op_types: op types whose inputs are quantized.
         cache_path: ORT calibration cache (JSON): reused when it exists, written otherwise.
+        float_output_layers: keep the layers that feed the outputs directly (class logits, box
+            regression, DFL and decode arithmetic) in floating point
+            (:func:`~endoedge.calibration.graph_rules.output_layers`); the default, measured in
+            benchmarks/RESULTS.md ("INT8/FP16 across centres").
 
     Raises:
         ExportError: the method is unknown or ONNX Runtime cannot quantize or run the result.
@@ -135,6 +144,9 @@ def quantize_int8(
         except Exception as err:  # noqa: BLE001 - fall back to the file as it is
             logger.info("quant_pre_process failed (%s); quantizing the file as it is", err)
             prepped = Path(model_path)
+        outputs = (output_layers(_onnx().load(str(prepped), load_external_data=False).graph, op_types)
+                   if float_output_layers else [])
+        excluded = list(dict.fromkeys([*nodes_to_exclude, *outputs]))
         try:
             q.quantize_static(
                 str(prepped), str(out), reader,
@@ -144,7 +156,7 @@ def quantize_int8(
                 reduce_range=False,
                 activation_type=q.QuantType.QInt8,
                 weight_type=q.QuantType.QInt8,
-                nodes_to_exclude=list(nodes_to_exclude),
+                nodes_to_exclude=excluded,
                 calibrate_method=method_enum,
                 calibration_providers=["CPUExecutionProvider"],
                 extra_options=extra,
@@ -158,13 +170,14 @@ def quantize_int8(
         "endoedge.quant_method": method,
         "endoedge.quant_format": "qdq-s8s8-symmetric-per-channel",
         "endoedge.quant_float_nodes": json.dumps(list(nodes_to_exclude)),
+        "endoedge.quant_float_outputs": json.dumps(outputs),
     }
     if data is not None:
         meta["endoedge.calibration_sha256"] = data.content_hash
         meta["endoedge.calibration_images"] = str(data.num_images)
     _finish(onnx, src, out, meta)
     validate_in_ort(out)
-    return QuantResult(out, "int8", method, list(nodes_to_exclude),
+    return QuantResult(out, "int8", method, list(nodes_to_exclude), outputs,
                        None if data is None else data.describe(), meta)
 
 
