@@ -36,7 +36,8 @@ def test_int8_file_passes_trt_qdq_rules_keeps_metadata_and_runs(ssdlite, int8, c
     assert len(rep.quantized_convs) == n_conv - 12 == rep.n_per_channel_weights
     # the output-layer rule: exactly the 12 last head convs stay float, and the file says which
     assert sorted(rep.float_convs) == sorted(int8.output_layers)
-    assert len(int8.output_layers) == 12 and all("/head/" in n for n in int8.output_layers)
+    assert len(int8.output_layers) == 12
+    assert all("/head/" in n for n in int8.output_layers)
     out = onnx.load(str(int8.path))
     props = {p.key: p.value for p in out.metadata_props}
     for p in src.metadata_props:  # the ModelSpec travels unchanged
