@@ -149,6 +149,25 @@ def box_free_strip(boxes: np.ndarray, size: tuple[int, int], *, margin: int = 8,
     return x0, y0, x1, y1
 
 
+@dataclass(frozen=True)
+class EvalRun:
+    """An evaluation report with the per-image detections it was computed from.
+
+    Attributes:
+        report: the report dict (see :func:`evaluate_detector`).
+        paths: the dataset images that were read, in order.
+        predictions: their detections at the detection pass's low threshold (boxes xyxy in
+            source pixels, dataset class indices), one per path.
+        negative_paths, negative_predictions: the same for the ``--negatives`` images.
+    """
+
+    report: dict[str, Any]
+    paths: list[Path]
+    predictions: list[Prediction]
+    negative_paths: list[Path]
+    negative_predictions: list[Prediction]
+
+
 def evaluate_detector(
     det: Any,
     dataset: Dataset,
@@ -167,6 +186,20 @@ def evaluate_detector(
     Raises:
         InputError: no image of the dataset could be read.
     """
+    return run_detector(det, dataset, conf=conf, negatives=negatives, proxy_negatives=proxy_negatives,
+                        max_dets=max_dets).report
+
+
+def run_detector(
+    det: Any,
+    dataset: Dataset,
+    *,
+    conf: float,
+    negatives: Sequence[Sample] = (),
+    proxy_negatives: bool = False,
+    max_dets: int = 100,
+) -> EvalRun:
+    """:func:`evaluate_detector` that also returns the per-image detections (:class:`EvalRun`)."""
     mapping, how = class_mapping(det.class_names, dataset.class_names)
     t0 = time.perf_counter()
     pos = collect(det, dataset.samples, mapping, proxy=proxy_negatives)
@@ -217,7 +250,7 @@ def evaluate_detector(
             "n_negative": len(proxy),
             "definition": PROXY_DEFINITION,
         }
-    return report
+    return EvalRun(report, [s.path for s in pos.samples], pos.preds, [s.path for s in neg.samples], neg.preds)
 
 
 def _negatives_note(n_dir: int, n_in_data: int) -> str:
