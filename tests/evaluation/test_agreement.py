@@ -52,7 +52,8 @@ def test_matching_equals_greedy_over_torchvision_iou():
             ri, ci = match_boxes(ref, rl, cand, cl, thr)
             got = set(zip(ri.tolist(), ci.tolist(), strict=True))
             assert len(got) == len(ri)  # one pair per index
-            assert len(set(ri.tolist())) == len(ri) and len(set(ci.tolist())) == len(ci)
+            assert len(set(ri.tolist())) == len(ri)
+            assert len(set(ci.tolist())) == len(ci)
             if n and m:
                 assert got == _oracle(ref, rl, cand, cl, thr)
             else:
