@@ -292,7 +292,7 @@ class _Workflow:
             self.say(self.last_text)
         return Verdict(passed=(cmp is None or cmp.gate.passed) and (agr is None or agr.passed),
                        drop_points=None if cmp is None else cmp.gate.drop_points,
-                       box_agreement=agr.agreement.box_agreement if agr is not None else
+                       box_agreement=agr.criterion.value if agr is not None else
                        cmp.gate.box_agreement if cmp is not None else None)
 
     def gate(self, *, data: CalibrationData | None, cache: Path | None) -> None:
