@@ -123,24 +123,10 @@ def test_agree_on_a_folder_with_a_symlink_and_on_a_video(ssdlite, scaled, frames
     assert rep["agreement"]["box_agreement"] < 0.95
 
 
-def test_quantize_agree_fails_int8_through_the_fallback(ssdlite, sets, frames_dir, tmp_path, capsys, monkeypatch):
+def test_quantize_agree_fails_int8_through_the_fallback(ssdlite, sets, frames_dir, tmp_path, capsys, cut_ranking):
     """The fixture's INT8 keeps too few boxes: the agreement failure starts the float fallback
     (ranking cut to 2 layers to stay fast) and quantize exits 1 with a one-line reason."""
-    import dataclasses
-
-    import onnx
-
-    from endoedge.calibration import sensitivity
-
-    real = sensitivity.rank_layers
-
-    def few_layers(fp32, int8_path, data, **kw):
-        names = [n for n, _ in sensitivity.quantized_nodes(onnx.load(str(int8_path)))][:2]
-        ranking = real(fp32, int8_path, data, nodes=names, **kw)
-        return dataclasses.replace(ranking, layers=[dataclasses.replace(x, gain=abs(x.gain) + 1e-6)
-                                                    for x in ranking.layers])
-
-    monkeypatch.setattr(sensitivity, "rank_layers", few_layers)
+    cut_ranking(2)
     out, report = tmp_path / "q.onnx", tmp_path / "q.json"
     rc = main(["quantize", str(ssdlite[2]), "-o", str(out), "--calib", str(sets / "calib"), "--num-images", "4",
                "--batch", "2", "--agree", str(frames_dir), "--agree-images", "4", "--max-fallback", "1",

@@ -205,24 +205,10 @@ def test_fp16_gate_report_keeps_the_json_layout(ssdlite, sets, tmp_path, capsys)
     assert rep["operating_point"]["agreement"]["box_agreement"] >= 0.95
 
 
-def test_fallback_report_keeps_the_json_layout(ssdlite, sets, tmp_path, capsys, monkeypatch):
+def test_fallback_report_keeps_the_json_layout(ssdlite, sets, tmp_path, capsys, cut_ranking):
     """A black-frame INT8 fails the gate, so the fallback runs; the ranking is cut to 4 layers
     (all counted as gaining) to keep it fast: the report's layout is under test, not the ranking."""
-    import dataclasses
-
-    import onnx
-
-    from endoedge.calibration import sensitivity
-
-    real = sensitivity.rank_layers
-
-    def few_layers(fp32, int8_path, data, **kw):
-        names = [n for n, _ in sensitivity.quantized_nodes(onnx.load(str(int8_path)))][:4]
-        ranking = real(fp32, int8_path, data, nodes=names, **kw)
-        return dataclasses.replace(ranking, layers=[dataclasses.replace(x, gain=abs(x.gain) + 1e-6)
-                                                    for x in ranking.layers])
-
-    monkeypatch.setattr(sensitivity, "rank_layers", few_layers)
+    cut_ranking(4)
     out, report = tmp_path / "black.int8.onnx", tmp_path / "black.json"
     rc = main(["quantize", str(ssdlite[2]), "-o", str(out), "--calib", str(sets / "black"), "--num-images", "4",
                "--batch", "2", "--eval", str(sets / "data" / "ann.json"), "--max-fallback", "1",

@@ -86,16 +86,18 @@ class AgreementGate:
         held_out: the frames were held out of the calibration images.
         conf: operating score threshold (``None`` = the reference's).
         min_agreement: the smallest box agreement that passes.
-        device: inference device of both models (``"cpu"`` for quantize).
+        backend, device: how both models run (:func:`endoedge.load`; ``"cpu"`` for quantize).
         spec, endoscopy: :func:`endoedge.load` overrides (a foreign ONNX, frame cleaning).
     """
 
     def __init__(self, reference: str | Path, items: Sequence[Item], *, source: str | Path, held_out: bool = False,
-                 conf: float | None = None, min_agreement: float = 0.95, device: str = "cpu",
-                 spec: ModelSpec | None = None, endoscopy: EndoscopyConfig | None = None) -> None:
+                 conf: float | None = None, min_agreement: float = 0.95, backend: str = "auto",
+                 device: str = "cpu", spec: ModelSpec | None = None,
+                 endoscopy: EndoscopyConfig | None = None) -> None:
         self.reference, self.items, self.source = Path(reference), list(items), str(source)
         self.held_out, self.conf, self.min_agreement = held_out, conf, min_agreement
-        self.load_options: dict[str, Any] = {"device": device, "spec": spec, "endoscopy": endoscopy}
+        self.load_options: dict[str, Any] = {"backend": backend, "device": device, "spec": spec,
+                                             "endoscopy": endoscopy}
         self._ref: _Reference | None = None
 
     def check(self, candidate: str | Path) -> AgreementResult:

@@ -318,8 +318,8 @@ class _Workflow:
 
         o = self.opts
         n_batches = max(1, -(-o.sensitivity_images // data.batch_size))
-        self.say(f"INT8 fails the gate: ranking layers by sensitivity on {n_batches * data.batch_size} "
-                 "calibration images ...")
+        n_images = min(n_batches * data.batch_size, data.num_images)
+        self.say(f"INT8 fails the gate: ranking layers by sensitivity on {n_images} calibration images ...")
 
         def progress(done: int, total: int) -> None:
             if done % 10 == 0 or done == total:

@@ -295,8 +295,11 @@ def greedy_fallback(
         path = quantize(nodes)
         g = gate(path)
         result.steps.append(FallbackStep(nodes, g.drop_points, g.passed, g.box_agreement))
-        logger.info("float fallback %d layer(s) (%s): mAP@0.5 drop %s points, box agreement %s -> %s",
-                    k, nodes[-1], g.drop_points, g.box_agreement, "pass" if g.passed else "fail")
+        measured = ", ".join(part for part in (
+            None if g.drop_points is None else f"mAP@0.5 drop {g.drop_points:.2f} points",
+            None if g.box_agreement is None else f"box agreement {g.box_agreement:.3f}") if part)
+        logger.info("float fallback %d layer(s) (%s): %s -> %s", k, nodes[-1], measured or "no measure",
+                    "pass" if g.passed else "fail")
         result.passed, result.float_nodes, result.path, result.gate = g.passed, nodes, path, g
         if g.passed:
             break

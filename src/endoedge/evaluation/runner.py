@@ -168,26 +168,10 @@ class EvalRun:
     negative_predictions: list[Prediction]
 
 
-def evaluate_detector(
-    det: Any,
-    dataset: Dataset,
-    *,
-    conf: float,
-    negatives: Sequence[Sample] = (),
-    proxy_negatives: bool = False,
-    max_dets: int = 100,
-) -> dict[str, Any]:
-    """Detect in ``dataset`` (and ``negatives``) and compute every metric (see
-    :mod:`endoedge.evaluation.metrics`). ``det`` must already run at the low mAP threshold.
-
-    Object-level metrics (COCO mAP, P/R/F1, overlap) use ``dataset`` only, so they compare with
-    the training report; the frame-level result and the AUC also count ``negatives``.
-
-    Raises:
-        InputError: no image of the dataset could be read.
-    """
-    return run_detector(det, dataset, conf=conf, negatives=negatives, proxy_negatives=proxy_negatives,
-                        max_dets=max_dets).report
+def evaluate_detector(det: Any, dataset: Dataset, **options: Any) -> dict[str, Any]:
+    """Detect in ``dataset`` (and ``negatives``) and compute every metric; the report dict of
+    :func:`run_detector` (same arguments)."""
+    return run_detector(det, dataset, **options).report
 
 
 def run_detector(
@@ -199,7 +183,16 @@ def run_detector(
     proxy_negatives: bool = False,
     max_dets: int = 100,
 ) -> EvalRun:
-    """:func:`evaluate_detector` that also returns the per-image detections (:class:`EvalRun`)."""
+    """Detect in ``dataset`` (and ``negatives``) and compute every metric (see
+    :mod:`endoedge.evaluation.metrics`); the report and the per-image detections
+    (:class:`EvalRun`). ``det`` must already run at the low mAP threshold.
+
+    Object-level metrics (COCO mAP, P/R/F1, overlap) use ``dataset`` only, so they compare with
+    the training report; the frame-level result and the AUC also count ``negatives``.
+
+    Raises:
+        InputError: no image of the dataset could be read.
+    """
     mapping, how = class_mapping(det.class_names, dataset.class_names)
     t0 = time.perf_counter()
     pos = collect(det, dataset.samples, mapping, proxy=proxy_negatives)
