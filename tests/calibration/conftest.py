@@ -1,5 +1,5 @@
 """Fixtures of the quantization tests: labelled / calibration / black frame sets, calibration
-data and one INT8 model of the demo SSDLite (built once per session)."""
+data and one INT8 model of the demo SSDLite (built once per session), and a fast layer ranking."""
 
 from __future__ import annotations
 
@@ -51,3 +51,27 @@ def int8(ssdlite, calib, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
     return quantize_int8(ssdlite[2], out, calib, method="minmax")
+
+
+@pytest.fixture
+def cut_ranking(monkeypatch):
+    """``cut_ranking(n)``: the float fallback's layer ranking measures only the first ``n``
+    quantized nodes, all counted as gaining (fast; for tests of the workflow, not the ranking)."""
+    import dataclasses
+
+    import onnx
+
+    from endoedge.calibration import sensitivity
+
+    real = sensitivity.rank_layers
+
+    def cut(n: int) -> None:
+        def few_layers(fp32, int8_path, data, **kw):
+            names = [name for name, _ in sensitivity.quantized_nodes(onnx.load(str(int8_path)))][:n]
+            ranking = real(fp32, int8_path, data, nodes=names, **kw)
+            return dataclasses.replace(ranking, layers=[dataclasses.replace(x, gain=abs(x.gain) + 1e-6)
+                                                        for x in ranking.layers])
+
+        monkeypatch.setattr(sensitivity, "rank_layers", few_layers)
+
+    return cut

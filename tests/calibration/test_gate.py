@@ -1,6 +1,7 @@
-"""The quantize workflow and its accuracy gate: a black-frame calibration must fail it, CLI
-errors, the shipped polyp detector's INT8 passing it on Kvasir-SEG, and the typed report
-(:func:`~endoedge.calibration.gate.quantize_gated`) whose JSON keeps the report layout."""
+"""The quantize workflow and its gates: a black-frame calibration must fail them, CLI errors, the
+held-out agreement gate, the shipped polyp detector's INT8 on Kvasir-SEG, and the typed report
+(:func:`~endoedge.calibration.gate.quantize_gated`) whose JSON keeps the older keys (new ones
+appended)."""
 
 from __future__ import annotations
 
@@ -31,15 +32,30 @@ METADATA = {"endoedge.precision": None, "endoedge.quant_method": None, "endoedge
             "endoedge.quant_float_nodes": None, "endoedge.quant_float_outputs": None,
             "endoedge.calibration_sha256": None,
             "endoedge.calibration_images": None}
+# What the operating-point gate appended (after the older keys, which keep their order).
+CRITERIA = {"criteria": [{"name": None, "value": None, "limit": None, "passed": None}], "reason": None}
+GATE_NOW = {**GATE, **CRITERIA}
+AGREEMENT = {k: None for k in ("threshold", "iou_threshold", "n_frames", "reference_boxes", "candidate_boxes", "kept",
+                               "box_agreement", "extra_share", "frames_both", "frames_neither",
+                               "frames_reference_only", "frames_candidate_only", "frame_agreement", "shift_pairs",
+                               "mean_score_shift")}
+OP_METRICS = {"sensitivity": None, "precision": None, "recall": None, "false_alarm": None}
+OPERATING_POINT = {"threshold": None, "n_images": None, "n_negative_images": None, "reference": OP_METRICS,
+                   "candidate": OP_METRICS, "delta_points": OP_METRICS, "agreement": AGREEMENT}
+AGREE_GATE = {"reference_model": None, "candidate_model": None, "source": None, "held_out": None, "n_frames": None,
+              "frames": [None], "skipped": [], "agreement": AGREEMENT, "min_agreement": None, "passed": None,
+              "reason": None}
 INT8 = {"model": None, "output": None, "precision": None, "calibration": CALIBRATION, "method": None,
         "qdq": None, "qdq_violations": [], "metadata": METADATA}
-INT8_GATED = {**INT8, "gate": GATE, "raw_heads": RAW, "wall_s": None}
-INT8_FALLBACK = {**INT8, "gate": GATE, "raw_heads": RAW,
+INT8_GATED = {**INT8, "gate": GATE_NOW, "raw_heads": RAW, "wall_s": None, "operating_point": OPERATING_POINT,
+              "passed": None}
+INT8_FALLBACK = {**INT8, "gate": GATE_NOW, "raw_heads": RAW,
                  "sensitivity": {"proxy": None, "n_images": None, "full_int8_error": None, "layers": [
                      {"node": None, "op_type": None, "error_if_float": None, "gain": None}]},
-                 "fallback": {"steps": [{"float_nodes": [None], "drop_points": None, "passed": None}],
+                 "fallback": {"steps": [{"float_nodes": [None], "drop_points": None, "passed": None,
+                                         "box_agreement": None}],
                               "float_nodes": [None]},
-                 "wall_s": None}
+                 "wall_s": None, "operating_point": OPERATING_POINT, "passed": None}
 COMPARE_TOP = ["reference_model", "candidate_model", "data", "split", "n_images", "gate", "raw_heads",
                "reference", "candidate"]
 
@@ -59,11 +75,16 @@ def _same_layout(got, want) -> bool:
 
 def test_gate_catches_black_frame_calibration(ssdlite, int8, sets, tmp_path, capsys):
     data = str(sets / "data" / "ann.json")
-    assert main(["eval", "--compare", str(ssdlite[2]), str(ssdlite[2]), data]) == 0
-    assert "PASS" in capsys.readouterr().out
+    same_json = tmp_path / "same.json"
+    assert main(["eval", "--compare", str(ssdlite[2]), str(ssdlite[2]), data, "--json", str(same_json)]) == 0
+    assert capsys.readouterr().out.splitlines()[-2].startswith("gate: PASS: box agreement 1.000 (min 0.95), ")
+    same = json.loads(same_json.read_text())["operating_point"]
+    assert same["agreement"]["box_agreement"] == 1.0
+    assert same["agreement"]["mean_score_shift"] == 0.0
+    assert same["threshold"] == 0.5  # the model's own
     good_json = tmp_path / "good.json"
     rc = main(["eval", "--compare", str(ssdlite[2]), str(int8.path), data, "--max-drop", "100",
-               "--json", str(good_json)])
+               "--min-agreement", "0", "--max-sensitivity-drop", "100", "--json", str(good_json)])
     assert rc == 0
     good = json.loads(good_json.read_text())
     bad_path = tmp_path / "black.int8.onnx"
@@ -78,10 +99,12 @@ def test_gate_catches_black_frame_calibration(ssdlite, int8, sets, tmp_path, cap
     assert bad["gate"]["drop_points"] > good["gate"]["drop_points"] + 20
     assert bad["gate"]["candidate"]["map50"] < 0.2 < good["gate"]["candidate"]["map50"]
     assert set(good["raw_heads"]["outputs"]) == {"bbox_regression", "cls_logits"}
-    assert list(good) == COMPARE_TOP  # the report layout did not change
-    assert _same_layout(good["gate"], GATE)
+    assert list(good) == [*COMPARE_TOP, "operating_point", "passed"]  # the older keys first, in order
+    assert _same_layout(good["gate"], GATE_NOW)
     assert _same_layout(good["raw_heads"], RAW)
+    assert _same_layout(good["operating_point"], OPERATING_POINT)
     assert _same_layout(bad, INT8_GATED)
+    assert bad["operating_point"]["agreement"]["box_agreement"] < 0.2  # black-frame ranges lose the boxes
     rc = main(["eval", "--compare", str(ssdlite[2]), str(bad_path), data])
     assert rc == 1
     assert "gate FAILED" in capsys.readouterr().err
@@ -101,25 +124,56 @@ def test_quantize_cli_errors(ssdlite, sets, tmp_path, capsys):
     assert "--compare" in capsys.readouterr().err
 
 
-def test_quantize_gated_without_eval_reports_unchecked_accuracy(ssdlite, sets, tmp_path):
+def test_quantize_gated_holds_out_calibration_frames_without_eval_or_agree(ssdlite, sets, tmp_path):
+    from endoedge.calibration import load_calibration_data
+    from endoedge.calibration.agreement import hold_out
+    from endoedge.calibration.gate import QuantOptions, quantize_gated
+    from endoedge.calibration.sources import discover
+
+    lines: list[str] = []
+    out = tmp_path / "q.onnx"
+    report = quantize_gated(ssdlite[2], out, QuantOptions(calib=sets / "calib", num_images=4, batch=2,
+                                                          min_agreement=0.0, max_fallback=0), echo=lines.append)
+    lines = "\n".join(lines).splitlines()
+    held = hold_out(discover(sets / "calib"), 0)
+    assert len(held) == 5  # 10 images: at most half is held out (16 is the minimum for larger sources)
+    assert lines[0].startswith("no --eval/--agree given: 5 of the 10 calibration images are held out of "
+                               f"calibration for the agreement gate ({held[0].describe()}, ")
+    assert lines[1].startswith("calibration: 4 images from ")
+    assert lines[3] == f"agreement gate: {out} vs FP32 reference {ssdlite[2]}"
+    assert lines[4].startswith("5 frames of ")
+    assert "(held out of calibration)" in lines[4]
+    assert lines[-1] == f"agreement gate: PASS: box agreement {report.agreement.agreement.box_agreement:.3f} (min 0)"
+    assert report.passed is True
+    assert report.agreement.held_out
+    assert report.agreement.frames == [it.describe() for it in held]
+    # excluded from calibration: the calibration hash is that of the images without the held-out ones
+    rest = load_calibration_data(sets / "calib", ssdlite[0].spec, num_images=4, batch_size=2, exclude=held)
+    assert report.calibration_sha256 == rest.content_hash
+    assert not set(rest.items) & set(held)
+    assert report.calibration_sha256 == report.metadata["endoedge.calibration_sha256"]
+    assert _same_layout(report.to_dict(), {**INT8, "wall_s": None, "agreement": AGREE_GATE, "passed": None})
+    assert check_qdq(out).ok
+
+
+def test_quantize_gated_without_any_gate_reports_unchecked_accuracy(ssdlite, sets, tmp_path):
     from endoedge.calibration.gate import QuantOptions, quantize_gated
 
     lines: list[str] = []
     out = tmp_path / "q.onnx"
-    report = quantize_gated(ssdlite[2], out, QuantOptions(calib=sets / "calib", num_images=4, batch=2),
+    report = quantize_gated(ssdlite[2], out, QuantOptions(calib=sets / "calib", num_images=4, batch=2, holdout=False),
                             echo=lines.append)
     assert report.passed is None
     assert report.gate is None
+    assert report.agreement is None
     assert report.float_nodes == []
     assert report.calibration_images == 4
-    assert report.calibration_sha256 == report.metadata["endoedge.calibration_sha256"]
     assert (report.output, report.precision, report.method) == (str(out), "int8", "minmax")
     assert report.wall_s > 0
     assert lines[0].startswith("calibration: 4 images from ")
     assert lines[1].startswith(f"wrote {out} (INT8 Q/DQ, minmax calibration); Q/DQ rules passes")
-    assert lines[2].startswith("no --eval DATA given: accuracy NOT checked")
+    assert lines[2].startswith("--no-gate: accuracy NOT checked")
     assert _same_layout(report.to_dict(), {**INT8, "wall_s": None})
-    assert check_qdq(out).ok
 
 
 def test_quantize_gated_errors(ssdlite, sets, tmp_path):
@@ -144,32 +198,19 @@ def test_fp16_gate_report_keeps_the_json_layout(ssdlite, sets, tmp_path, capsys)
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == f"wrote {out} (FP16 weights and activations, float32 inputs/outputs; runs in ONNX Runtime)"
     assert printed[1] == f"accuracy gate: {out} vs reference {ssdlite[2]}"
-    assert printed[-2].endswith(": PASS")
+    assert printed[-2].startswith("gate: PASS: box agreement ")
     assert printed[-1].startswith(f"report written to {report} (")
     rep = json.loads(report.read_text())
-    assert _same_layout(rep, {"model": None, "output": None, "precision": None, "gate": GATE, "raw_heads": RAW,
-                              "wall_s": None})
+    assert _same_layout(rep, {"model": None, "output": None, "precision": None, "gate": GATE_NOW, "raw_heads": RAW,
+                              "wall_s": None, "operating_point": OPERATING_POINT, "passed": None})
     assert rep["gate"]["passed"] is True
+    assert rep["operating_point"]["agreement"]["box_agreement"] >= 0.95
 
 
-def test_fallback_report_keeps_the_json_layout(ssdlite, sets, tmp_path, capsys, monkeypatch):
+def test_fallback_report_keeps_the_json_layout(ssdlite, sets, tmp_path, capsys, cut_ranking):
     """A black-frame INT8 fails the gate, so the fallback runs; the ranking is cut to 4 layers
     (all counted as gaining) to keep it fast: the report's layout is under test, not the ranking."""
-    import dataclasses
-
-    import onnx
-
-    from endoedge.calibration import sensitivity
-
-    real = sensitivity.rank_layers
-
-    def few_layers(fp32, int8_path, data, **kw):
-        names = [n for n, _ in sensitivity.quantized_nodes(onnx.load(str(int8_path)))][:4]
-        ranking = real(fp32, int8_path, data, nodes=names, **kw)
-        return dataclasses.replace(ranking, layers=[dataclasses.replace(x, gain=abs(x.gain) + 1e-6)
-                                                    for x in ranking.layers])
-
-    monkeypatch.setattr(sensitivity, "rank_layers", few_layers)
+    cut_ranking(4)
     out, report = tmp_path / "black.int8.onnx", tmp_path / "black.json"
     rc = main(["quantize", str(ssdlite[2]), "-o", str(out), "--calib", str(sets / "black"), "--num-images", "4",
                "--batch", "2", "--eval", str(sets / "data" / "ann.json"), "--max-fallback", "1",
@@ -178,7 +219,9 @@ def test_fallback_report_keeps_the_json_layout(ssdlite, sets, tmp_path, capsys, 
     assert rc == 1
     assert "INT8 fails the gate: ranking layers by sensitivity on 2 calibration images ..." in captured.out
     assert "kept in float (1): " in captured.out
-    assert captured.err.startswith("endoedge quantize: gate FAILED: mAP@0.5 dropped ")
+    assert captured.err.startswith("endoedge quantize: gate FAILED: box agreement ")
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "mAP@0.5 drop" in captured.err
     rep = json.loads(report.read_text())
     assert _same_layout(rep, INT8_FALLBACK)
     assert len(rep["sensitivity"]["layers"]) == 4

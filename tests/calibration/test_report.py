@@ -33,15 +33,32 @@ def test_int8_with_fallback_in_the_report_order():
                       raw_heads=RawHeadErrors(skipped="why"), sensitivity=ranking, fallback=fallback, wall_s=3.0)
     d = rep.to_dict()
     assert list(d) == ["model", "output", "precision", "calibration", "method", "qdq", "qdq_violations",
-                       "metadata", "gate", "raw_heads", "sensitivity", "fallback", "wall_s"]
+                       "metadata", "gate", "raw_heads", "sensitivity", "fallback", "wall_s", "passed"]
     assert d["gate"] == gate.to_dict()
     assert d["raw_heads"] == {"skipped": "why"}
     assert len(d["sensitivity"]["layers"]) == 50
     assert d["sensitivity"]["layers"][0] == {"node": "n0", "op_type": "Conv", "error_if_float": 0.4, "gain": 0.1}
-    assert d["fallback"] == {"steps": [{"float_nodes": ["n0"], "drop_points": 0.88, "passed": True}],
-                             "float_nodes": ["n0"]}
+    assert d["fallback"] == {"steps": [{"float_nodes": ["n0"], "drop_points": 0.88, "passed": True,
+                                        "box_agreement": None}], "float_nodes": ["n0"]}
     assert d["qdq_violations"] == []
     json.dumps(d)  # JSON-ready without default=str
     assert rep.passed is True
     assert rep.float_nodes == ["n0"]
     assert (rep.calibration_sha256, rep.calibration_images) == ("ab" * 32, 8)
+
+
+def test_agreement_gate_in_the_report():
+    from endoedge.calibration.report import AgreementResult, Criterion
+    from endoedge.evaluation.agreement import AgreementCounter
+
+    agree = AgreementCounter(0.5).result()
+    result = AgreementResult("m.onnx", "q.onnx", "frames", True, ["frames/a.png"], [], agree,
+                             Criterion.judge("box_agreement", 0.9, 0.95))
+    rep = QuantReport("m.onnx", "q.onnx", "int8", agreement=result, wall_s=1.0)
+    d = rep.to_dict()
+    assert list(d) == ["model", "output", "precision", "wall_s", "agreement", "passed"]
+    assert list(d["agreement"]) == ["reference_model", "candidate_model", "source", "held_out", "n_frames", "frames",
+                                    "skipped", "agreement", "min_agreement", "passed", "reason"]
+    assert (d["passed"], d["agreement"]["reason"]) == (False, "FAIL: box agreement 0.900 (min 0.95)")
+    assert rep.failures == ["box agreement 0.900 (min 0.95)"]
+    json.dumps(d)

@@ -1,4 +1,5 @@
-"""Per-layer INT8 sensitivity (bypassing Q/DQ pairs, ranking) and the greedy float fallback."""
+"""Per-layer INT8 sensitivity (bypassing Q/DQ pairs, ranking by the operating-point cost) and the greedy
+float fallback."""
 
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ def test_rank_layers_and_greedy_fallback(ssdlite, int8, calib):
     gains = [x.gain for x in ranking.layers]
     assert gains == sorted(gains, reverse=True)
     assert ranking.full_int8_error > 0
+    # The ranking measures what the gate measures: the operating-point cost at the model's threshold.
+    assert ranking.proxy.startswith("operating-point cost vs FP32 at score >= 0.5 ")
+    assert ranking.n_images == 4
+    for x in ranking.layers:
+        assert x.error_if_float + x.gain == pytest.approx(ranking.full_int8_error)
     # Logic of the greedy loop with a labelled fake gate (passes once 2 layers are float).
     fake = LayerRanking("proxy", 0, 1.0, [LayerCost(n, "Conv", 0.0, 1.0 / (i + 1)) for i, n in enumerate("abcd")])
     seen = []
@@ -54,7 +60,8 @@ def test_rank_layers_and_greedy_fallback(ssdlite, int8, calib):
         return Path("x.onnx")
 
     result = greedy_fallback(fake, quantize, lambda p: SimpleNamespace(passed=len(seen[-1]) >= 2,
-                                                                       drop_points=3.0 - len(seen[-1])),
+                                                                       drop_points=3.0 - len(seen[-1]),
+                                                                       box_agreement=None),
                              max_layers=3)
     assert result.passed
     assert result.float_nodes == ["a", "b"]
@@ -67,14 +74,15 @@ def test_greedy_fallback_tries_only_layers_that_gain_and_reports_the_last_step()
     ranking = LayerRanking("proxy", 2, 1.0, [LayerCost("a", "Conv", 0.5, 0.5), LayerCost("b", "Add", 1.0, 0.0),
                                               LayerCost("c", "Conv", 1.2, -0.2)])
     result = greedy_fallback(ranking, lambda nodes: Path("m.onnx"),
-                             lambda p: SimpleNamespace(passed=False, drop_points=4.0), max_layers=5)
+                             lambda p: SimpleNamespace(passed=False, drop_points=4.0, box_agreement=0.9),
+                             max_layers=5)
     assert not result.passed
     assert result.float_nodes == ["a"]
     assert result.path == Path("m.onnx")
-    assert result.to_dict() == {"steps": [{"float_nodes": ["a"], "drop_points": 4.0, "passed": False}],
-                                "float_nodes": ["a"]}
+    assert result.to_dict() == {"steps": [{"float_nodes": ["a"], "drop_points": 4.0, "passed": False,
+                                           "box_agreement": 0.9}], "float_nodes": ["a"]}
     nothing = greedy_fallback(LayerRanking("proxy", 2, 1.0, []), lambda nodes: Path("m.onnx"),
-                              lambda p: SimpleNamespace(passed=True, drop_points=0.0))
+                              lambda p: SimpleNamespace(passed=True, drop_points=0.0, box_agreement=None))
     assert (nothing.passed, nothing.steps, nothing.path, nothing.gate) == (False, [], None, None)
     assert nothing.to_dict() == {"steps": [], "float_nodes": []}
 

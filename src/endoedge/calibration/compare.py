@@ -1,10 +1,15 @@
 """The accuracy gate: a candidate model (INT8, FP16, another backend) against its reference.
 
 :func:`compare_models` evaluates both on the same labelled data with
-:func:`~endoedge.evaluation.evaluate_model` (pycocotools mAP, recall, frame sensitivity) and
-runs both on the same pre-processed inputs to measure the raw-head error
-(:func:`~endoedge.calibration.raw_heads.raw_head_errors`). The gate passes when the
-candidate's mAP@0.5 is at most ``max_drop`` points (1 point = 0.01) below the reference's.
+:func:`~endoedge.evaluation.evaluate_run` (one detection pass each: pycocotools mAP, P/R and
+frame sensitivity at the operating threshold, and the per-image detections), compares their
+boxes at the reference's operating threshold
+(:func:`~endoedge.calibration.operating_point.operating_point`) and runs both on the same
+pre-processed inputs to measure the raw-head error
+(:func:`~endoedge.calibration.raw_heads.raw_head_errors`). The gate passes when every
+criterion of :class:`~endoedge.calibration.operating_point.GateLimits` holds: box agreement,
+frame sensitivity, false alarms on polyp-free frames, and (secondary) mAP@0.5 at most
+``max_drop`` points (1 point = 0.01) below the reference's.
 """
 
 from __future__ import annotations
@@ -15,15 +20,23 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from endoedge.calibration.operating_point import (
+    DEFAULT_MAX_DROP,
+    GateLimits,
+    format_operating_point,
+    judge,
+    operating_point,
+)
 from endoedge.calibration.report import CompareResult, GateMetrics, GateResult
 
 if TYPE_CHECKING:
     from endoedge.evaluation import EvalSet
+    from endoedge.evaluation.runner import EvalRun
     from endoedge.spec.endoscopy import EndoscopyConfig
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_DROP = 1.0  # mAP@0.5 points
+__all__ = ["DEFAULT_MAX_DROP", "compare_models", "format_compare", "gate_result", "headline"]
 
 
 def headline(report: Mapping[str, Any]) -> GateMetrics:
@@ -60,51 +73,64 @@ def compare_models(
     backend: str = "auto",
     device: str = "auto",
     max_drop: float = DEFAULT_MAX_DROP,
+    limits: GateLimits | None = None,
+    conf: float | None = None,
+    negatives: str | Path | None = None,
     endoscopy: EndoscopyConfig | None = None,
-    reference_report: dict[str, Any] | None = None,
+    reference_run: EvalRun | None = None,
     **load_options: Any,
 ) -> CompareResult:
-    """Evaluate ``reference`` and ``candidate`` on ``dataset`` and apply the mAP@0.5 gate.
+    """Evaluate ``reference`` and ``candidate`` on ``dataset`` and apply the gate.
 
     Args:
-        reference_report: a previous :func:`~endoedge.evaluation.evaluate_model` report of
-            ``reference`` on the same data (skips evaluating it again).
+        max_drop: the mAP@0.5 limit in points when ``limits`` is not given.
+        limits: every bound (default: :class:`~endoedge.calibration.operating_point.GateLimits`
+            with ``max_drop``).
+        conf: the operating score threshold of both models (default: the reference's).
+        negatives: folder of polyp-free frames (false-alarm share).
+        reference_run: a previous :func:`~endoedge.evaluation.evaluate_run` of ``reference``
+            on the same data and options (skips evaluating it again).
         Other arguments as :func:`~endoedge.evaluation.evaluate_model` (``**load_options``
-        go to it unchanged, e.g. ``conf``, ``iou``, ``spec``).
+        go to it unchanged, e.g. ``iou``, ``spec``).
 
     Returns:
-        the two full evaluation reports, :func:`gate_result`, and the raw-head errors on the
-        dataset's images pre-processed with the reference's spec (and endoscopy cleaning).
+        the two full evaluation reports, the gate (:func:`gate_result` with every criterion),
+        the operating point, and the raw-head errors on the dataset's images pre-processed with
+        the reference's spec (and endoscopy cleaning).
     """
     from endoedge.calibration.raw_heads import raw_errors_on_dataset
-    from endoedge.evaluation import evaluate_model
+    from endoedge.evaluation import evaluate_run
 
-    opts = {**dataset.options(), "backend": backend, "device": device, "endoscopy": endoscopy, **load_options}
-    ref_rep = reference_report or evaluate_model(reference, dataset.data, **opts)
-    cand_rep = evaluate_model(candidate, dataset.data, **opts)
-    gate = gate_result(ref_rep, cand_rep, max_drop)
+    limits = limits or GateLimits(max_drop=max_drop)
+    opts = {**dataset.options(), "backend": backend, "device": device, "endoscopy": endoscopy,
+            "negatives": negatives, **load_options}
+    ref = reference_run or evaluate_run(reference, dataset.data, conf=conf, **opts)
+    threshold = float(ref.report["conf"])  # the reference's operating point, for both models
+    cand = evaluate_run(candidate, dataset.data, conf=threshold, **opts)
+    op = operating_point(ref, cand, threshold)
+    gate = judge(op, gate_result(ref.report, cand.report, limits.max_drop), limits)
     raw = raw_errors_on_dataset(reference, candidate, dataset, device=device, endoscopy=endoscopy,
                                 spec=load_options.get("spec"))
     split = dataset.split
     return CompareResult(reference_model=str(reference), candidate_model=str(candidate), data=str(dataset.data),
-                         split=None if split is None else str(split), n_images=cand_rep["n_images"],
-                         gate=gate, raw_heads=raw, reference=ref_rep, candidate=cand_rep)
-
-
-_LABELS = {"map50": "COCO mAP@0.5", "map50_95": "COCO mAP@0.5:0.95", "recall50": "recall @IoU 0.5",
-           "precision50": "precision @IoU 0.5", "sensitivity": "frame sensitivity"}
+                         split=None if split is None else str(split), n_images=cand.report["n_images"],
+                         gate=gate, raw_heads=raw, reference=ref.report, candidate=cand.report,
+                         operating_point=op, reference_run=ref)
 
 
 def format_compare(result: CompareResult) -> str:
-    """The comparison as a printed table (what ``endoedge eval --compare`` shows)."""
-    g = result.gate
+    """The comparison as printed text (what ``endoedge eval --compare`` shows): the operating
+    point first, mAP as a secondary line, raw-head errors, the one-line verdict."""
+    g, op = result.gate, result.operating_point
+    negs = f" (+{op.n_negative_images} polyp-free frames)" if op is not None and op.n_negative_images else ""
     lines = [f"accuracy gate: {result.candidate_model} vs reference {result.reference_model}",
              f"data {result.data}" + (f" (split {Path(result.split).name})" if result.split else "")
-             + f", {result.n_images} images",
-             f"  {'metric':<22}{'reference':>10}{'candidate':>11}{'delta (points)':>16}"]
-    for key, label in _LABELS.items():
-        r, c, d = getattr(g.reference, key), getattr(g.candidate, key), getattr(g.delta_points, key)
-        lines.append(f"  {label:<22}{_f(r):>10}{_f(c):>11}{'n/a' if d is None else f'{d:+.2f}':>16}")
+             + f", {result.n_images} images" + negs]
+    if op is not None:
+        lines.extend(format_operating_point(op))
+    r, c, d = g.reference, g.candidate, g.delta_points
+    lines.append(f"secondary (all thresholds): COCO mAP@0.5 {_f(r.map50)} -> {_f(c.map50)} ({_d(d.map50)} points), "
+                 f"mAP@0.5:0.95 {_f(r.map50_95)} -> {_f(c.map50_95)} ({_d(d.map50_95)} points)")
     raw = result.raw_heads
     if raw.skipped is None:
         lines.append(f"raw heads on the same pre-processed inputs ({raw.n_images} images):")
@@ -114,9 +140,12 @@ def format_compare(result: CompareResult) -> str:
                          f"{s.nmse:>10.3g}{s.cosine:>10.5f}")
     else:
         lines.append(f"raw heads: {raw.skipped}")
-    verdict = "PASS" if g.passed else "FAIL"
-    lines.append(f"gate: mAP@0.5 drop {g.drop_points:+.2f} points (limit {g.max_drop_points:g}): {verdict}")
+    lines.append(f"gate: {g.reason}")
     return "\n".join(lines)
+
+
+def _d(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.2f}"
 
 
 def _f(x: float | None) -> str:

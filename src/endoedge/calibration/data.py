@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ class CalibrationData:
 
         pre = Preprocessor(self.spec.preprocess)
         cleaner = _cleaner(self.spec)
-        for item, frame in _frames(items, self.skipped if record else None):
+        for item, frame in read_frames(items, self.skipped if record else None):
             if cleaner is not None:
                 cleaner.reset()  # independent images: find each one's field of view
                 frame, _ = cleaner(frame)
@@ -181,8 +181,9 @@ def _cleaner(spec: ModelSpec) -> Any:
     return FrameCleaner(config) if config.active else None
 
 
-def _frames(items: list[Item], skipped: list[tuple[Item, str]] | None) -> Iterator[tuple[Item, np.ndarray]]:
-    """``(item, uint8 BGR frame)`` for each readable item; failures go to ``skipped``."""
+def read_frames(items: list[Item], skipped: list[tuple[Item, str]] | None) -> Iterator[tuple[Item, np.ndarray]]:
+    """``(item, uint8 BGR frame)`` for each readable item, in order (a video is read forward
+    once); failures go to ``skipped``."""
     import cv2
 
     from endoedge.data.imageio import read_image, to_bgr8
@@ -230,6 +231,7 @@ def load_calibration_data(
     seed: int = 0,
     split: str | Path | None = None,
     max_cache_mb: float = 1024.0,
+    exclude: Collection[Item] = (),
 ) -> CalibrationData:
     """Choose, read and pre-process calibration images for a model.
 
@@ -247,11 +249,18 @@ def load_calibration_data(
         split: optional file of image stems (one a line) to keep, e.g. a train split.
         max_cache_mb: keep the pre-processed tensors in memory up to this size (500 images at
             320x320 take 600 MB); larger sets are decoded again on every pass.
+        exclude: items of the source never to use (e.g. frames held out for the agreement gate).
 
     Raises:
         CalibrationError: the source is missing or empty, or no chosen image can be read.
     """
     items = discover(source, split=split)
+    if exclude:
+        held = set(exclude)
+        items = [it for it in items if it not in held]
+        if not items:
+            raise CalibrationError(f"calibration source '{source}' has no image left after the "
+                                   f"{len(held)} held-out ones; give more images")
     chosen = select(items, num_images, seed)
     logger.info("calibration: %d of %d images from %s", len(chosen), len(items), source)
     return CalibrationData(spec, chosen, source=str(source), batch_size=batch_size,

@@ -1,10 +1,13 @@
-"""The quantize workflow with its accuracy gate (what ``endoedge quantize`` runs).
+"""The quantize workflow with its gates (what ``endoedge quantize`` runs).
 
 :func:`quantize_gated`: INT8 (explicit Q/DQ, calibrated) or FP16 copy of an FP32 ONNX, the
-TensorRT Q/DQ rule check, then, with an evaluation set, the comparison with the FP32 model
-(:func:`~endoedge.calibration.compare.compare_models`). An INT8 model that fails the gate is
-repaired by keeping its most sensitive layers in float
-(:func:`~endoedge.calibration.sensitivity.greedy_fallback`). The result is a
+TensorRT Q/DQ rule check, then the gates against the FP32 model: with an evaluation set, the
+comparison at the operating point plus mAP (:func:`~endoedge.calibration.compare.compare_models`);
+with ``agree`` frames, the label-free box agreement
+(:class:`~endoedge.calibration.agreement.AgreementGate`); with neither, the agreement on
+calibration frames held out of calibration (:func:`~endoedge.calibration.agreement.hold_out`),
+unless ``holdout=False``. An INT8 model that fails is repaired by keeping its most sensitive
+layers in float (:func:`~endoedge.calibration.sensitivity.greedy_fallback`). The result is a
 :class:`~endoedge.calibration.report.QuantReport`; the output file is kept either way.
 
 Example::
@@ -12,9 +15,8 @@ Example::
     from endoedge.calibration.gate import QuantOptions, quantize_gated
 
     report = quantize_gated("polyp.onnx", "polyp.int8.onnx",
-                            QuantOptions(calib="frames/", eval_data="kvasir-seg",
-                                         split="data/splits/kvasir_seg_val.txt"), echo=print)
-    print(report.passed, report.float_nodes, report.gate.drop_points if report.gate else None)
+                            QuantOptions(calib="frames/", agree="cart.mp4"), echo=print)
+    print(report.passed, report.failures, report.float_nodes)
 """
 
 from __future__ import annotations
@@ -25,14 +27,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from endoedge.calibration.compare import DEFAULT_MAX_DROP
-from endoedge.calibration.report import CompareResult, GateResult, QuantReport
+from endoedge.calibration.operating_point import (
+    DEFAULT_MAX_FALSE_ALARM_RISE,
+    DEFAULT_MAX_SENSITIVITY_DROP,
+    DEFAULT_MIN_AGREEMENT,
+    GateLimits,
+    check_threshold,
+)
+from endoedge.calibration.report import AgreementResult, CompareResult, QuantReport
 from endoedge.errors import InputError
 
 if TYPE_CHECKING:
+    from endoedge.calibration.agreement import AgreementGate
     from endoedge.calibration.data import CalibrationData
+    from endoedge.calibration.sources import Item
+    from endoedge.evaluation.runner import EvalRun
     from endoedge.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -46,16 +58,25 @@ class QuantOptions:
 
     Attributes:
         precision: ``"int8"`` (Q/DQ, needs ``calib``) or ``"fp16"``.
-        calib: calibration images: folder (recursive), glob, video or labelled set (INT8).
-        calib_split: keep only the image stems in this file (INT8).
+        calib: calibration images: folder (recursive), glob, video or labelled set (INT8); for
+            FP16 only the source of the held-out agreement frames.
+        calib_split: keep only the image stems in this file.
         method: calibration method, one of :data:`~endoedge.calibration.quantize.METHODS`.
         num_images: calibration images, spread over the source.
         batch: calibration batch size (``None`` = 8, or the model's fixed batch).
-        seed: selection seed.
-        eval_data: labelled set for the gate (``None`` = accuracy not checked).
+        seed: selection seed (calibration, held-out and agreement frames).
+        eval_data: labelled set for the gate (``None`` = no labelled gate).
         split: file of image stems of ``eval_data`` to evaluate.
         fmt: ``eval_data`` layout: ``auto``, ``kvasir``, ``coco`` or ``yolo``.
+        negatives: folder of polyp-free frames for the false-alarm criterion (with ``eval_data``).
+        conf: operating score threshold of the gates (``None`` = the model's).
+        agree: unlabelled frames for the agreement gate (folder, glob, video).
+        agree_images: frames of ``agree`` used, spread over it.
+        holdout: without ``eval_data`` and ``agree``, hold calibration frames out and gate on them.
         max_drop: largest allowed mAP@0.5 drop, in points (1 point = 0.01).
+        min_agreement: smallest share of FP32's boxes the copy must keep.
+        max_sensitivity_drop: largest frame-sensitivity drop, in points.
+        max_false_alarm_rise: largest false-alarm share rise on ``negatives``, in points.
         max_fallback: INT8: most layers to keep in float to pass the gate (0 = none).
         sensitivity_images: calibration images the per-layer ranking measures on.
     """
@@ -70,9 +91,37 @@ class QuantOptions:
     eval_data: str | Path | None = None
     split: str | Path | None = None
     fmt: str = "auto"
+    negatives: str | Path | None = None
+    conf: float | None = None
+    agree: str | Path | None = None
+    agree_images: int = 200
+    holdout: bool = True
     max_drop: float = DEFAULT_MAX_DROP
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    max_sensitivity_drop: float = DEFAULT_MAX_SENSITIVITY_DROP
+    max_false_alarm_rise: float = DEFAULT_MAX_FALSE_ALARM_RISE
     max_fallback: int = 10
     sensitivity_images: int = 32
+
+    @property
+    def limits(self) -> GateLimits:
+        """The gate's bounds."""
+        return GateLimits(self.min_agreement, self.max_sensitivity_drop, self.max_false_alarm_rise, self.max_drop)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One check of a candidate by every gate that applies (a float-fallback step's verdict).
+
+    Attributes:
+        passed: every gate passed.
+        drop_points: mAP@0.5 drop in points (``None`` without an evaluation set).
+        box_agreement: the agreement gate's box agreement, else the labelled gate's.
+    """
+
+    passed: bool
+    drop_points: float | None
+    box_agreement: float | None
 
 
 def quantize_gated(
@@ -94,22 +143,26 @@ def quantize_gated(
 
     Returns:
         the :class:`~endoedge.calibration.report.QuantReport`; its ``passed`` is ``False`` when
-        the gate failed, ``None`` without ``eval_data``.
+        a gate failed, ``None`` when none ran.
 
     Raises:
         InputError: no calibration data for INT8, calibration images that are evaluation
-            images, a model that is not a single-input detector or whose fixed batch differs.
+            images, limits or a threshold out of range, an empty ``agree`` source, a model that
+            is not a single-input detector or whose fixed batch differs.
         ExportError: quantization fails or the file breaks TensorRT's Q/DQ rules.
     """
     opts = options or QuantOptions()
     if opts.precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got '{opts.precision}'")
+    opts.limits.check()
+    check_threshold(opts.conf)
     model, out = Path(model), Path(output)
     if spec is None:
         from endoedge.spec import ModelSpec, read_onnx_metadata
 
         spec = ModelSpec.from_metadata(read_onnx_metadata(model), where=str(model))
     run = _Workflow(model, out, opts, echo or _log)
+    held = run.plan_frames()  # every frame source is checked before any work
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="endoedge-quant-") as tmp:
         if opts.precision == "fp16":
@@ -119,7 +172,7 @@ def quantize_gated(
             run.say(f"wrote {out} (FP16 weights and activations, float32 inputs/outputs; runs in ONNX Runtime)")
             run.gate(data=None, cache=None)
         else:
-            run.int8(spec, Path(tmp))
+            run.int8(spec, Path(tmp), held)
     run.report.wall_s = round(time.perf_counter() - t0, 1)
     return run.report
 
@@ -134,9 +187,48 @@ class _Workflow:
     def __init__(self, model: Path, out: Path, opts: QuantOptions, say: Callable[[str], None]) -> None:
         self.model, self.out, self.opts, self.say = model, out, opts, say
         self.report = QuantReport(model=str(model), output=str(out), precision=opts.precision)
+        self.agree_gate: AgreementGate | None = None
+        self.reference_run: EvalRun | None = None  # FP32 on eval_data, evaluated once
+        self.last_text = ""  # the last check's printed result
 
-    def int8(self, spec: ModelSpec, tmp: Path) -> None:
-        """Calibrate, quantize, check the Q/DQ rules, gate."""
+    def plan_frames(self) -> list[Item]:
+        """Find the agreement frames (``agree``, or the held-out calibration frames) before any
+        work; returns the held-out items (empty when none)."""
+        from endoedge.calibration.agreement import agreement_frames, hold_out
+        from endoedge.calibration.sources import discover
+
+        o = self.opts
+        if o.agree:
+            items = agreement_frames(o.agree, num_images=o.agree_images, seed=o.seed)
+            self.agree_gate = self._agreement_gate(items, o.agree, held_out=False)
+            return []
+        if o.eval_data or not o.holdout or not o.calib:
+            return []
+        source = discover(o.calib, split=o.calib_split)
+        held = hold_out(source, o.seed)
+        names = ", ".join(it.describe() for it in held[:3]) + (", ..." if len(held) > 3 else "")
+        if not held:
+            self.say(f"agreement gate skipped: --calib {o.calib} has {len(source)} image(s), too few to hold "
+                     "any out; pass --agree FRAMES or --eval DATA")
+        elif o.precision == "fp16":
+            self.say(f"no --eval/--agree given: gating on {len(held)} of the {len(source)} --calib frames "
+                     f"({names})")
+        else:
+            self.say(f"no --eval/--agree given: {len(held)} of the {len(source)} calibration images are held out "
+                     f"of calibration for the agreement gate ({names}; all listed in the report)")
+        if held:
+            self.agree_gate = self._agreement_gate(held, o.calib, held_out=o.precision == "int8")
+        return held
+
+    def _agreement_gate(self, items: list[Item], source: str | Path, *, held_out: bool) -> AgreementGate:
+        from endoedge.calibration.agreement import AgreementGate
+
+        o = self.opts
+        return AgreementGate(self.model, items, source=source, held_out=held_out, conf=o.conf,
+                             min_agreement=o.min_agreement, device="cpu")
+
+    def int8(self, spec: ModelSpec, tmp: Path, held: list[Item]) -> None:
+        """Calibrate (without the held-out frames), quantize, check the Q/DQ rules, gate."""
         from endoedge.calibration import load_calibration_data
         from endoedge.calibration.qdq_check import check_qdq
         from endoedge.calibration.quantize import quantize_int8
@@ -149,7 +241,7 @@ class _Workflow:
         if fixed_batch and batch != fixed_batch:
             raise InputError(f"'{self.model}' has a fixed batch of {fixed_batch}; use --batch {fixed_batch}")
         data = load_calibration_data(o.calib, spec, num_images=o.num_images, batch_size=batch,
-                                     input_name=input_name, seed=o.seed, split=o.calib_split)
+                                     input_name=input_name, seed=o.seed, split=o.calib_split, exclude=held)
         self.say(f"calibration: {data.num_images} images from {o.calib}"
                  + (f" ({Path(o.calib_split).name})" if o.calib_split else "")
                  + f", batch {data.batch_size}, sha256 {data.content_hash[:16]}..."
@@ -157,6 +249,10 @@ class _Workflow:
         self.report.calibration = data.describe()
         if o.eval_data:
             _refuse_overlap(data, o.eval_data, o)
+        if self.agree_gate is not None and not held:
+            shared = set(self.agree_gate.items) & set(data.items)
+            if shared:
+                self.say(f"note: {len(shared)} --agree frames are also calibration images")
         cache = tmp / "ranges.json"
         result = quantize_int8(self.model, self.out, data, method=o.method, cache_path=cache)
         qdq = check_qdq(self.out)
@@ -167,70 +263,88 @@ class _Workflow:
             raise InputError(f"the quantized model breaks TensorRT's Q/DQ rules: {qdq.violations[0]}")
         self.gate(data=data, cache=cache)
 
-    def compare(self, candidate: Path, eval_data: str | Path,
-                reference_report: dict[str, Any] | None = None) -> CompareResult:
-        """The FP32 model against ``candidate`` on ``eval_data``, on the CPU."""
-        from endoedge.calibration.compare import compare_models
+    def check(self, candidate: Path, *, show: bool) -> Verdict | None:
+        """Every gate that applies on ``candidate``; fills the report; ``None`` when none applies."""
+        from endoedge.calibration.agreement import format_agreement_result
+        from endoedge.calibration.compare import compare_models, format_compare
         from endoedge.evaluation import EvalSet
 
         o = self.opts
-        return compare_models(self.model, candidate, EvalSet(eval_data, split=o.split, fmt=o.fmt),
-                              max_drop=o.max_drop, device="cpu", reference_report=reference_report)
+        cmp: CompareResult | None = None
+        agr: AgreementResult | None = None
+        text = []
+        if o.eval_data:
+            cmp = compare_models(self.model, candidate, EvalSet(o.eval_data, split=o.split, fmt=o.fmt),
+                                 limits=o.limits, conf=o.conf, negatives=o.negatives, device="cpu",
+                                 reference_run=self.reference_run)
+            self.reference_run = cmp.reference_run
+            self.report.gate, self.report.raw_heads = cmp.gate, cmp.raw_heads
+            self.report.operating_point = cmp.operating_point
+            text.append(format_compare(cmp))
+        if self.agree_gate is not None:
+            agr = self.agree_gate.check(candidate)
+            self.report.agreement = agr
+            text.append(format_agreement_result(agr))
+        if cmp is None and agr is None:
+            return None
+        self.last_text = "\n".join(text)
+        if show:
+            self.say(self.last_text)
+        return Verdict(passed=(cmp is None or cmp.gate.passed) and (agr is None or agr.passed),
+                       drop_points=None if cmp is None else cmp.gate.drop_points,
+                       box_agreement=agr.criterion.value if agr is not None else
+                       cmp.gate.box_agreement if cmp is not None else None)
 
     def gate(self, *, data: CalibrationData | None, cache: Path | None) -> None:
-        """Compare with the FP32 model; for INT8, fall back layer by layer."""
-        from endoedge.calibration.compare import format_compare
-
-        eval_data = self.opts.eval_data
-        if not eval_data:
-            self.say("no --eval DATA given: accuracy NOT checked; run `endoedge eval --compare "
-                     f"{self.model} {self.out} DATA` before deploying")
+        """Run the gates; for INT8 that fails, fall back layer by layer."""
+        if not self.opts.holdout and not (self.opts.eval_data or self.opts.agree):
+            self.say("--no-gate: accuracy NOT checked; run `endoedge eval --compare "
+                     f"{self.model} {self.out} --agree FRAMES` before deploying")
             return
-        cmp = self.compare(self.out, eval_data)
-        self.say(format_compare(cmp))
-        self.report.gate, self.report.raw_heads = cmp.gate, cmp.raw_heads
-        if cmp.gate.passed or data is None or self.opts.max_fallback <= 0:
+        verdict = self.check(self.out, show=True)
+        if verdict is None:
+            self.say("no --eval DATA, --agree FRAMES or --calib frames to hold out: accuracy NOT checked; run "
+                     f"`endoedge eval --compare {self.model} {self.out} --agree FRAMES` before deploying")
             return
-        self.fallback(data, cache, eval_data, cmp)
+        if verdict.passed or data is None or self.opts.max_fallback <= 0:
+            return
+        self.fallback(data, cache)
 
-    def fallback(self, data: CalibrationData, cache: Path | None, eval_data: str | Path,
-                 first: CompareResult) -> None:
-        """Rank the quantized layers, then keep the worst in float until the gate passes."""
-        from endoedge.calibration.compare import format_compare
+    def fallback(self, data: CalibrationData, cache: Path | None) -> None:
+        """Rank the quantized layers, then keep the worst in float until the gates pass."""
         from endoedge.calibration.qdq_check import check_qdq
         from endoedge.calibration.quantize import quantize_int8
         from endoedge.calibration.sensitivity import greedy_fallback, rank_layers
 
         o = self.opts
         n_batches = max(1, -(-o.sensitivity_images // data.batch_size))
-        self.say(f"INT8 fails the gate: ranking layers by sensitivity on {n_batches * data.batch_size} "
-                 "calibration images ...")
+        n_images = min(n_batches * data.batch_size, data.num_images)
+        self.say(f"INT8 fails the gate: ranking layers by sensitivity on {n_images} calibration images ...")
 
         def progress(done: int, total: int) -> None:
             if done % 10 == 0 or done == total:
                 logger.info("sensitivity: %d/%d layers", done, total)
 
-        ranking = rank_layers(self.model, self.out, data, n_batches=n_batches, progress=progress)
-        self.say(f"  full INT8 raw-head error (proxy) {ranking.full_int8_error:.4g}; most costly layers:")
-        self.say(f"  {'node':<40}{'op':>6}{'error if float':>16}{'gain':>12}")
+        ranking = rank_layers(self.model, self.out, data, n_batches=n_batches, progress=progress, threshold=o.conf)
+        self.say(f"  full INT8 operating-point cost (proxy) {ranking.full_int8_error:.4g}; most costly layers:")
+        self.say(f"  {'node':<40}{'op':>6}{'cost if float':>16}{'gain':>12}")
         for x in ranking.layers[:10]:
             self.say(f"  {x.node:<40}{x.op_type:>6}{x.error_if_float:>16.4g}{x.gain:>12.4g}")
         self.report.sensitivity = ranking
-        last: list[CompareResult] = []
 
         def quantize(nodes: list[str]) -> Path:
             quantize_int8(self.model, self.out, data, method=o.method, nodes_to_exclude=nodes, cache_path=cache)
             return self.out
 
-        def gate(path: Path) -> GateResult:
-            last.append(self.compare(path, eval_data, reference_report=first.reference))
-            return last[-1].gate
+        def gate(path: Path) -> Verdict:
+            verdict = self.check(path, show=False)
+            assert verdict is not None  # the first check ran a gate, so every later one does
+            return verdict
 
         result = greedy_fallback(ranking, quantize, gate, max_layers=o.max_fallback)
         self.report.fallback = result
-        if last:
-            self.say(format_compare(last[-1]))
-            self.report.gate, self.report.raw_heads = last[-1].gate, last[-1].raw_heads
+        if result.steps:
+            self.say(self.last_text)
         qdq = check_qdq(self.out)
         self.report.qdq = qdq.summary()
         names = ", ".join(result.float_nodes) or "none"

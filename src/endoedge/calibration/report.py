@@ -4,15 +4,22 @@
 :func:`~endoedge.calibration.compare.compare_models` returns and ``endoedge eval --compare
 --json`` writes; :class:`QuantReport` is what :func:`~endoedge.calibration.gate.quantize_gated`
 returns and ``endoedge quantize --json`` writes. ``to_dict()`` gives exactly the JSON layout
-(keys, order, values) of those files.
+(keys, order, values) of those files. The operating-point gate added :class:`Criterion`,
+:class:`OperatingMetrics`, :class:`OperatingPoint` and :class:`AgreementResult`; their keys are
+appended after the older ones, which keep their names, order and meaning (``passed`` is the
+verdict of every criterion).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from endoedge.calibration.sensitivity import FallbackResult, LayerRanking
+from endoedge.evaluation.agreement import Agreement
+
+if TYPE_CHECKING:
+    from endoedge.evaluation.runner import EvalRun
 
 REPORT_TOP_LAYERS = 50  # ranked layers kept in the quantize report
 
@@ -43,17 +50,77 @@ class GateMetrics:
         return asdict(self)
 
 
+# name -> (label, unit, whether the value is a minimum or a maximum)
+_CRITERIA = {
+    "box_agreement": ("box agreement", "", "min"),
+    "sensitivity_drop": ("frame sensitivity drop", " points", "max"),
+    "false_alarm_rise": ("false-alarm rise", " points", "max"),
+    "map50_drop": ("mAP@0.5 drop", " points", "max"),
+}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One check of the gate.
+
+    Attributes:
+        name: ``box_agreement`` (share of the reference's boxes kept, at least ``limit``),
+            ``sensitivity_drop`` (frame sensitivity, reference minus candidate, points),
+            ``false_alarm_rise`` (false-alarm share on polyp-free frames, candidate minus
+            reference, points) or ``map50_drop`` (COCO mAP@0.5, reference minus candidate,
+            points); the last three at most ``limit``.
+        value: the measured value (``None`` = could not be measured: fails).
+        limit: the bound.
+        passed: ``value`` is within ``limit``.
+    """
+
+    name: str
+    value: float | None
+    limit: float
+    passed: bool
+
+    @classmethod
+    def judge(cls, name: str, value: float | None, limit: float) -> Criterion:
+        """The criterion ``name`` (see the class doc) for ``value``; ``None`` fails."""
+        minimum = _CRITERIA[name][2] == "min"
+        ok = value is not None and (value >= limit - 1e-9 if minimum else value <= limit + 1e-9)
+        return cls(name, None if value is None else round(value, 6), limit, bool(ok))
+
+    def describe(self) -> str:
+        """E.g. ``box agreement 0.712 (min 0.95)`` or ``mAP@0.5 drop +0.16 points (max 1)``."""
+        label, unit, kind = _CRITERIA[self.name]
+        if self.value is None:
+            value = "n/a"
+        else:
+            value = f"{self.value:.3f}" if not unit else f"{self.value:+.2f}"
+        return f"{label} {value}{unit} ({kind} {self.limit:g})"
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready ``{"name", "value", "limit", "passed"}``."""
+        return asdict(self)
+
+
+def verdict(criteria: tuple[Criterion, ...] | list[Criterion]) -> str:
+    """One line: ``PASS: <every criterion>`` or ``FAIL: <the failed ones>``."""
+    failed = [c for c in criteria if not c.passed]
+    if not criteria:
+        return "PASS: nothing to check"
+    return ("FAIL: " + "; ".join(c.describe() for c in failed) if failed
+            else "PASS: " + ", ".join(c.describe() for c in criteria))
+
+
 @dataclass(frozen=True)
 class GateResult:
-    """The mAP@0.5 gate: candidate against reference.
+    """The gate: candidate against reference (mAP@0.5 plus the operating-point criteria).
 
     Attributes:
         reference, candidate: the two models' :class:`GateMetrics`.
         delta_points: candidate minus reference, in points (1 point = 0.01), rounded to 0.001.
-        metric: the gated metric (``"map50"``).
-        max_drop_points: the largest allowed drop, in points.
+        metric: the mAP metric ``drop_points`` measures (``"map50"``).
+        max_drop_points: the largest allowed mAP@0.5 drop, in points.
         drop_points: reference minus candidate mAP@0.5 in points (negative = candidate better).
-        passed: ``drop_points <= max_drop_points``.
+        passed: every criterion passed (without ``criteria``: ``drop_points <= max_drop_points``).
+        criteria: the checks, in order (box agreement, sensitivity, false alarms, mAP@0.5).
     """
 
     reference: GateMetrics
@@ -63,13 +130,135 @@ class GateResult:
     max_drop_points: float
     drop_points: float
     passed: bool
+    criteria: tuple[Criterion, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """The one-line verdict (:func:`verdict` of the criteria)."""
+        if not self.criteria:
+            return verdict([Criterion.judge("map50_drop", self.drop_points, self.max_drop_points)])
+        return verdict(self.criteria)
+
+    @property
+    def box_agreement(self) -> float | None:
+        """The measured box agreement (``None`` when not a criterion)."""
+        return next((c.value for c in self.criteria if c.name == "box_agreement"), None)
+
+    @property
+    def failures(self) -> list[str]:
+        """The failed criteria, described (empty when the gate passed)."""
+        crit = self.criteria or (Criterion.judge("map50_drop", self.drop_points, self.max_drop_points),)
+        return [c.describe() for c in crit if not c.passed]
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready, keys in the report's order."""
-        return {"reference": self.reference.to_dict(), "candidate": self.candidate.to_dict(),
-                "delta_points": self.delta_points.to_dict(), "metric": self.metric,
-                "max_drop_points": self.max_drop_points, "drop_points": self.drop_points,
-                "passed": self.passed}
+        """JSON-ready, keys in the report's order (``criteria`` and ``reason`` last)."""
+        out: dict[str, object] = {
+            "reference": self.reference.to_dict(), "candidate": self.candidate.to_dict(),
+            "delta_points": self.delta_points.to_dict(), "metric": self.metric,
+            "max_drop_points": self.max_drop_points, "drop_points": self.drop_points, "passed": self.passed}
+        if self.criteria:
+            out["criteria"] = [c.to_dict() for c in self.criteria]
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
+class OperatingMetrics:
+    """One model's frame- and box-level result at the operating threshold (fractions in [0, 1];
+    in :attr:`OperatingPoint.delta_points` candidate minus reference in points).
+
+    Attributes:
+        sensitivity: share of frames with ground truth that raise an alarm (a box >= threshold).
+        precision, recall: box precision and recall at IoU 0.5 (all classes).
+        false_alarm: share of polyp-free frames (``--negatives`` and box-free dataset images)
+            that raise an alarm (``None`` without such frames).
+    """
+
+    sensitivity: float | None
+    precision: float | None
+    recall: float | None
+    false_alarm: float | None
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON-ready ``{"sensitivity", "precision", "recall", "false_alarm"}``."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A candidate against its reference at the reference's operating score threshold.
+
+    Attributes:
+        threshold: the operating score threshold.
+        n_images: dataset images (the box agreement is measured on them).
+        n_negative_images: polyp-free frames counted by ``false_alarm``.
+        reference, candidate: :class:`OperatingMetrics`.
+        delta_points: candidate minus reference, in points, rounded to 0.001.
+        agreement: :class:`~endoedge.evaluation.agreement.Agreement` of the candidate's boxes
+            with the reference's on the dataset images.
+    """
+
+    threshold: float
+    n_images: int
+    n_negative_images: int
+    reference: OperatingMetrics
+    candidate: OperatingMetrics
+    delta_points: OperatingMetrics
+    agreement: Agreement
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready, the attributes in order."""
+        return {"threshold": self.threshold, "n_images": self.n_images,
+                "n_negative_images": self.n_negative_images, "reference": self.reference.to_dict(),
+                "candidate": self.candidate.to_dict(), "delta_points": self.delta_points.to_dict(),
+                "agreement": self.agreement.to_dict()}
+
+
+@dataclass(frozen=True)
+class AgreementResult:
+    """The label-free agreement gate: a candidate against its reference (FP32) on frames.
+
+    Attributes:
+        reference_model, candidate_model: the two model paths.
+        source: the frames as given (``--agree``, or the calibration source they were held out of).
+        held_out: the frames were held out of the calibration images.
+        frames: the frames compared (``path`` or ``path#frame``).
+        skipped: frames that could not be read (``path: reason``).
+        agreement: :class:`~endoedge.evaluation.agreement.Agreement` at the operating threshold.
+        criterion: the ``box_agreement`` :class:`Criterion`.
+    """
+
+    reference_model: str
+    candidate_model: str
+    source: str
+    held_out: bool
+    frames: list[str]
+    skipped: list[str]
+    agreement: Agreement
+    criterion: Criterion
+
+    @property
+    def passed(self) -> bool:
+        """The box agreement reached the minimum."""
+        return self.criterion.passed
+
+    @property
+    def reason(self) -> str:
+        """The one-line verdict."""
+        return verdict([self.criterion])
+
+    @property
+    def failures(self) -> list[str]:
+        """The failed criterion, described (empty when the gate passed)."""
+        return [] if self.passed else [self.criterion.describe()]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready ``{"reference_model", ..., "agreement", "min_agreement", "passed", "reason"}``."""
+        return {"reference_model": self.reference_model, "candidate_model": self.candidate_model,
+                "source": self.source, "held_out": self.held_out, "n_frames": len(self.frames),
+                "frames": list(self.frames), "skipped": list(self.skipped),
+                "agreement": self.agreement.to_dict(), "min_agreement": self.criterion.limit,
+                "passed": self.passed, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -127,6 +316,11 @@ class CompareResult:
         gate: the mAP@0.5 verdict and deltas.
         raw_heads: raw-output errors on the same pre-processed inputs.
         reference, candidate: the full :func:`~endoedge.evaluation.evaluate_model` reports.
+        operating_point: the models at the reference's operating threshold (``None`` when
+            built without one).
+        agreement: the label-free agreement gate (``--agree``), when it ran too.
+        reference_run: the reference's evaluation with its detections, to compare another
+            candidate without evaluating the reference again (not in the JSON).
     """
 
     reference_model: str
@@ -138,18 +332,33 @@ class CompareResult:
     raw_heads: RawHeadErrors
     reference: dict[str, Any]
     candidate: dict[str, Any]
+    operating_point: OperatingPoint | None = None
+    agreement: AgreementResult | None = None
+    reference_run: EvalRun | None = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
-        """The gate's verdict."""
-        return self.gate.passed
+        """The gate's verdict (and the agreement gate's, when it ran)."""
+        return self.gate.passed and (self.agreement is None or self.agreement.passed)
+
+    @property
+    def failures(self) -> list[str]:
+        """Every failed criterion, described (empty when it passed)."""
+        return self.gate.failures + ([] if self.agreement is None else self.agreement.failures)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (the evaluation reports as they are: dump with ``default=str``)."""
-        return {"reference_model": self.reference_model, "candidate_model": self.candidate_model,
-                "data": self.data, "split": self.split, "n_images": self.n_images,
-                "gate": self.gate.to_dict(), "raw_heads": self.raw_heads.to_dict(),
-                "reference": self.reference, "candidate": self.candidate}
+        """JSON-ready (the evaluation reports as they are: dump with ``default=str``); the
+        operating point, the agreement gate and the overall ``passed`` follow the older keys."""
+        out = {"reference_model": self.reference_model, "candidate_model": self.candidate_model,
+               "data": self.data, "split": self.split, "n_images": self.n_images,
+               "gate": self.gate.to_dict(), "raw_heads": self.raw_heads.to_dict(),
+               "reference": self.reference, "candidate": self.candidate}
+        if self.operating_point is not None:
+            out["operating_point"] = self.operating_point.to_dict()
+        if self.agreement is not None:
+            out["agreement"] = self.agreement.to_dict()
+        out["passed"] = self.passed
+        return out
 
 
 @dataclass
@@ -171,6 +380,8 @@ class QuantReport:
         sensitivity: the per-layer ranking (INT8 that failed the gate).
         fallback: the float-fallback steps (INT8 that failed the gate).
         wall_s: seconds the whole workflow took, rounded to 0.1.
+        operating_point: the final comparison at the operating threshold (with an evaluation set).
+        agreement: the final label-free agreement gate (``--agree`` or held-out frames).
     """
 
     model: str
@@ -186,11 +397,20 @@ class QuantReport:
     sensitivity: LayerRanking | None = None
     fallback: FallbackResult | None = None
     wall_s: float = 0.0
+    operating_point: OperatingPoint | None = None
+    agreement: AgreementResult | None = None
 
     @property
     def passed(self) -> bool | None:
-        """The final gate's verdict; ``None`` when accuracy was not checked."""
-        return None if self.gate is None else self.gate.passed
+        """Every gate that ran passed; ``None`` when accuracy was not checked."""
+        verdicts = [g.passed for g in (self.gate, self.agreement) if g is not None]
+        return all(verdicts) if verdicts else None
+
+    @property
+    def failures(self) -> list[str]:
+        """Every failed criterion of the final gates, described."""
+        return ((self.gate.failures if self.gate is not None else [])
+                + (self.agreement.failures if self.agreement is not None else []))
 
     @property
     def float_nodes(self) -> list[str]:
@@ -208,7 +428,8 @@ class QuantReport:
         return None if self.calibration is None else int(self.calibration["num_images"])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, keys in the report's order; steps that did not run are left out."""
+        """JSON-ready, keys in the report's order; steps that did not run are left out;
+        ``passed`` (the overall verdict) last when a gate ran."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -216,7 +437,9 @@ class QuantReport:
                 continue
             if isinstance(value, LayerRanking):
                 value = value.to_dict(REPORT_TOP_LAYERS)
-            elif isinstance(value, GateResult | RawHeadErrors | FallbackResult):
+            elif isinstance(value, GateResult | RawHeadErrors | FallbackResult | OperatingPoint | AgreementResult):
                 value = value.to_dict()
             out[f.name] = value
+        if self.passed is not None:
+            out["passed"] = self.passed
         return out

@@ -3,12 +3,17 @@
 Ranking (cheap proxy): starting from the fully quantized model, each quantized node in turn
 gets its Q/DQ inputs removed (:func:`bypass_nodes`; the same graph ``quantize_static`` makes
 with that node in ``nodes_to_exclude``, because every node has its own Q/DQ pairs), and the
-raw-head error against the FP32 model is measured on a small, spread subset of the
-calibration batches. The node whose exclusion lowers the error most costs most.
+copy's detections are compared with the FP32 model's on a small, spread subset of the
+calibration batches at the operating score threshold, as the gate does
+(:class:`~endoedge.evaluation.agreement.Agreement`): the cost is ``(1 - box agreement) +
+extra-box share + |mean score shift|``. The node whose exclusion lowers the cost most costs
+most (the raw-head error this replaced misses a uniform score shift that drops boxes below the
+threshold).
 
 Fallback (:func:`greedy_fallback`): the most costly nodes are kept in float one more at a
-time, re-quantizing from the cached calibration ranges, until the caller's gate (a real mAP
-evaluation) passes or ``max_layers`` is reached.
+time, re-quantizing from the cached calibration ranges, until the caller's gate (the
+operating-point and mAP criteria, or the label-free agreement) passes or ``max_layers`` is
+reached.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from endoedge._optional import require
 
 if TYPE_CHECKING:
     from endoedge.calibration.data import CalibrationData
+    from endoedge.evaluation.metrics import Prediction
+    from endoedge.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-PROXY = "mean over outputs of squared raw-head error / reference variance vs FP32"
+PROXY = ("operating-point cost vs FP32 at score >= {t:g} (boxes matched at IoU >= 0.5): "
+         "(1 - box agreement) + extra-box share + |mean score shift|")
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,10 @@ class GateVerdict(Protocol):
     def passed(self) -> bool: ...
 
     @property
-    def drop_points(self) -> float: ...
+    def drop_points(self) -> float | None: ...
+
+    @property
+    def box_agreement(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -91,17 +102,21 @@ class FallbackStep:
 
     Attributes:
         float_nodes: node names kept in float at this step.
-        drop_points: mAP@0.5 drop in points (1 point = 0.01) the gate measured.
+        drop_points: mAP@0.5 drop in points (1 point = 0.01) the gate measured (``None``
+            without an evaluation set).
         passed: the gate's verdict.
+        box_agreement: the box agreement the gate measured (``None`` when not measured).
     """
 
     float_nodes: list[str]
-    drop_points: float
+    drop_points: float | None
     passed: bool
+    box_agreement: float | None = None
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready ``{"float_nodes", "drop_points", "passed"}``."""
-        return {"float_nodes": list(self.float_nodes), "drop_points": self.drop_points, "passed": self.passed}
+        """JSON-ready ``{"float_nodes", "drop_points", "passed", "box_agreement"}``."""
+        return {"float_nodes": list(self.float_nodes), "drop_points": self.drop_points, "passed": self.passed,
+                "box_agreement": self.box_agreement}
 
 
 @dataclass
@@ -181,18 +196,6 @@ def _session(model: Any, threads: int) -> Any:
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _proxy_error(session: Any, feeds: Sequence[dict[str, np.ndarray]], refs: list[list[np.ndarray]]) -> float:
-    """Mean over outputs of (sum squared error / sum squared deviation of the reference)."""
-    err = np.zeros(len(refs[0]))
-    var = np.zeros(len(refs[0]))
-    for feed, ref in zip(feeds, refs, strict=True):
-        for k, (r, c) in enumerate(zip(ref, session.run(None, feed), strict=True)):
-            d = r.astype(np.float64) - c
-            err[k] += float(np.vdot(d, d))
-            var[k] += float(((r - r.mean()) ** 2).sum())
-    return float(np.mean(err / np.maximum(var, 1e-30)))
-
-
 def subset_feeds(data: CalibrationData, n_batches: int) -> list[dict[str, np.ndarray]]:
     """About ``n_batches`` batches spread evenly over the calibration data."""
     total = len(data)
@@ -203,35 +206,67 @@ def subset_feeds(data: CalibrationData, n_batches: int) -> list[dict[str, np.nda
     return feeds
 
 
+class _Detections:
+    """Decodes a session's outputs into per-image detections at the detection pass threshold
+    (network-input pixels, model class ids), as :class:`~endoedge.Detector` does."""
+
+    def __init__(self, spec: ModelSpec, output_names: Sequence[str]) -> None:
+        from endoedge.evaluation import MAP_CONF
+        from endoedge.postprocess import make_decoder
+
+        self.spec, self.names = spec, tuple(output_names)
+        self.decoder = make_decoder(spec, self.names)
+        self.low, self.max_det = MAP_CONF, max(100, spec.max_detections)
+
+    def __call__(self, session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[Prediction]:
+        from endoedge.evaluation.metrics import Prediction
+
+        preds: list[Prediction] = []
+        for feed in feeds:
+            outputs = dict(zip(self.names, session.run(list(self.names), feed), strict=True))
+            for i in range(next(iter(feed.values())).shape[0]):
+                raw = self.decoder(outputs, i, self.low, self.spec.iou_threshold, self.max_det)
+                preds.append(Prediction(raw.boxes, raw.scores, raw.class_ids))
+        return preds
+
+
 def rank_layers(fp32_path: str | Path, int8_path: str | Path, data: CalibrationData, *, n_batches: int = 16,
                 threads: int = 0, nodes: Sequence[str] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> LayerRanking:
+                progress: Callable[[int, int], None] | None = None,
+                threshold: float | None = None) -> LayerRanking:
     """Rank the quantized nodes of ``int8_path`` (or only ``nodes``) by how much keeping each in
-    float lowers the raw-head error (proxy; see the module docstring). Costs one ONNX Runtime
-    session and ``n_batches`` inferences per node.
+    float lowers the operating-point cost against FP32 (see the module docstring) on
+    ``n_batches`` spread calibration batches. Costs one ONNX Runtime session and ``n_batches``
+    inferences per node.
+
+    Args:
+        threshold: the operating score threshold (default: ``data.spec``'s).
 
     Returns:
         a :class:`LayerRanking` with ``layers`` sorted by ``gain``, largest first.
     """
+    from endoedge.evaluation.agreement import agreement
+
     onnx = require("onnx", extra="torch", purpose="the sensitivity search")
+    t = data.spec.score_threshold if threshold is None else threshold
     feeds = subset_feeds(data, n_batches)
     ref_sess = _session(onnx.load(str(fp32_path)), threads)
-    refs = [ref_sess.run(None, f) for f in feeds]
+    detect = _Detections(data.spec, [o.name for o in ref_sess.get_outputs()])
+    refs = detect(ref_sess, feeds)
     qmodel = onnx.load(str(int8_path))
-    base = _proxy_error(_session(qmodel, threads), feeds, refs)
+    base = agreement(refs, detect(_session(qmodel, threads), feeds), t).cost
     candidates = quantized_nodes(qmodel)
     if nodes is not None:
         wanted = set(nodes)
         candidates = [c for c in candidates if c[0] in wanted]
     layers: list[LayerCost] = []
     for i, (name, op) in enumerate(candidates):
-        e = _proxy_error(_session(bypass_nodes(qmodel, {name}), threads), feeds, refs)
+        e = agreement(refs, detect(_session(bypass_nodes(qmodel, {name}), threads), feeds), t).cost
         layers.append(LayerCost(name, op, e, base - e))
         if progress is not None:
             progress(i + 1, len(candidates))
     layers.sort(key=lambda x: -x.gain)
-    n_images = sum(next(iter(f.values())).shape[0] for f in feeds)
-    return LayerRanking(PROXY, n_images, base, layers)
+    return LayerRanking(PROXY.format(t=t), len(refs), base, layers)
 
 
 def greedy_fallback(
@@ -259,9 +294,12 @@ def greedy_fallback(
         nodes = order[:k]
         path = quantize(nodes)
         g = gate(path)
-        result.steps.append(FallbackStep(nodes, g.drop_points, g.passed))
-        logger.info("float fallback %d layer(s) (%s): mAP@0.5 drop %.2f points -> %s",
-                    k, nodes[-1], g.drop_points, "pass" if g.passed else "fail")
+        result.steps.append(FallbackStep(nodes, g.drop_points, g.passed, g.box_agreement))
+        measured = ", ".join(part for part in (
+            None if g.drop_points is None else f"mAP@0.5 drop {g.drop_points:.2f} points",
+            None if g.box_agreement is None else f"box agreement {g.box_agreement:.3f}") if part)
+        logger.info("float fallback %d layer(s) (%s): %s -> %s", k, nodes[-1], measured or "no measure",
+                    "pass" if g.passed else "fail")
         result.passed, result.float_nodes, result.path, result.gate = g.passed, nodes, path, g
         if g.passed:
             break

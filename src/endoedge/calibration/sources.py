@@ -54,7 +54,7 @@ def likely_causes(source: object) -> str:
     )
 
 
-def discover(source: str | Path, *, split: str | Path | None = None) -> list[Item]:
+def discover(source: str | Path, *, split: str | Path | None = None, role: str = "calibration source") -> list[Item]:
     """Every usable item of ``source``, sorted by (group, path, frame).
 
     ``source`` is one of: an image or video file; a folder (searched recursively for images and
@@ -62,6 +62,7 @@ def discover(source: str | Path, *, split: str | Path | None = None) -> list[Ite
     ``kavsir_bboxes.json``, a COCO ``.json``, or a YOLO folder with ``images/`` and ``labels/``),
     whose images are used and labels ignored. ``split`` keeps only the image stems it lists
     (one a line, as ``data/splits/*.txt``; video frames are kept when the video's stem is listed).
+    ``role`` names the source in error messages (e.g. ``"--agree source"``).
 
     Raises:
         CalibrationError: nothing usable is found; the message lists likely causes.
@@ -72,7 +73,7 @@ def discover(source: str | Path, *, split: str | Path | None = None) -> list[Ite
         files = [Path(f) for f in sorted(globlib.glob(text, recursive=True))]
         items = _from_files([f for f in files if f.is_file()])
     elif not p.exists():
-        raise CalibrationError(f"calibration source '{p}' does not exist; {likely_causes(p)}")
+        raise CalibrationError(f"{role} '{p}' does not exist; {likely_causes(p)}")
     elif _is_labelled(p):
         items = _from_dataset(p)
     elif p.is_dir():
@@ -86,11 +87,11 @@ def discover(source: str | Path, *, split: str | Path | None = None) -> list[Ite
         items = [it for it in items if it.path.stem in stems]
         if not items:
             raise CalibrationError(
-                f"calibration source '{source}' has no image whose stem is listed in '{split}'; "
+                f"{role} '{source}' has no image whose stem is listed in '{split}'; "
                 + likely_causes(source)
             )
     if not items:
-        raise CalibrationError(f"calibration source '{source}' holds no usable image or video; "
+        raise CalibrationError(f"{role} '{source}' holds no usable image or video; "
                                + likely_causes(source))
     return sorted(items)
 

@@ -1,7 +1,9 @@
 """``endoedge eval MODEL DATA``: COCO mAP, P/R/F1, frame-level result, AUC, overlap buckets.
 
-``endoedge eval --compare REF CANDIDATE DATA``: the accuracy gate (mAP / recall / sensitivity
-deltas, raw-head errors; exit 1 when mAP@0.5 drops more than ``--max-drop`` points).
+``endoedge eval --compare REF CANDIDATE [DATA] [--agree FRAMES]``: the gate at the reference's
+operating threshold (box agreement, frame sensitivity, precision, recall, false alarms on
+``--negatives``; mAP@0.5 as the secondary check; raw-head errors), on a labelled set and/or on
+unlabelled frames; exit 1 when a criterion fails.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from endoedge.cli._common import (
     foreign_spec,
     open_output,
 )
+from endoedge.cli._gate import add_gate_options
 from endoedge.errors import InputError
 
 if TYPE_CHECKING:
@@ -42,16 +45,19 @@ def add_parser(sub: SubParsers) -> None:
         "AUC of the frame score (max detection score; needs --negatives: Kvasir-SEG has no "
         "polyp-free frames, so it is reported as n/a with the reason); and the share of ground-"
         "truth boxes whose best detection overlaps >= 60/70/80/90%%. Unreadable images are "
-        "skipped and listed. With --compare REF CANDIDATE DATA: evaluate both models, print the "
-        "deltas and raw-head errors, and exit 1 when mAP@0.5 drops more than --max-drop points.",
+        "skipped and listed. With --compare REF CANDIDATE DATA: evaluate both models and gate the "
+        "candidate at the reference's score threshold (box agreement, frame sensitivity, false "
+        "alarms on --negatives, mAP@0.5 as the secondary check); with --agree FRAMES (DATA then "
+        "optional) also on unlabelled frames; exit 1 when a criterion fails.",
     )
     p.add_argument("paths", nargs="+", metavar="MODEL DATA",
-                   help="MODEL DATA; with --compare: REF CANDIDATE DATA. MODEL: .onnx (endoedge or "
-                   "Ultralytics) or endoedge checkpoint; DATA: Kvasir-SEG folder, COCO .json, or YOLO folder")
+                   help="MODEL DATA; with --compare: REF CANDIDATE DATA (DATA optional with --agree). MODEL: "
+                   ".onnx (endoedge or Ultralytics) or endoedge checkpoint; DATA: Kvasir-SEG folder, COCO .json, "
+                   "or YOLO folder")
     p.add_argument("--compare", action="store_true",
-                   help="accuracy gate: the paths are REF CANDIDATE DATA (e.g. FP32, INT8, val set)")
-    p.add_argument("--max-drop", type=float, default=1.0,
-                   help="with --compare: largest allowed mAP@0.5 drop in points (default 1.0)")
+                   help="gate: the paths are REF CANDIDATE DATA (e.g. FP32, INT8, val set)")
+    gate = p.add_argument_group("with --compare: the gate at the reference's score threshold")
+    add_gate_options(gate)
     p.add_argument("--split", help="file of image stems to evaluate (one a line), e.g. data/splits/kvasir_seg_val.txt")
     p.add_argument("--format", default="auto", choices=("auto", "kvasir", "coco", "yolo"), help="dataset layout")
     p.add_argument("--images", help="image folder of a COCO json (default: beside the json)")
@@ -74,19 +80,22 @@ def add_parser(sub: SubParsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; print the table; write JSON/PNG when asked. Exit 0 (1 on errors)."""
+    from endoedge.cli._gate import gate_limits
     from endoedge.evaluation import evaluate_model
 
-    want = 3 if args.compare else 2
-    if len(args.paths) != want:
+    want = ((2, 3) if args.agree else (3,)) if args.compare else (2,)
+    if len(args.paths) not in want:
         raise InputError(f"expected {'REF CANDIDATE DATA' if args.compare else 'MODEL DATA'}, "
                          f"got {len(args.paths)} paths" + ("" if args.compare else
-                                                            " (three paths need --compare)"))
+                                                            " (three paths need --compare)")
+                         + (" (or REF CANDIDATE with --agree FRAMES)" if args.compare and not args.agree else ""))
     if args.json:
         check_output_file(args.json, "--json", inputs=args.paths, force=True)
     if args.plot:
         check_output_file(args.plot, "--plot", inputs=args.paths, force=True, allowed_suffixes=(".png",))
-    if not (args.max_drop >= 0):  # also refuses NaN
-        raise InputError(f"--max-drop must be a number of points >= 0, got {args.max_drop}")
+    gate_limits(args)  # limits, --conf, --agree-images: before any work
+    if args.agree and not args.compare:
+        raise InputError("--agree compares a candidate with its reference: use --compare REF CANDIDATE --agree FRAMES")
     if args.compare and args.plot:
         raise InputError("--plot draws a single model's PR curves; run `endoedge eval MODEL DATA --plot` "
                          "for each model (the --compare report is the table and --json)")
@@ -118,29 +127,49 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    """``--compare REF CANDIDATE DATA``: print the gate table; exit 1 when it fails."""
-    import sys
+    """``--compare REF CANDIDATE [DATA] [--agree FRAMES]``: print the gates; exit 1 when one fails."""
+    from dataclasses import replace
 
+    from endoedge.calibration.agreement import (
+        AgreementGate,
+        agreement_frames,
+        format_agreement_result,
+    )
     from endoedge.calibration.compare import compare_models, format_compare
+    from endoedge.cli._gate import gate_limits, report_failure
     from endoedge.evaluation import EvalSet
 
-    ref, cand, data = args.paths
+    limits = gate_limits(args)
+    ref, cand = args.paths[:2]
+    data = args.paths[2] if len(args.paths) == 3 else None
     args.model = ref  # foreign_spec reads a foreign ONNX's input size from it
+    spec, endoscopy = foreign_spec(args), endoscopy_option(args.endoscopy)
+    agree = None
+    if args.agree:  # the frames are found before any work
+        items = agreement_frames(args.agree, num_images=args.agree_images)
+        agree = AgreementGate(ref, items, source=args.agree, conf=args.conf, min_agreement=limits.min_agreement,
+                              backend=args.backend, device=args.device, spec=spec, endoscopy=endoscopy)
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
-    result = compare_models(
-        ref, cand, EvalSet(data, split=args.split, fmt=args.format, images_dir=args.images, class_names=names),
-        backend=args.backend, device=args.device, max_drop=args.max_drop, conf=args.conf, iou=args.iou,
-        endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args),
-    )
-    print(format_compare(result))
+    result = None
+    if data is not None:
+        result = compare_models(
+            ref, cand, EvalSet(data, split=args.split, fmt=args.format, images_dir=args.images, class_names=names),
+            backend=args.backend, device=args.device, limits=limits, conf=args.conf, iou=args.iou,
+            negatives=args.negatives, endoscopy=endoscopy, spec=spec,
+        )
+        print(format_compare(result))
+    agreement = agree.check(cand) if agree is not None else None
+    if agreement is not None:
+        print(format_agreement_result(agreement))
+    if result is not None:
+        result = replace(result, agreement=agreement)
+    report = result.to_dict() if result is not None else agreement.to_dict() if agreement is not None else {}
     if args.json:
         with open_output(Path(args.json)) as fh:
-            json.dump(result.to_dict(), fh, indent=1, default=str)
+            json.dump(report, fh, indent=1, default=str)
             fh.write("\n")
         print(f"report written to {args.json}")
-    if not result.gate.passed:
-        g = result.gate
-        print(f"endoedge eval: gate FAILED: mAP@0.5 of {cand} is {g.drop_points:.2f} points below "
-              f"{ref} (limit {g.max_drop_points:g})", file=sys.stderr)
-        return 1
+    failures = result.failures if result is not None else agreement.failures if agreement is not None else []
+    if failures:
+        return report_failure("eval", failures, f" ({cand} against {ref})")
     return 0

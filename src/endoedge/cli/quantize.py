@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,19 +19,21 @@ logger = logging.getLogger(__name__)
 
 def add_parser(sub: SubParsers) -> None:
     """Register the ``quantize`` subcommand."""
-    from endoedge.calibration.compare import DEFAULT_MAX_DROP
     from endoedge.calibration.quantize import METHODS
+    from endoedge.cli._gate import add_gate_options
 
     p = sub.add_parser(
         "quantize",
-        help="INT8 (explicit Q/DQ, TensorRT-ready) or FP16 ONNX, with an accuracy gate",
+        help="INT8 (explicit Q/DQ, TensorRT-ready) or FP16 ONNX, gated at the operating point",
         description="Write an INT8 copy of an FP32 endoedge ONNX in the explicit Q/DQ form TensorRT "
         "8.6-11 parses (symmetric int8, zero points 0, per-channel Conv weights, float biases), "
         "calibrated with ONNX Runtime on the CPU on images pre-processed exactly as the runtime "
-        "does; or an FP16 copy with float32 inputs/outputs. With --eval, compare it with the FP32 "
-        "model on a labelled set and exit 1 when mAP@0.5 drops more than --max-drop points; an "
-        "INT8 model that fails is repaired by keeping its most sensitive layers in float. The "
-        "output file is kept either way.",
+        "does; or an FP16 copy with float32 inputs/outputs. Then gate it against the FP32 model at "
+        "the model's score threshold: with --eval, on a labelled set (box agreement, frame "
+        "sensitivity, false alarms on --negatives, and mAP@0.5); with --agree, on unlabelled frames "
+        "(box agreement); with neither, on calibration frames held out of calibration (--no-gate "
+        "skips it). Exit 1 when a gate fails; an INT8 model that fails is first repaired by "
+        "keeping its most sensitive layers in float. The output file is kept either way.",
     )
     p.add_argument("model", help="FP32 .onnx exported by endoedge (or Ultralytics)")
     p.add_argument("-o", "--output", required=True, help="output .onnx (refused if it exists, unless --force)")
@@ -40,7 +41,8 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--precision", choices=("int8", "fp16"), default="int8", help="default int8")
     cal = p.add_argument_group("INT8 calibration")
     cal.add_argument("--calib", metavar="SRC", help="calibration images: folder (recursive), glob, video, "
-                     "or labelled dataset (Kvasir-SEG / COCO json / YOLO); never the evaluation images")
+                     "or labelled dataset (Kvasir-SEG / COCO json / YOLO); never the evaluation images. "
+                     "FP16: only the frames of the default agreement gate")
     cal.add_argument("--calib-split", metavar="FILE", help="keep only the image stems in FILE (e.g. a train split)")
     cal.add_argument("--method", choices=METHODS, default="minmax",
                      help="calibration: minmax (default; TensorRT's 'max'), entropy (KL), percentile (99.999)")
@@ -48,12 +50,15 @@ def add_parser(sub: SubParsers) -> None:
     cal.add_argument("--batch", type=int, help="calibration batch size (default 8, or the model's fixed "
                      "batch); the last batch is padded with the first images")
     cal.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
-    gate = p.add_argument_group("accuracy gate")
+    gate = p.add_argument_group("gate (at the model's score threshold; FP32 is the reference)")
     gate.add_argument("--eval", metavar="DATA", help="labelled set to compare on (Kvasir-SEG / COCO json / YOLO)")
     gate.add_argument("--split", help="file of image stems of DATA to evaluate, e.g. data/splits/kvasir_seg_val.txt")
     gate.add_argument("--format", default="auto", choices=("auto", "kvasir", "coco", "yolo"), help="DATA layout")
-    gate.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
-                      help=f"largest allowed mAP@0.5 drop in points (default {DEFAULT_MAX_DROP:g})")
+    gate.add_argument("--negatives", metavar="DIR", help="with --eval: polyp-free frames (false-alarm share)")
+    gate.add_argument("--conf", type=float, help="operating score threshold of the gates (default: the model's)")
+    add_gate_options(gate)
+    gate.add_argument("--no-gate", action="store_true",
+                      help="without --eval/--agree: do not hold calibration frames out and gate on them")
     gate.add_argument("--max-fallback", type=int, default=10,
                       help="INT8: most layers to keep in float to pass the gate (default 10; 0 = none)")
     gate.add_argument("--sensitivity-images", type=int, default=32,
@@ -63,33 +68,39 @@ def add_parser(sub: SubParsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Quantize / convert, check, gate; write the report. Exit 1 when the gate fails."""
+    """Quantize / convert, check, gate; write the report. Exit 1 when a gate fails."""
     from endoedge.calibration.gate import QuantOptions, quantize_gated
+    from endoedge.cli._gate import gate_limits, report_failure
     from endoedge.data.onnx_facts import onnx_facts
     from endoedge.spec import ModelSpec, read_onnx_metadata
 
     model, out = Path(args.model), Path(args.output)
     if out.resolve() == model.resolve():
         raise InputError("--output must differ from the input model")
+    _check_numbers(args)
+    limits = gate_limits(args)
     props = read_onnx_metadata(model)
     if not any(k.startswith("endoedge.") for k in props) and not {"names", "imgsz"} <= set(props):
         raise InputError(f"'{model}' has no endoedge or Ultralytics metadata, so its pre-processing is "
                          "unknown and calibration would be wrong; quantize an `endoedge export` or an "
                          "Ultralytics ONNX")
     spec = ModelSpec.from_metadata(props, where=str(model))
-    _check_numbers(args)
     already = onnx_facts(model).precision
     if already != "fp32":
         raise InputError(f"'{model}' is already {'Q/DQ INT8' if already == 'int8' else 'FP16'}; "
                          "quantize the FP32 export (endoedge export) instead")
-    inputs = [model] + [Path(p) for p in (args.calib, args.calib_split, args.eval, args.split) if p]
+    inputs = [model] + [Path(p) for p in (args.calib, args.calib_split, args.eval, args.split, args.agree,
+                                          args.negatives) if p]
     check_output_file(out, "--output", inputs=inputs, force=args.force, allowed_suffixes=(".onnx",))
     json_path = Path(args.json) if args.json else out.with_suffix(".quant.json")
     check_output_file(json_path, "--json", inputs=[*inputs, out], force=True)
     options = QuantOptions(
         precision=args.precision, calib=args.calib, calib_split=args.calib_split, method=args.method,
         num_images=args.num_images, batch=args.batch, seed=args.seed, eval_data=args.eval,
-        split=args.split, fmt=args.format, max_drop=args.max_drop, max_fallback=args.max_fallback,
+        split=args.split, fmt=args.format, negatives=args.negatives, conf=args.conf, agree=args.agree,
+        agree_images=args.agree_images, holdout=not args.no_gate, max_drop=limits.max_drop,
+        min_agreement=limits.min_agreement, max_sensitivity_drop=limits.max_sensitivity_drop,
+        max_false_alarm_rise=limits.max_false_alarm_rise, max_fallback=args.max_fallback,
         sensitivity_images=args.sensitivity_images,
     )
     report = quantize_gated(model, out, options, spec=spec, echo=print)
@@ -97,20 +108,23 @@ def run(args: argparse.Namespace) -> int:
         json.dump(report.to_dict(), fh, indent=1, default=str)
         fh.write("\n")
     print(f"report written to {json_path} ({report.wall_s:.0f} s)")
-    if report.gate is not None and not report.gate.passed:
-        print(f"endoedge quantize: gate FAILED: mAP@0.5 dropped {report.gate.drop_points:.2f} points "
-              f"(limit {args.max_drop:g}); {out} is kept for inspection", file=sys.stderr)
-        return 1
+    if report.passed is False:
+        return report_failure("quantize", report.failures, f"; {out} is kept for inspection")
     return 0
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    """Counts and limits are checked before any work."""
+    """Counts, limits and option combinations are checked before any work."""
     for flag, value, low in (("--num-images", args.num_images, 1), ("--batch", args.batch, 1),
                              ("--max-fallback", args.max_fallback, 0), ("--sensitivity-images", args.sensitivity_images, 1)):
         if value is not None and value < low:
             raise InputError(f"{flag} must be at least {low}, got {value}")
-    if not (args.max_drop >= 0):  # also refuses NaN
-        raise InputError(f"--max-drop must be a number of points >= 0, got {args.max_drop}")
-    if args.precision == "fp16" and args.calib:
-        raise InputError("--calib only applies to --precision int8 (FP16 needs no calibration)")
+    if args.no_gate and (args.eval or args.agree):
+        raise InputError("--no-gate skips the held-out agreement gate; it contradicts --eval/--agree (drop one)")
+    if args.negatives and not args.eval:
+        raise InputError("--negatives counts false alarms in the --eval gate; pass --eval DATA too")
+    if args.precision == "fp16" and args.calib and (args.eval or args.agree):
+        raise InputError("--calib only names the frames of FP16's default agreement gate; with --eval/--agree "
+                         "it would not be used (drop it)")
+    if args.precision == "fp16" and args.calib_split and not args.calib:
+        raise InputError("--calib-split filters --calib; pass --calib SRC too")

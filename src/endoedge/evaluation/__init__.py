@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from endoedge.errors import InputError
+
+if TYPE_CHECKING:
+    from endoedge.evaluation.runner import EvalRun
 
 MAP_CONF = 0.001  # the score threshold of the detection pass (COCO mAP wants the ranked list)
 
@@ -77,7 +80,15 @@ def load_eval_dataset(
     return dataset
 
 
-def evaluate_model(
+def evaluate_model(model: str | Path, data: str | Path, **options: Any) -> dict[str, Any]:
+    """Load a model with :func:`endoedge.load`, run it over a dataset and return the report dict.
+
+    The arguments are :func:`evaluate_run`'s; this returns its ``report``.
+    """
+    return evaluate_run(model, data, **options).report
+
+
+def evaluate_run(
     model: str | Path,
     data: str | Path,
     *,
@@ -94,8 +105,9 @@ def evaluate_model(
     proxy_negatives: bool = False,
     endoscopy: Any = None,
     **load_options: Any,
-) -> dict[str, Any]:
-    """Load a model with :func:`endoedge.load`, run it over a dataset and return the report dict.
+) -> EvalRun:
+    """Load a model with :func:`endoedge.load`, run it over a dataset; the report dict and the
+    per-image detections it was computed from (:class:`~endoedge.evaluation.runner.EvalRun`).
 
     Args:
         model: any file :func:`endoedge.load` opens (ONNX or checkpoint).
@@ -108,8 +120,10 @@ def evaluate_model(
         endoscopy: :class:`~endoedge.endoscopy.EndoscopyConfig` override (``None`` = model's).
         **load_options: more :func:`endoedge.load` arguments (e.g. ``spec`` for a foreign ONNX).
     """
+    from dataclasses import replace
+
     from endoedge.detector import load
-    from endoedge.evaluation.runner import evaluate_detector, negative_samples
+    from endoedge.evaluation.runner import negative_samples, run_detector
 
     dataset = load_eval_dataset(data, fmt=fmt, split=split, images_dir=images_dir, class_names=class_names)
     negs = negative_samples(negatives) if negatives is not None else []
@@ -121,9 +135,8 @@ def evaluate_model(
             raise InputError(f"--conf must be in [0, 1], got {operating}")
         if operating < map_conf:
             raise InputError(f"--conf {operating} is below the detection pass threshold {map_conf}")
-        report = evaluate_detector(det, dataset, conf=operating, negatives=negs,
-                                   proxy_negatives=proxy_negatives)
-        return {
+        run = run_detector(det, dataset, conf=operating, negatives=negs, proxy_negatives=proxy_negatives)
+        return replace(run, report={
             "model": str(model),
             "backend": det.describe(),
             "data": str(data),
@@ -131,8 +144,8 @@ def evaluate_model(
             "map_conf": map_conf,
             "nms_iou": det.spec.iou_threshold,
             "endoscopy": None if det.cleaner is None else det.cleaner.config.to_dict(),
-            **report,
-        }
+            **run.report,
+        })
 
 
-__all__ = ["MAP_CONF", "evaluate_model", "load_eval_dataset"]
+__all__ = ["MAP_CONF", "EvalSet", "evaluate_model", "evaluate_run", "load_eval_dataset"]

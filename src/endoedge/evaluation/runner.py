@@ -149,7 +149,32 @@ def box_free_strip(boxes: np.ndarray, size: tuple[int, int], *, margin: int = 8,
     return x0, y0, x1, y1
 
 
-def evaluate_detector(
+@dataclass(frozen=True)
+class EvalRun:
+    """An evaluation report with the per-image detections it was computed from.
+
+    Attributes:
+        report: the report dict (see :func:`evaluate_detector`).
+        paths: the dataset images that were read, in order.
+        predictions: their detections at the detection pass's low threshold (boxes xyxy in
+            source pixels, dataset class indices), one per path.
+        negative_paths, negative_predictions: the same for the ``--negatives`` images.
+    """
+
+    report: dict[str, Any]
+    paths: list[Path]
+    predictions: list[Prediction]
+    negative_paths: list[Path]
+    negative_predictions: list[Prediction]
+
+
+def evaluate_detector(det: Any, dataset: Dataset, **options: Any) -> dict[str, Any]:
+    """Detect in ``dataset`` (and ``negatives``) and compute every metric; the report dict of
+    :func:`run_detector` (same arguments)."""
+    return run_detector(det, dataset, **options).report
+
+
+def run_detector(
     det: Any,
     dataset: Dataset,
     *,
@@ -157,9 +182,10 @@ def evaluate_detector(
     negatives: Sequence[Sample] = (),
     proxy_negatives: bool = False,
     max_dets: int = 100,
-) -> dict[str, Any]:
+) -> EvalRun:
     """Detect in ``dataset`` (and ``negatives``) and compute every metric (see
-    :mod:`endoedge.evaluation.metrics`). ``det`` must already run at the low mAP threshold.
+    :mod:`endoedge.evaluation.metrics`); the report and the per-image detections
+    (:class:`EvalRun`). ``det`` must already run at the low mAP threshold.
 
     Object-level metrics (COCO mAP, P/R/F1, overlap) use ``dataset`` only, so they compare with
     the training report; the frame-level result and the AUC also count ``negatives``.
@@ -217,7 +243,7 @@ def evaluate_detector(
             "n_negative": len(proxy),
             "definition": PROXY_DEFINITION,
         }
-    return report
+    return EvalRun(report, [s.path for s in pos.samples], pos.preds, [s.path for s in neg.samples], neg.preds)
 
 
 def _negatives_note(n_dir: int, n_in_data: int) -> str:
