@@ -58,8 +58,10 @@ def frame_sets() -> dict[str, list[Path]]:
 
 def make_copy(model: Path, recipe: str, out: Path, calib_images: int) -> float:
     """Write the quantized copy with the CLI's default recipe (no gate); return seconds."""
-    cmd = [sys.executable, "-m", "endoedge", "quantize", str(model), "-o", str(out), "--force",
+    cmd = [sys.executable, "-m", "endoedge.cli", "quantize", str(model), "-o", str(out), "--force",
            "--precision", "fp16" if recipe == "fp16" else "int8"]
+    if recipe == "int8-allquant":  # the recipe before issue 14: output layers quantized too
+        cmd += ["--quantize-output-layers"]
     if recipe != "fp16":
         cmd += ["--calib", str(KVASIR), "--calib-split", str(SPLITS / "kvasir_seg_train.txt"),
                 "--num-images", str(calib_images)]
@@ -177,7 +179,8 @@ def write_results(res: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", required=True, metavar="NAME=ONNX")
-    ap.add_argument("--recipes", default="fp16,int8")
+    ap.add_argument("--recipes", default="fp16,int8-allquant,int8",
+                    help="fp16, int8 (default recipe), int8-allquant (output layers quantized too: the old recipe)")
     ap.add_argument("--calib-images", type=int, default=500)
     ap.add_argument("--work", default="/tmp/endoedge-xcentre")
     ap.add_argument("--no-write", action="store_true", help="print only")

@@ -140,9 +140,10 @@ def test_quantize_gated_holds_out_calibration_frames_without_eval_or_agree(ssdli
     assert lines[0].startswith("no --eval/--agree given: 5 of the 10 calibration images are held out of "
                                f"calibration for the agreement gate ({held[0].describe()}, ")
     assert lines[1].startswith("calibration: 4 images from ")
-    assert lines[3] == f"agreement gate: {out} vs FP32 reference {ssdlite[2]}"
-    assert lines[4].startswith("5 frames of ")
-    assert "(held out of calibration)" in lines[4]
+    assert lines[3].startswith("kept 12 output layer(s) in float")
+    assert lines[4] == f"agreement gate: {out} vs FP32 reference {ssdlite[2]}"
+    assert lines[5].startswith("5 frames of ")
+    assert "(held out of calibration)" in lines[5]
     assert lines[-1] == f"agreement gate: PASS: box agreement {report.agreement.agreement.box_agreement:.3f} (min 0)"
     assert report.passed is True
     assert report.agreement.held_out
@@ -172,7 +173,8 @@ def test_quantize_gated_without_any_gate_reports_unchecked_accuracy(ssdlite, set
     assert report.wall_s > 0
     assert lines[0].startswith("calibration: 4 images from ")
     assert lines[1].startswith(f"wrote {out} (INT8 Q/DQ, minmax calibration); Q/DQ rules passes")
-    assert lines[2].startswith("--no-gate: accuracy NOT checked")
+    assert lines[2].startswith("kept 12 output layer(s) in float (they feed the scores/boxes directly")
+    assert lines[3].startswith("--no-gate: accuracy NOT checked")
     assert _same_layout(report.to_dict(), {**INT8, "wall_s": None})
 
 

@@ -52,3 +52,14 @@ def test_yolov8_keeps_class_convs_dfl_and_decode_float(tmp_path, frames):
     # Ultralytics' Detect head: cv3.{i}.2 = the last class conv per scale, dfl.conv = the DFL expectation.
     assert convs == {n for n in ops if n.endswith(("cv3.0.2/Conv", "cv3.1.2/Conv", "cv3.2.2/Conv", "dfl/conv/Conv"))}
     assert all("/model.22/" in n for n in found)  # nothing of the backbone or neck
+
+
+def test_quantize_output_layers_restores_the_all_int8_recipe(ssdlite, calib, tmp_path):
+    from endoedge.calibration.qdq_check import check_qdq
+    from endoedge.calibration.quantize import quantize_int8
+
+    res = quantize_int8(ssdlite[2], tmp_path / "all.onnx", calib, method="minmax", float_output_layers=False)
+    rep = check_qdq(res.path)
+    assert rep.ok
+    assert res.output_layers == []
+    assert rep.float_convs == []

@@ -62,6 +62,8 @@ class QuantOptions:
             FP16 only the source of the held-out agreement frames.
         calib_split: keep only the image stems in this file.
         method: calibration method, one of :data:`~endoedge.calibration.quantize.METHODS`.
+        float_output_layers: keep the layers that feed the outputs directly in float
+            (:func:`~endoedge.calibration.graph_rules.output_layers`; INT8; default on).
         num_images: calibration images, spread over the source.
         batch: calibration batch size (``None`` = 8, or the model's fixed batch).
         seed: selection seed (calibration, held-out and agreement frames).
@@ -85,6 +87,7 @@ class QuantOptions:
     calib: str | Path | None = None
     calib_split: str | Path | None = None
     method: str = "minmax"
+    float_output_layers: bool = True
     num_images: int = 500
     batch: int | None = None
     seed: int = 0
@@ -254,9 +257,13 @@ class _Workflow:
             if shared:
                 self.say(f"note: {len(shared)} --agree frames are also calibration images")
         cache = tmp / "ranges.json"
-        result = quantize_int8(self.model, self.out, data, method=o.method, cache_path=cache)
+        result = quantize_int8(self.model, self.out, data, method=o.method, cache_path=cache,
+                               float_output_layers=o.float_output_layers)
         qdq = check_qdq(self.out)
         self.say(f"wrote {self.out} (INT8 Q/DQ, {o.method} calibration); {qdq.summary()}")
+        if result.output_layers:
+            self.say(f"kept {len(result.output_layers)} output layer(s) in float (they feed the scores/boxes "
+                     "directly; --quantize-output-layers quantizes them too)")
         self.report.method, self.report.qdq = o.method, qdq.summary()
         self.report.qdq_violations, self.report.metadata = qdq.violations, result.metadata
         if qdq.violations:
@@ -333,7 +340,8 @@ class _Workflow:
         self.report.sensitivity = ranking
 
         def quantize(nodes: list[str]) -> Path:
-            quantize_int8(self.model, self.out, data, method=o.method, nodes_to_exclude=nodes, cache_path=cache)
+            quantize_int8(self.model, self.out, data, method=o.method, nodes_to_exclude=nodes, cache_path=cache,
+                          float_output_layers=o.float_output_layers)
             return self.out
 
         def gate(path: Path) -> Verdict:

@@ -46,6 +46,9 @@ def add_parser(sub: SubParsers) -> None:
     cal.add_argument("--calib-split", metavar="FILE", help="keep only the image stems in FILE (e.g. a train split)")
     cal.add_argument("--method", choices=METHODS, default="minmax",
                      help="calibration: minmax (default; TensorRT's 'max'), entropy (KL), percentile (99.999)")
+    cal.add_argument("--quantize-output-layers", action="store_true",
+                     help="also quantize the layers that feed the outputs directly (class/box head convs, "
+                     "DFL, decode arithmetic); by default they stay float (benchmarks/RESULTS.md)")
     cal.add_argument("--num-images", type=int, default=500, help="calibration images (default 500, spread over the source)")
     cal.add_argument("--batch", type=int, help="calibration batch size (default 8, or the model's fixed "
                      "batch); the last batch is padded with the first images")
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(json_path, "--json", inputs=[*inputs, out], force=True)
     options = QuantOptions(
         precision=args.precision, calib=args.calib, calib_split=args.calib_split, method=args.method,
-        num_images=args.num_images, batch=args.batch, seed=args.seed, eval_data=args.eval,
+        float_output_layers=not args.quantize_output_layers, num_images=args.num_images, batch=args.batch,
+        seed=args.seed, eval_data=args.eval,
         split=args.split, fmt=args.format, negatives=args.negatives, conf=args.conf, agree=args.agree,
         agree_images=args.agree_images, holdout=not args.no_gate, max_drop=limits.max_drop,
         min_agreement=limits.min_agreement, max_sensitivity_drop=limits.max_sensitivity_drop,
