@@ -69,7 +69,8 @@ def make_copy(model: Path, recipe: str, out: Path, calib_images: int) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"quantize failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise RuntimeError(f"`{' '.join(cmd[2:])}` failed: {last}")
     return time.perf_counter() - t0
 
 
@@ -128,7 +129,12 @@ def run(models: dict[str, Path], recipes: list[str], calib_images: int, work: Pa
         entry: dict = {"path": str(model), "threshold": thr, "fp32": labelled(model), "recipes": {}}
         for recipe in recipes:
             copy = work / f"{name}.{recipe}.onnx"
-            secs = make_copy(model, recipe, copy, calib_images)
+            try:
+                secs = make_copy(model, recipe, copy, calib_images)
+            except RuntimeError as err:  # kept in the results: a recipe that cannot make a copy is a finding
+                entry["recipes"][recipe] = {"error": str(err)}
+                print(name, recipe, "FAILED:", err, flush=True)
+                continue
             rec: dict = {"quantize_s": round(secs, 1), "labelled": labelled(copy), "sets": {}}
             for k, v in sets.items():
                 rec["sets"][k] = compare(ref[k], predictions(copy, v), thr)
@@ -154,6 +160,9 @@ def table(res: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for name, e in res["models"].items():
         for recipe, r in e["recipes"].items():
+            if "error" in r:
+                lines.append(f"| {name} | {recipe} | {e['threshold']:g} | failed: {r['error']} | | | |")
+                continue
             s, f, c = r["sets"], e["fp32"], r["labelled"]
             kept = " / ".join(_pct(s[k]["box_agreement"]) for k in ("kvasir_val", "pg_A_pos", "pg_B_pos"))
             fa = " / ".join(f"{_pct(s[k]['alarm_share_reference'])} -> {_pct(s[k]['alarm_share_candidate'])}"
@@ -166,6 +175,10 @@ def table(res: dict) -> str:
 def write_results(res: dict) -> None:
     """Raw JSON + the table between the markers of RESULTS.md (appended when absent)."""
     RAW.parent.mkdir(parents=True, exist_ok=True)
+    if RAW.is_file():  # models measured in an earlier run stay (a run may measure one model)
+        old = json.loads(RAW.read_text())
+        res["models"] = {**{k: v for k, v in old.get("models", {}).items() if k not in res["models"]},
+                         **res["models"]}
     RAW.write_text(json.dumps(res, indent=1) + "\n")
     text = RESULTS.read_text()
     block = f"{START}\n{table(res)}\n{END}"

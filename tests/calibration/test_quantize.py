@@ -97,3 +97,27 @@ def test_fp16_file_matches_fp32_in_onnxruntime(ssdlite, calib, tmp_path):
             scale = float(np.abs(r).max())
             assert float(np.abs(r - g).max()) < 0.02 * scale
             assert _cos(r, g) > 0.9999
+
+
+@pytest.mark.ultralytics
+def test_fp16_of_an_ultralytics_yolov8_runs_and_agrees(tmp_path, frames):
+    """Ultralytics heads cast their Range anchor grid to float32 and some exports repeat
+    value_info entries; the FP16 copy must still load in ONNX Runtime (it was refused before)
+    and keep FP32's boxes at the threshold on real frames."""
+    pytest.importorskip("ultralytics")
+    import endoedge
+    from endoedge.calibration.quantize import convert_fp16
+    from endoedge.evaluation.agreement import agreement
+    from endoedge.evaluation.metrics import Prediction
+    from tests.postprocess.test_ultralytics import build_ultralytics_onnx
+
+    fp32 = build_ultralytics_onnx("v8/yolov8.yaml", "yolov8n.yaml", tmp_path, frames, dynamic=True)
+    fp16 = convert_fp16(fp32, tmp_path / "y.fp16.onnx").path
+    preds = []
+    for path in (fp32, fp16):
+        with endoedge.load(path, score_threshold=0.001) as det:
+            preds.append([Prediction(d.boxes.astype(np.float64), d.scores, d.class_ids)
+                          for d in det.detect_batch(frames)])
+    a = agreement(preds[0], preds[1], threshold=0.25)
+    assert a.reference_boxes > 0
+    assert a.box_agreement >= 0.9

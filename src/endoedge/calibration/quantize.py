@@ -201,6 +201,7 @@ def convert_fp16(model_path: str | Path, output: str | Path, *,
         kwargs["op_block_list"] = list(op_block_list)
     import warnings
 
+    _dedupe_value_info(src)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -209,11 +210,55 @@ def convert_fp16(model_path: str | Path, output: str | Path, *,
         raise ExportError(f"FP16 conversion of '{model_path}' failed: {err}") from err
     if caught:  # one warning per weight value below float16's smallest normal, clamped to +-1e-7
         logger.info("FP16: %d weight values were clamped to float16's range (%s)", len(caught), caught[0].message)
+    fixed = _retarget_float_casts(half)
+    if fixed:
+        logger.info("FP16: %d Cast-to-float32 node(s) inside the graph now cast to float16", fixed)
     out = Path(output)
     meta = {"endoedge.precision": "fp16"}
     _finish(onnx, half, out, meta, src_meta=src)
     validate_in_ort(out)
     return QuantResult(out, "fp16", metadata=meta)
+
+
+def _dedupe_value_info(model: Any) -> None:
+    """Keep the first ``value_info`` entry per tensor name: some exporters repeat entries, and
+    onnxconverter-common retypes only one of them, leaving a float32 twin that ONNX Runtime then
+    holds against the float16 tensor."""
+    seen: set[str] = set()
+    keep = []
+    for v in model.graph.value_info:
+        if v.name not in seen:
+            seen.add(v.name)
+            keep.append(v)
+    if len(keep) != len(model.graph.value_info):
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(keep)
+
+
+def _retarget_float_casts(model: Any) -> int:
+    """Make the graph's own ``Cast(to=FLOAT)`` nodes cast to FLOAT16 where the converter typed
+    their output float16; return how many.
+
+    onnxconverter-common retypes every float32 tensor of the graph to float16 but leaves the
+    ``to`` attribute of existing Cast nodes alone, so a Cast from an integer index (e.g. the
+    anchor grid Ultralytics' heads build from ``Range``) declares a float16 output and makes a
+    float32 one: ONNX Runtime refuses the file ("Type (tensor(float16)) of output arg ... does
+    not match expected type"). Casts the converter inserted at the float32 inputs/outputs keep
+    their float32 outputs (typed float32), so they are left as they are.
+    """
+    onnx = _onnx()
+    outputs = {o.name for o in model.graph.output}  # typed by graph.output, float32 (keep_io_types)
+    fp16 = {v.name for v in model.graph.value_info
+            if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 and v.name not in outputs}
+    n = 0
+    for node in model.graph.node:
+        if node.op_type != "Cast" or not any(o in fp16 for o in node.output):
+            continue
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                attr.i = onnx.TensorProto.FLOAT16
+                n += 1
+    return n
 
 
 def _finish(onnx: Any, src: Any, out: Path, extra: dict[str, str], src_meta: Any = None) -> None:
