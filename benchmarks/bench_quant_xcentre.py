@@ -60,8 +60,10 @@ def make_copy(model: Path, recipe: str, out: Path, calib_images: int) -> float:
     """Write the quantized copy with the CLI's default recipe (no gate); return seconds."""
     cmd = [sys.executable, "-m", "endoedge.cli", "quantize", str(model), "-o", str(out), "--force",
            "--precision", "fp16" if recipe == "fp16" else "int8"]
-    if recipe == "int8-allquant":  # the recipe before issue 14: output layers quantized too
-        cmd += ["--quantize-output-layers"]
+    if recipe == "int8-old":  # the recipe before issue 14: minmax, output layers quantized too
+        cmd += ["--method", "minmax", "--quantize-output-layers"]
+    elif recipe == "int8-minmax":  # ablation: minmax with output layers float
+        cmd += ["--method", "minmax"]
     if recipe != "fp16":
         cmd += ["--calib", str(KVASIR), "--calib-split", str(SPLITS / "kvasir_seg_train.txt"),
                 "--num-images", str(calib_images)]
@@ -192,8 +194,9 @@ def write_results(res: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", required=True, metavar="NAME=ONNX")
-    ap.add_argument("--recipes", default="fp16,int8-allquant,int8",
-                    help="fp16, int8 (default recipe), int8-allquant (output layers quantized too: the old recipe)")
+    ap.add_argument("--recipes", default="fp16,int8-old,int8",
+                    help="fp16, int8 (today's default: entropy, output layers float), int8-old (minmax, output "
+                    "layers quantized: the recipe before issue 14), int8-minmax (minmax, output layers float)")
     ap.add_argument("--calib-images", type=int, default=500)
     ap.add_argument("--work", default="/tmp/endoedge-xcentre")
     ap.add_argument("--no-write", action="store_true", help="print only")

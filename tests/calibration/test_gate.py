@@ -162,7 +162,8 @@ def test_quantize_gated_without_any_gate_reports_unchecked_accuracy(ssdlite, set
 
     lines: list[str] = []
     out = tmp_path / "q.onnx"
-    report = quantize_gated(ssdlite[2], out, QuantOptions(calib=sets / "calib", num_images=4, batch=2, holdout=False),
+    report = quantize_gated(ssdlite[2], out, QuantOptions(calib=sets / "calib", num_images=4, batch=2, holdout=False,
+                                                                       method="minmax"),
                             echo=lines.append)
     assert report.passed is None
     assert report.gate is None

@@ -86,7 +86,7 @@ class QuantOptions:
     precision: str = "int8"
     calib: str | Path | None = None
     calib_split: str | Path | None = None
-    method: str = "minmax"
+    method: str = "entropy"
     float_output_layers: bool = True
     num_images: int = 500
     batch: int | None = None
