@@ -203,10 +203,21 @@ def main() -> None:
     args = ap.parse_args()
     if not KVASIR.is_dir():
         raise SystemExit(f"needs the shared data folder {SHARED} (absent in a user's clone)")
-    models = {m.partition("=")[0]: Path(m.partition("=")[2]) for m in args.model}
+    models: dict[str, Path] = {}
+    for m in args.model:
+        name, sep, path = m.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            ap.error(f"--model {m!r}: give NAME=PATH of an existing FP32 .onnx")
+        models[name] = Path(path)
+    recipes = args.recipes.split(",")
+    unknown = sorted(set(recipes) - {"fp16", "int8", "int8-old", "int8-minmax"})
+    if unknown:
+        ap.error(f"unknown recipe(s) {unknown}; use fp16, int8, int8-old, int8-minmax")
+    if args.calib_images < 1:
+        ap.error("--calib-images must be >= 1")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    res = run(models, args.recipes.split(","), args.calib_images, work)
+    res = run(models, recipes, args.calib_images, work)
     print(table(res))
     if not args.no_write:
         write_results(res)

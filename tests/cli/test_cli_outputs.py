@@ -135,3 +135,11 @@ def test_options_that_would_be_ignored_or_invalid_are_refused(ssdlite, folder, t
     assert "--plot" in _err(capsys)
     assert main(["batch", str(folder), "-m", m, "-o", str(tmp_path / "t.jsonl"), "--threads", "-1"]) == 1
     assert "--threads" in _err(capsys)
+
+
+def test_quantize_output_layers_flag_is_int8_only(ssdlite, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", str(ssdlite[2]), "-o", str(out), "--precision", "fp16",
+                 "--quantize-output-layers"]) == 1
+    assert "--quantize-output-layers is an INT8 option" in _err(capsys)
+    assert not out.exists()

@@ -126,6 +126,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise InputError(f"{flag} must be at least {low}, got {value}")
     if args.no_gate and (args.eval or args.agree):
         raise InputError("--no-gate skips the held-out agreement gate; it contradicts --eval/--agree (drop one)")
+    if args.quantize_output_layers and args.precision != "int8":
+        raise InputError("--quantize-output-layers is an INT8 option; drop it for --precision fp16")
     if args.negatives and not args.eval:
         raise InputError("--negatives counts false alarms in the --eval gate; pass --eval DATA too")
     if args.precision == "fp16" and args.calib and (args.eval or args.agree):
