@@ -16,6 +16,7 @@ Both keep the source's ``endoedge.*`` metadata and add ``endoedge.precision`` (a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -140,7 +141,10 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="endoedge-q-") as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         try:
-            q.quant_pre_process(str(model_path), str(prepped), skip_optimization=True)
+            # On a failed symbolic shape inference ONNX Runtime saves "sym_shape_infer_temp.onnx" plus
+            # external data into the working directory: keep that litter in the temporary folder.
+            with contextlib.chdir(tmp):
+                q.quant_pre_process(str(Path(model_path).resolve()), str(prepped), skip_optimization=True)
         except Exception as err:  # noqa: BLE001 - fall back to the file as it is
             logger.info("quant_pre_process failed (%s); quantizing the file as it is", err)
             prepped = Path(model_path)
