@@ -112,21 +112,20 @@ def test_resolve_stabilize_defaults_model_config_and_overrides():
 
 
 def test_model_metadata_round_trip_and_load(ssdlite, tmp_path):
+    from dataclasses import replace
+
     import onnx
 
     import endoedge
-    from endoedge.spec import ModelSpec, read_onnx_metadata
+    from endoedge.spec import ModelSpec
 
     model = onnx.load(str(ssdlite[2]))
     spec = ModelSpec.from_metadata({p.key: p.value for p in model.metadata_props})
     assert spec.stabilize is None
     stored = StabilizeConfig(onset=2, hold=1).to_dict()
-    meta = ModelSpec.from_metadata(read_onnx_metadata(ssdlite[2])).__class__  # the class, for replace
-    from dataclasses import replace
-
     props = replace(spec, stabilize=stored).to_metadata()
     assert json.loads(props["endoedge.stabilize"]) == stored
-    assert meta.from_metadata(props).stabilize == stored
+    assert ModelSpec.from_metadata(props).stabilize == stored
     onnx.helper.set_model_props(model, props)
     path = tmp_path / "stab.onnx"
     onnx.save(model, str(path))
@@ -168,3 +167,19 @@ def test_endoedge_run_over_a_clip_stabilizes_by_default(ssdlite, clip, tmp_path)
     assert report["stages"]["stabilize"]["p50"] < 5  # ms
     assert report["source"]["stabilize"]["onset"] == 2
     assert "stabilize" in proc.stdout  # the printed latency table has the stage
+
+
+@pytest.mark.slow
+def test_export_stores_the_stabilize_config(ssdlite, tmp_path, capsys):
+    from endoedge.cli import main
+    from endoedge.spec import ModelSpec, read_onnx_metadata
+
+    out = tmp_path / "m.onnx"
+    rc = main(["export", str(ssdlite[1]), "-o", str(out), "--no-check", "--no-simplify",
+               "--stabilize", "onset=4,hold=2"])
+    assert rc == 0, capsys.readouterr().err
+    stored = ModelSpec.from_metadata(read_onnx_metadata(out)).stabilize
+    assert stored == StabilizeConfig(onset=4, hold=2).to_dict()
+    assert main(["export", str(ssdlite[1]), "-o", str(tmp_path / "n.onnx"), "--no-check",
+                 "--stabilize", "onset=0"]) != 0
+    assert "onset" in capsys.readouterr().err
