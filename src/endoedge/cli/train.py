@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from endoedge.cli._common import SubParsers
+    from endoedge.data.datasets import Dataset
+    from endoedge.training.trainer import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,15 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt if present")
     p.add_argument("--notes", help="free text stored in the checkpoints (data, licence)")
+    mt = p.add_argument_group("multi-task architectures (boxes + mask + normal/unclear/polyp triage)")
+    mt.add_argument("--normal-frames", action="append", default=[], metavar="DIR",
+                    help="polyp-free frames (recursive; repeatable): 'normal' triage frames with empty masks")
+    mt.add_argument("--val-normal-frames", action="append", default=[], metavar="DIR",
+                    help="held-out polyp-free frames for validation (keep whole sequences out)")
+    mt.add_argument("--unclear-ratio", type=float, default=0.25,
+                    help="share of samples degraded (blur, smear, exposure, haze, bubbles) and labelled 'unclear'")
+    mt.add_argument("--mask-weight", type=float, default=1.0, help="weight of the mask loss (BCE + IoU)")
+    mt.add_argument("--frame-weight", type=float, default=0.5, help="weight of the triage cross-entropy")
     p.set_defaults(func=run)
 
 
@@ -60,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse the data, split it, train."""
     from endoedge.data.datasets import load_dataset, random_split, read_split
     from endoedge.models.checkpoint import parse_class_names
+    from endoedge.models.registry import get_arch
     from endoedge.training.trainer import TrainConfig, train
 
     names = parse_class_names(args.classes)
@@ -83,10 +95,40 @@ def run(args: argparse.Namespace) -> int:
         val_every=args.val_every, seed=args.seed, device=args.device, threads=args.threads,
         notes=notes,
     )
+    if "frame_logits" in get_arch(args.arch).output_names:
+        return _run_multitask(args, cfg, train_set, val_set)
     print(f"training {args.arch} on {data.source}: {len(train_stems)} train / {len(val_stems)} val "
           f"images, classes {', '.join(data.class_names)}, {args.epochs} epochs -> {args.out}", flush=True)
     record = train(cfg, train_set, val_set, resume=args.resume)
     if "map50" in record:
         print(f"final val mAP@0.5 {record['map50']:.4f}, mAP@0.5:0.95 {record['map50_95']:.4f}; "
               f"best mAP@0.5 {record['best_map50']:.4f} at epoch {record['best_epoch']}")
+    return 0
+
+
+def _run_multitask(args: argparse.Namespace, cfg: TrainConfig, train_set: Dataset, val_set: Dataset) -> int:
+    """Train a multi-task architecture (boxes + mask + frame triage) with its extra data."""
+    from dataclasses import fields
+
+    from endoedge.errors import InputError
+    from endoedge.training.multitask import MultiTaskConfig, load_normal_frames, train_multitask
+
+    if not 0 <= args.unclear_ratio < 1:
+        raise InputError(f"--unclear-ratio must be within 0..1, got {args.unclear_ratio}")
+    base = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    base["focal"] = True  # the multi-task recipe: focal classification loss
+    mcfg = MultiTaskConfig(**base, unclear_ratio=args.unclear_ratio, mask_weight=args.mask_weight,
+                           frame_weight=args.frame_weight)
+    names = train_set.class_names
+    normal = load_normal_frames(args.normal_frames, names) if args.normal_frames else None
+    val_normal = load_normal_frames(args.val_normal_frames, names) if args.val_normal_frames else None
+    print(f"training {args.arch}: {len(train_set.samples)} polyp + {len(normal.samples) if normal else 0} "
+          f"normal train frames ({args.unclear_ratio:g} of samples degraded to 'unclear'), "
+          f"{len(val_set.samples)} val -> {args.out}", flush=True)
+    record = train_multitask(mcfg, train_set, val_set, resume=args.resume, normal_set=normal,
+                             val_normal_set=val_normal)
+    if "map50" in record:
+        print(f"final val mAP@0.5 {record['map50']:.4f}, mask Dice {record['dice']:.4f}, "
+              f"triage accuracy {record['triage_acc']:.4f}; best mAP@0.5 {record['best_map50']:.4f} "
+              f"at epoch {record['best_epoch']}")
     return 0
