@@ -161,7 +161,8 @@ class DetectorModel(BatchModel["Detector"]):
             np.clip(boxes[:, 1::2], 0, p.height, out=boxes[:, 1::2])
             d = type(d)(boxes=boxes, scores=d.scores, class_ids=d.class_ids, labels=d.labels)
         score = round(float(d.scores.max()), 5) if len(d) else 0.0
-        return {"detections": d.to_records(), "score": score, "flagged": score >= self.flag_threshold}
+        frame = {k: v for k, v in d.frame_record().items() if k != "mask"}  # mask: not mapped to a downscaled image
+        return {"detections": d.to_records(), **frame, "score": score, "flagged": score >= self.flag_threshold}
 
 
 def _image(p: Prepared) -> np.ndarray:
