@@ -138,3 +138,19 @@ def polyp_onnx(tmp_path_factory) -> Path:
 
     weights = REPO / "src" / "endoedge" / "models" / "weights" / "polyp_ssdlite320_effl0_kvasir.pt"
     return export_onnx(load_checkpoint(weights), tmp_path_factory.mktemp("polyp") / "polyp.onnx").path
+
+
+@pytest.fixture(scope="session")
+def multitask(tmp_path_factory):
+    """An untrained, BN-calibrated multi-task SSD (boxes + mask + triage, class "polyp"):
+    ``(loaded, checkpoint whose name contains multitask, exported ONNX)``."""
+    pytest.importorskip("torch")
+    from endoedge.export import export_onnx
+    from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
+    from endoedge.models.demo import make_demo_model
+
+    d = tmp_path_factory.mktemp("multitask")
+    model = make_demo_model("ssdlite320_efficientnet_lite0_multitask", ("polyp",))
+    ckpt = save_checkpoint(d / "polyp_multitask_untrained.pt", model)
+    loaded = load_checkpoint(ckpt)
+    return loaded, ckpt, export_onnx(loaded, d / "polyp_multitask_untrained.onnx").path

@@ -14,22 +14,6 @@ import pytest
 
 from endoedge.postprocess.mask import mask_to_source, paste, rle_decode, rle_encode
 
-ARCH = "ssdlite320_efficientnet_lite0_multitask"
-
-
-@pytest.fixture(scope="module")
-def multitask(tmp_path_factory):
-    """An untrained, BN-calibrated multi-task model: checkpoint (name contains multitask) + ONNX."""
-    pytest.importorskip("torch")
-    from endoedge.export import export_onnx
-    from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
-    from endoedge.models.demo import make_demo_model
-
-    d = tmp_path_factory.mktemp("multitask")
-    ckpt = save_checkpoint(d / "polyp_multitask_untrained.pt", make_demo_model(ARCH, ("polyp",)))
-    loaded = load_checkpoint(ckpt)
-    return loaded, ckpt, export_onnx(loaded, d / "polyp_multitask_untrained.onnx").path
-
 
 def test_onnx_describes_mask_and_frame_outputs(multitask):
     import onnx

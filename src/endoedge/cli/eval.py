@@ -63,6 +63,9 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--images", help="image folder of a COCO json (default: beside the json)")
     p.add_argument("--names", help="comma-separated class names of a YOLO dataset (default: classes.txt)")
     p.add_argument("--negatives", help="folder of polyp-free images (frame-level specificity and AUC)")
+    p.add_argument("--unclear", metavar="DIR",
+                   help="multi-task models: folder of unreadable (blurred, smeared, ...) frames, triage truth "
+                   "'unclear' (write one with benchmarks/make_unclear_set.py)")
     p.add_argument("--proxy-negatives", action="store_true",
                    help="also report a PROXY AUC whose negatives are box-free strips of the positive "
                    "images (biased; labelled as such)")
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_model(
         args.model, args.data, split=args.split, fmt=args.format, images_dir=args.images,
         class_names=names, backend=args.backend, device=args.device, conf=args.conf, iou=args.iou,
-        negatives=args.negatives, proxy_negatives=args.proxy_negatives,
+        negatives=args.negatives, proxy_negatives=args.proxy_negatives, unclear=args.unclear,
         endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args),
     )
     split = f" ({Path(args.split).name})" if args.split else ""

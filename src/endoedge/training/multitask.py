@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from endoedge.data.datasets import Dataset, Sample
+from endoedge.data.masks import mask_path
 from endoedge.errors import InputError, ModelFormatError
 from endoedge.models.multitask_ssd import FRAME_CLASSES
 from endoedge.training.augment import color_jitter, dihedral, random_scale_crop
@@ -46,15 +47,6 @@ class MultiTaskConfig(TrainConfig):
     mask_weight: float = 1.0
     frame_weight: float = 0.5
     focal: bool = True
-
-
-def mask_path(sample: Sample) -> Path | None:
-    """Kvasir-SEG's mask of an image: ``<root>/masks/<same name>`` (any image suffix)."""
-    folder = sample.path.parent.parent / "masks"
-    for cand in (folder / sample.path.name, *sorted(folder.glob(sample.path.stem + ".*"))):
-        if cand.is_file():
-            return cand
-    return None
 
 
 def load_masks(samples: list[Sample], size: int, *, required: int) -> np.ndarray:
