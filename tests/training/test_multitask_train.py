@@ -102,3 +102,21 @@ def test_multitask_smoke_training_and_resume(tiny_seg, tmp_path):
     assert again.fit()["epoch"] == 2
     loaded = load_checkpoint(Path(cfg.out) / "last.pt")
     assert loaded.spec.decoder_params["frame_classes"] == ["normal", "unclear", "polyp"]
+
+
+def test_cli_train_routes_multitask_archs(tiny_seg, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from endoedge.cli import main
+
+    root, normal_dir = tiny_seg
+    out = tmp_path / "cli_run"
+    rc = main(["train", "--data", str(root), "--val-count", "1", "--arch", "ssdlite320_efficientnet_lite0_multitask",
+               "--imgsz", "64", "--epochs", "1", "--batch", "4", "--no-pretrained", "--threads", "1",
+               "--normal-frames", str(normal_dir), "--unclear-ratio", "0.3", "--warmup-epochs", "0", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "3 polyp + 4 normal train frames" in text
+    assert "triage accuracy" in text
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"dice", "iou", "triage_acc", "map50"} <= set(record)
+    assert json.loads(__import__("torch").load(out / "train_state.pt", weights_only=True)["config"])["focal"]

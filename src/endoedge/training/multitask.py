@@ -146,20 +146,13 @@ class MultiTaskTrainer(Trainer):
     def train_step(self, x: Any, targets: list[dict[str, Any]]) -> dict[str, float]:
         """One optimizer step of the multi-task loss; returns ``loss``, ``box``, ``cls`` and the
         mask / frame terms."""
-        torch, cfg = self.torch, self.mt_cfg
+        cfg = self.mt_cfg
         feats, mask_logits, frame_logits = self.model.backbone.forward_all(x)
         head = self.model.head(list(feats.values()))
         terms = multitask_loss(self.model, head, mask_logits, frame_logits, self.anchors, targets,
                                focal=cfg.focal, mask_weight=cfg.mask_weight, frame_weight=cfg.frame_weight)
         loss = terms["total"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.ema.update(self.model)
+        self.optimize(loss)
         return {"loss": loss.item(), **{k: v.item() for k, v in terms.items() if k != "total"}}
 
     def validate(self, model: Any | None = None) -> dict[str, float]:

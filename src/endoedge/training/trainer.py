@@ -179,11 +179,21 @@ class Trainer:
     # ---- loop ---------------------------------------------------------------------------
     def train_step(self, x: Any, targets: list[dict[str, Any]]) -> dict[str, float]:
         """One optimizer step; returns the loss terms."""
-        torch = self.torch
         feats = list(self.model.backbone(x).values())
         head = self.model.head(feats)
         losses = ssd_loss(self.model, head, self.anchors, targets, focal=self.cfg.focal)
         loss = losses["bbox_regression"] + losses["classification"]
+        self.optimize(loss)
+        return {"loss": loss.item(), "box": losses["bbox_regression"].item(),
+                "cls": losses["classification"].item()}
+
+    def optimize(self, loss: Any) -> None:
+        """Backward, clip the gradient norm at 10, optimizer + schedule step, EMA update.
+
+        Raises:
+            FloatingPointError: the loss is not finite.
+        """
+        torch = self.torch
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -192,8 +202,6 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.model)
-        return {"loss": loss.item(), "box": losses["bbox_regression"].item(),
-                "cls": losses["classification"].item()}
 
     def run_epoch(self, progress: Progress, run_start: float, start_epoch: int) -> dict[str, float]:
         """Train one epoch; returns mean losses, lr and time."""
