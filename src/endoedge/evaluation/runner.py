@@ -159,6 +159,7 @@ class EvalRun:
         predictions: their detections at the detection pass's low threshold (boxes xyxy in
             source pixels, dataset class indices), one per path.
         negative_paths, negative_predictions: the same for the ``--negatives`` images.
+        samples: the dataset samples that were read (ground truth), one per path.
     """
 
     report: dict[str, Any]
@@ -166,6 +167,7 @@ class EvalRun:
     predictions: list[Prediction]
     negative_paths: list[Path]
     negative_predictions: list[Prediction]
+    samples: list[Sample] = field(default_factory=list)
 
 
 def evaluate_detector(det: Any, dataset: Dataset, **options: Any) -> dict[str, Any]:
@@ -243,7 +245,8 @@ def run_detector(
             "n_negative": len(proxy),
             "definition": PROXY_DEFINITION,
         }
-    return EvalRun(report, [s.path for s in pos.samples], pos.preds, [s.path for s in neg.samples], neg.preds)
+    return EvalRun(report, [s.path for s in pos.samples], pos.preds, [s.path for s in neg.samples], neg.preds,
+                   pos.samples)
 
 
 def _negatives_note(n_dir: int, n_in_data: int) -> str:

@@ -81,6 +81,10 @@ class ModelSpec:
         endoscopy: endoscopy frame cleaning the detector applies before pre-processing, as
             :meth:`~endoedge.endoscopy.EndoscopyConfig.to_dict` (``None`` = none; stored under
             ``endoedge.endoscopy`` only when set, so older readers and files are unaffected).
+        operating_point: how ``score_threshold`` was chosen, as
+            :meth:`~endoedge.evaluation.operating.OperatingPoint.to_dict` (target and measured
+            false-alarm share, sensitivity, the frames behind them; ``None`` = not recorded;
+            stored under ``endoedge.operating_point`` only when set).
     """
 
     arch: str
@@ -95,12 +99,14 @@ class ModelSpec:
     source_checkpoint: str | None = None
     source_sha256: str | None = None
     endoscopy: Mapping[str, Any] | None = None
+    operating_point: Mapping[str, Any] | None = None
 
     def _key(self) -> tuple[Any, ...]:
         """The spec as a tuple of hashable values (numpy arrays by dtype, shape and bytes)."""
         return (self.arch, self.class_names, self.preprocess, self.decoder, _frozen(self.decoder_params),
                 self.score_threshold, self.iou_threshold, self.max_detections, self.producer,
-                self.source_checkpoint, self.source_sha256, _frozen(self.endoscopy))
+                self.source_checkpoint, self.source_sha256, _frozen(self.endoscopy),
+                _frozen(self.operating_point))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ModelSpec):
@@ -157,6 +163,8 @@ class ModelSpec:
         }
         if self.endoscopy is not None:
             meta["endoscopy"] = json.dumps(dict(self.endoscopy), sort_keys=True)
+        if self.operating_point is not None:
+            meta["operating_point"] = json.dumps(dict(self.operating_point), sort_keys=True)
         return {PREFIX + k: v for k, v in meta.items()}
 
     @classmethod
@@ -256,6 +264,7 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
             source_checkpoint=props.get(PREFIX + "source_checkpoint") or None,
             source_sha256=props.get(PREFIX + "source_sha256") or None,
             endoscopy=_endoscopy(props.get(PREFIX + "endoscopy"), where),
+            operating_point=_operating_point(props.get(PREFIX + "operating_point")),
         )
     except ModelFormatError:
         raise
@@ -263,6 +272,16 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
         raise ModelFormatError(
             f"{where}: endoedge metadata cannot be parsed ({err}); re-export the model"
         ) from err
+
+
+def _operating_point(text: str | None) -> dict[str, Any] | None:
+    """Parse the optional ``endoedge.operating_point`` JSON object (absent in older files)."""
+    if not text:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("endoedge.operating_point is not a JSON object")
+    return value
 
 
 def _endoscopy(text: str | None, where: str) -> dict[str, Any] | None:
