@@ -166,10 +166,12 @@ def curve_from_run(run: Any) -> Curve:
     )
 
 
-def save_operating_point(model: str | Path, point: OperatingPoint, out: str | Path) -> Path:
+def save_operating_point(model: str | Path, point: OperatingPoint, out: str | Path, *,
+                         half: bool | None = None, notes: str | None = None) -> Path:
     """Copy the checkpoint ``model`` to ``out`` with ``point.score_threshold`` as its default
     score threshold and ``point`` recorded (``operating_point``; ONNX exports carry both).
-    Float16 storage is kept if the source uses it.
+    Float16 storage if ``half``, or (``None``) if the source uses it; ``notes`` replaces the
+    stored notes when given.
 
     Raises:
         InputError: ``model`` is not an endoedge checkpoint (e.g. an ONNX file).
@@ -184,9 +186,10 @@ def save_operating_point(model: str | Path, point: OperatingPoint, out: str | Pa
         raise InputError(f"--save-operating-point needs the model as an endoedge checkpoint ({src} is not one); "
                          "export the saved checkpoint to ONNX afterwards")
     loaded = load_checkpoint(src)
-    half = any(str(v.dtype) == "torch.float16" for v in _state_dict(src).values())
+    if half is None:
+        half = any(str(v.dtype) == "torch.float16" for v in _state_dict(src).values())
     spec = replace(loaded.spec, score_threshold=point.score_threshold, operating_point=point.to_dict())
-    return save_checkpoint(out, replace(loaded, spec=spec), half=half)
+    return save_checkpoint(out, replace(loaded, spec=spec, notes=loaded.notes if notes is None else notes), half=half)
 
 
 def _state_dict(path: Path) -> dict[str, Any]:
