@@ -21,8 +21,8 @@ if [[ -f $SPLITS/polypgen_neg_train.txt ]]; then
   mapfile -t val_seqs < <(grep -v '^#' "$SPLITS/polypgen_neg_val.txt")
 fi
 args=()
-for s in "${train_seqs[@]}"; do args+=(--normal-frames "$NEG/$s"); done
-for s in "${val_seqs[@]}"; do args+=(--val-normal-frames "$NEG/$s"); done
+for s in "${train_seqs[@]}"; do args+=(--negatives "$NEG/$s"); done
+for s in "${val_seqs[@]}"; do args+=(--val-negatives "$NEG/$s"); done
 exec "$PY" -m endoedge.cli train --data "$DATA/kvasir-seg" --split "$REPO/data/splits" "${args[@]}" \
   --arch ssdlite320_efficientnet_lite0_multitask --imgsz 320 --epochs "${EPOCHS:-60}" --batch "${BATCH:-16}" \
   --lr "${LR:-1.5e-3}" --warmup-epochs 2 --final-lr 0.02 --freeze "${FREEZE:-0}" --seed 0 \

@@ -64,13 +64,14 @@ def test_degradations_blur_and_keep_shape(frames):
 
 def test_multitask_smoke_training_and_resume(tiny_seg, tmp_path):
     torch = pytest.importorskip("torch")
+    from endoedge.data.datasets import load_negatives
     from endoedge.models.checkpoint import load_checkpoint
-    from endoedge.training.multitask import MultiTaskConfig, MultiTaskTrainer, load_normal_frames
+    from endoedge.training.multitask import MultiTaskConfig, MultiTaskTrainer
 
     torch.set_num_threads(1)
     root, normal_dir = tiny_seg
     data = load_dataset(root)
-    normal = load_normal_frames([str(normal_dir)], data.class_names)
+    normal = load_negatives([str(normal_dir)], data.class_names)
     cfg = MultiTaskConfig(arch="ssdlite320_efficientnet_lite0_multitask", out=str(tmp_path / "run"), imgsz=128,
                           epochs=2, batch=4, pretrained=False, unclear_ratio=0.5, warmup_epochs=0, threads=1)
     trainer = MultiTaskTrainer(cfg, data.subset(["img0", "img1", "img2"]), data.subset(["img3"]), normal)
@@ -112,7 +113,7 @@ def test_cli_train_routes_multitask_archs(tiny_seg, tmp_path, capsys):
     out = tmp_path / "cli_run"
     rc = main(["train", "--data", str(root), "--val-count", "1", "--arch", "ssdlite320_efficientnet_lite0_multitask",
                "--imgsz", "64", "--epochs", "1", "--batch", "4", "--no-pretrained", "--threads", "1",
-               "--normal-frames", str(normal_dir), "--unclear-ratio", "0.3", "--warmup-epochs", "0", "--out", str(out)])
+               "--negatives", str(normal_dir), "--unclear-ratio", "0.3", "--warmup-epochs", "0", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "3 polyp + 4 normal train frames" in text

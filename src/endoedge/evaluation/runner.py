@@ -173,6 +173,7 @@ class EvalRun:
         predictions: their detections at the detection pass's low threshold (boxes xyxy in
             source pixels, dataset class indices), one per path.
         negative_paths, negative_predictions: the same for the ``--negatives`` images.
+        samples: the dataset samples that were read (ground truth), one per path.
     """
 
     report: dict[str, Any]
@@ -180,6 +181,7 @@ class EvalRun:
     predictions: list[Prediction]
     negative_paths: list[Path]
     negative_predictions: list[Prediction]
+    samples: list[Sample] = field(default_factory=list)
 
 
 def evaluate_detector(det: Any, dataset: Dataset, **options: Any) -> dict[str, Any]:
@@ -263,7 +265,8 @@ def run_detector(
             "definition": PROXY_DEFINITION,
         }
     report.update(_multitask_report(pos, neg, blurred, getattr(getattr(det, "spec", None), "decoder_params", {}).get("frame_classes")))
-    return EvalRun(report, [s.path for s in pos.samples], pos.preds, [s.path for s in neg.samples], neg.preds)
+    return EvalRun(report, [s.path for s in pos.samples], pos.preds, [s.path for s in neg.samples], neg.preds,
+                   pos.samples)
 
 
 def _multitask_report(pos: Collected, neg: Collected, unclear: Collected, classes: Any) -> dict[str, Any]:

@@ -84,6 +84,10 @@ class ModelSpec:
         stabilize: temporal stabilization for video (onset, hold, smoothing), as
             :meth:`~endoedge.spec.stabilize.StabilizeConfig.to_dict` (``None`` = the defaults;
             stored under ``endoedge.stabilize`` only when set).
+        operating_point: how ``score_threshold`` was chosen, as
+            :meth:`~endoedge.evaluation.operating.OperatingPoint.to_dict` (target and measured
+            false-alarm share, sensitivity, the frames behind them; ``None`` = not recorded;
+            stored under ``endoedge.operating_point`` only when set).
     """
 
     arch: str
@@ -99,13 +103,14 @@ class ModelSpec:
     source_sha256: str | None = None
     endoscopy: Mapping[str, Any] | None = None
     stabilize: Mapping[str, Any] | None = None
+    operating_point: Mapping[str, Any] | None = None
 
     def _key(self) -> tuple[Any, ...]:
         """The spec as a tuple of hashable values (numpy arrays by dtype, shape and bytes)."""
         return (self.arch, self.class_names, self.preprocess, self.decoder, _frozen(self.decoder_params),
                 self.score_threshold, self.iou_threshold, self.max_detections, self.producer,
                 self.source_checkpoint, self.source_sha256, _frozen(self.endoscopy),
-                _frozen(self.stabilize))
+                _frozen(self.stabilize), _frozen(self.operating_point))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ModelSpec):
@@ -164,6 +169,8 @@ class ModelSpec:
             meta["endoscopy"] = json.dumps(dict(self.endoscopy), sort_keys=True)
         if self.stabilize is not None:
             meta["stabilize"] = json.dumps(dict(self.stabilize), sort_keys=True)
+        if self.operating_point is not None:
+            meta["operating_point"] = json.dumps(dict(self.operating_point), sort_keys=True)
         return {PREFIX + k: v for k, v in meta.items()}
 
     @classmethod
@@ -264,6 +271,7 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
             source_sha256=props.get(PREFIX + "source_sha256") or None,
             endoscopy=_config(props.get(PREFIX + "endoscopy"), "endoscopy", where),
             stabilize=_config(props.get(PREFIX + "stabilize"), "stabilize", where),
+            operating_point=_operating_point(props.get(PREFIX + "operating_point")),
         )
     except ModelFormatError:
         raise
@@ -271,6 +279,16 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
         raise ModelFormatError(
             f"{where}: endoedge metadata cannot be parsed ({err}); re-export the model"
         ) from err
+
+
+def _operating_point(text: str | None) -> dict[str, Any] | None:
+    """Parse the optional ``endoedge.operating_point`` JSON object (absent in older files)."""
+    if not text:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("endoedge.operating_point is not a JSON object")
+    return value
 
 
 def _config(text: str | None, key: str, where: str) -> dict[str, Any] | None:

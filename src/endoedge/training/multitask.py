@@ -5,8 +5,9 @@ frame labels added to every sample:
 
 * boxed images (Kvasir-SEG: ``images/`` with ``masks/`` beside it, same file names, binary JPEG
   masks thresholded at > 127) are ``polyp`` frames with their mask;
-* polyp-free frames (``normal_set``, e.g. the PolypGen negative sequences) are ``normal`` frames
-  with an empty mask and no box;
+* polyp-free frames (``normal_set``: ``endoedge train --negatives``, e.g. the PolypGen negative
+  sequences) are ``normal`` frames with an empty mask and no box, all of them every epoch (the
+  SSD trainer's hard-negative draw is not used);
 * each augmented sample is, with probability ``unclear_ratio``, degraded by
   :func:`~endoedge.training.degrade.degrade` and labelled ``unclear`` (its boxes and mask stay:
   the detector should still find what it can, the triage says the view is unreadable).
@@ -31,6 +32,7 @@ from endoedge.errors import InputError, ModelFormatError
 from endoedge.models.multitask_ssd import FRAME_CLASSES
 from endoedge.training.augment import color_jitter, dihedral, random_scale_crop
 from endoedge.training.degrade import degrade
+from endoedge.training.domain_augment import domain_augment
 from endoedge.training.multitask_loss import multitask_loss
 from endoedge.training.trainer import STATE_FILE, TrainConfig, Trainer
 
@@ -67,25 +69,6 @@ def load_masks(samples: list[Sample], size: int, *, required: int) -> np.ndarray
                              "multi-task training needs Kvasir-SEG style masks/ beside images/")
         out[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA) > 127
     return out
-
-
-def load_normal_frames(folders: list[str], class_names: tuple[str, ...]) -> Dataset:
-    """Polyp-free frames (``normal``, empty masks): every image under each folder, recursively.
-
-    Raises:
-        InputError: a folder is missing or holds no image.
-    """
-    from endoedge.data.media import IMAGE_SUFFIXES
-
-    samples = []
-    for folder in folders:
-        root = Path(folder)
-        images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if root.is_dir() else []
-        if not images:
-            raise InputError(f"normal-frames folder '{root}' is missing or holds no image")
-        samples += [Sample(f"{root.name}/{p.relative_to(root).with_suffix('').as_posix()}", p,
-                           np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for p in images]
-    return Dataset(samples, class_names, ", ".join(folders))
 
 
 def _with_normals(boxed: Dataset, normals: Dataset | None) -> Dataset:
@@ -131,6 +114,8 @@ class MultiTaskTrainer(Trainer):
                 rgbm, boxes = dihedral(rgbm, boxes, int(self.rng.integers(4)), bool(self.rng.integers(2)))
             rgbm, boxes, labels = random_scale_crop(rgbm, boxes, c.labels[i], cfg.imgsz, self.rng, aug)
             img = color_jitter(np.ascontiguousarray(rgbm[..., :3]), self.rng, aug)
+            if aug.domain is not None:
+                img = domain_augment(img, self.rng, aug.domain)
             frame = POLYP if len(boxes) else NORMAL
             if self.rng.random() < cfg.unclear_ratio:
                 img, frame = degrade(img, self.rng), UNCLEAR
@@ -186,9 +171,6 @@ class MultiTaskTrainer(Trainer):
         record["iou"] = float(np.mean((inter + 1e-6) / (psum + gsum - inter + 1e-6))) if len(gt) else 0.0
         record["triage_acc"] = float((np.concatenate(frames) == truth).mean())
         return record
-
-    def _batches(self, imgs: np.ndarray, size: int = 16) -> Any:
-        return (self._to_tensor(imgs[i: i + size]) for i in range(0, len(imgs), size))
 
 
 def train_multitask(cfg: MultiTaskConfig, train_set: Dataset, val_set: Dataset, *, resume: bool = False,
