@@ -82,21 +82,25 @@ def test_tiny_onnx_builds_a_real_engine_with_its_manifest(tmp_path, capsys, fp16
     rc, out, err = build([src, "-o", engine, "--runtime", "rtx", "--compute-capability", "8.9,86",
                           "--batch", "1:2:4"], capsys)
     assert rc == 0, err
-    assert "built:" in out and "TensorRT for RTX" in out and "targets 8.6,8.9" in out
+    assert "built:" in out
+    assert "TensorRT for RTX" in out
+    assert "targets 8.6,8.9" in out
     assert engine.stat().st_size > 10_000
     m = read_manifest(engine)
     assert m.flavour == "rtx"
     assert m.trt_version == _rtx().__version__
     assert m.compute_capabilities == ("8.6", "8.9")
     assert m.onnx_sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
-    assert m.precision == ("fp16" if fp16 else "fp32") and m.int8_source is None
+    assert m.precision == ("fp16" if fp16 else "fp32")
+    assert m.int8_source is None
     shapes = m.profiles[0]["images"]
     assert (shapes.min, shapes.opt, shapes.max) == ((1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32))
     assert dict(m.spec) == META
     io = [(t.name, t.mode, t.dtype, t.shape) for t in m.io]
     assert io == parsed_io(src) == onnx_io(src)
     on_disk = json.loads((tmp_path / "tiny.engine.json").read_text())
-    assert on_disk["flavour"] == "rtx" and on_disk["compute_capabilities"] == ["8.6", "8.9"]
+    assert on_disk["flavour"] == "rtx"
+    assert on_disk["compute_capabilities"] == ["8.6", "8.9"]
 
 
 def test_default_targets_and_auto_runtime(tmp_path, capsys, monkeypatch):
@@ -119,7 +123,8 @@ def test_engine_cache_is_keyed_on_targets_onnx_and_profile(tmp_path, capsys):
     common = [src, "--runtime", "rtx", "--cache-dir", cache]
     assert build([*common, "--compute-capability", "8.6"], capsys)[0] == 0
     rc, out, _ = build([*common, "--compute-capability", "8.6"], capsys)
-    assert rc == 0 and out.startswith("up to date (not rebuilt)")
+    assert rc == 0
+    assert out.startswith("up to date (not rebuilt)")
     assert build([*common, "--compute-capability", "8.6,8.9"], capsys)[0] == 0
     assert build([*common, "--compute-capability", "8.6", "--batch", "1:1:2"], capsys)[0] == 0
     tiny_onnx(src, meta={**META, "note": "re-exported"})  # same graph, new bytes
@@ -127,7 +132,8 @@ def test_engine_cache_is_keyed_on_targets_onnx_and_profile(tmp_path, capsys):
     engines = sorted(cache.glob("*.engine"))
     assert len(engines) == 4
     keys = {cache_key(read_manifest(e)) for e in engines}
-    assert len(keys) == 4 and {e.name.split(".")[2] for e in engines} == keys
+    assert len(keys) == 4
+    assert {e.name.split(".")[2] for e in engines} == keys
 
 
 # -- one-line refusals ------------------------------------------------------------------------
@@ -171,7 +177,8 @@ def test_full_tensorrt_refuses_compute_capability(tmp_path):
 
     facts = onnx_facts(tiny_onnx(tmp_path / "tiny.onnx", meta=META))
     plan = make_plan(BuildRequest(compute_capabilities=("8.6",)), TrtVersion(10, 3, 0), facts)
-    assert plan.errors and "--compute-capability names TensorRT for RTX targets" in plan.errors[0]
+    assert plan.errors
+    assert "--compute-capability names TensorRT for RTX targets" in plan.errors[0]
 
 
 def _unparseable(path):
@@ -210,7 +217,8 @@ def test_nms_inside_the_graph_fails_the_build_in_one_line(tmp_path, capsys):
     rc, _, err = build([tmp_path / "nms.onnx", "-o", tmp_path / "nms.engine", "--runtime", "rtx"], capsys)
     assert rc == 1
     line = one_line(err)
-    assert "TensorRT for RTX" in line and "nms.onnx" in line
+    assert "TensorRT for RTX" in line
+    assert "nms.onnx" in line
     assert not (tmp_path / "nms.engine").exists()
 
 
