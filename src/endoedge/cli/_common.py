@@ -156,7 +156,7 @@ def tensorrt_options(args: argparse.Namespace, backend: str, model: str | Path) 
 
     wanted = {k: True for k in ("rebuild_if_stale", "cuda_graph") if getattr(args, k, False)}
     name = auto_backend(model) if backend == "auto" else backend
-    if wanted and name != "tensorrt":
+    if wanted and name not in ("tensorrt", "tensorrt-rtx"):
         flags = ", ".join("--" + k.replace("_", "-") for k in wanted)
         raise InputError(f"{flags} apply to TensorRT engines only; use --backend tensorrt or a .engine model")
     return wanted
