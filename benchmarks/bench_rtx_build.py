@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from endoedge.errors import EndoedgeError
 from endoedge.tensorrt.build import build_engine
 from endoedge.tensorrt.compat import import_tensorrt_rtx
 from endoedge.tensorrt.plan import BuildRequest
@@ -50,15 +51,21 @@ def main(argv: list[str] | None = None) -> int:
                 ccs = _targets(text)
                 for rep in range(args.repeats):
                     engine = Path(tmp) / f"{onnx.stem}.engine"
+                    sample: dict[str, object] = {"onnx": onnx.name, "onnx_bytes": onnx.stat().st_size,
+                                                 "targets": text, "repeat": rep}
                     t0 = time.perf_counter()
-                    result = build_engine(onnx, engine, BuildRequest(runtime="rtx", compute_capabilities=ccs),
-                                          force=True)
-                    seconds = time.perf_counter() - t0
-                    samples.append({"onnx": onnx.name, "onnx_bytes": onnx.stat().st_size, "targets": text,
-                                    "precision": result.manifest.precision, "repeat": rep,
-                                    "seconds": round(seconds, 3), "engine_bytes": engine.stat().st_size})
-                    print(f"{onnx.name} [{text}] {seconds:.2f} s {engine.stat().st_size / 1e6:.1f} MB",
-                          file=sys.stderr)
+                    try:
+                        result = build_engine(onnx, engine, BuildRequest(runtime="rtx", compute_capabilities=ccs),
+                                              force=True)
+                    except EndoedgeError as err:  # a failed build is a result too
+                        sample["error"] = str(err)
+                        print(f"{onnx.name} [{text}] FAILED: {err}", file=sys.stderr)
+                    else:
+                        sample.update(precision=result.manifest.precision, engine_bytes=engine.stat().st_size)
+                        print(f"{onnx.name} [{text}] {time.perf_counter() - t0:.2f} s "
+                              f"{engine.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
+                    sample["seconds"] = round(time.perf_counter() - t0, 3)
+                    samples.append(sample)
     meta = {"command": " ".join(["python benchmarks/bench_rtx_build.py", *sys.argv[1:]]),
             "tensorrt_rtx": str(trt.__version__), "machine": platform.platform(), "cpus": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
@@ -70,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = [s for s in samples if s["onnx"] == onnx.name]
         cells = []
         for text in args.targets:
-            runs = [s for s in rows if s["targets"] == text]
-            cells.append(f"{statistics.median(s['seconds'] for s in runs):.1f} s, "
-                         f"{runs[0]['engine_bytes'] / 1e6:.1f} MB")
-        print(f"| {onnx.name} | {rows[0]['precision']} | " + " | ".join(cells) + " |")
+            runs = [s for s in rows if s["targets"] == text and "error" not in s]
+            cells.append(f"{statistics.median(float(str(s['seconds'])) for s in runs):.1f} s, "
+                         f"{int(str(runs[0]['engine_bytes'])) / 1e6:.1f} MB" if runs else "**fails**")
+        precision = next((s.get("precision") for s in rows if "precision" in s), "?")
+        print(f"| {onnx.name} | {precision} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.ultralytics
@@ -20,32 +19,17 @@ pytestmark = pytest.mark.ultralytics
 torch = pytest.importorskip("torch")
 
 import endoedge  # noqa: E402
-from tests.postprocess.test_ultralytics import IMGSZ, NAMES, matched_fraction, ultralytics_predict  # noqa: E402
+from tests.postprocess.test_ultralytics import (  # noqa: E402
+    IMGSZ,
+    matched_fraction,
+    ultralytics_predict,
+    yolo_from_yaml,
+)
 
 
 def build_end2end_onnx(family: str, scale_yaml: str, out_dir: Path, frames, dynamic: bool = False) -> Path:
-    import cv2
-    import ultralytics
-    import yaml
-    from ultralytics import YOLO
-
-    cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg" / "models" / family).read_text())
-    cfg["nc"] = len(NAMES)
-    yaml_path = out_dir / scale_yaml  # Ultralytics reads the scale (n) from the file name
-    yaml_path.write_text(yaml.safe_dump(cfg))
-    yolo = YOLO(str(yaml_path))
+    yolo, x = yolo_from_yaml(family, scale_yaml, out_dir, frames)
     model = yolo.model
-    model.names = dict(NAMES)
-    batch = np.stack([cv2.resize(f, (IMGSZ, IMGSZ))[..., ::-1] for f in frames])
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(x)
-    model.eval()
     model.end2end = True
     head = model.model[-1]
     convs = [seq[-1] for seq in head.one2one_cv3]  # last conv of each one-to-one class branch
