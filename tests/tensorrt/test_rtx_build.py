@@ -253,3 +253,32 @@ def test_shipped_detector_builds_for_86_and_89(polyp_variants, tmp_path, capsys,
     assert [(t.name, t.mode, t.dtype, t.shape) for t in m.io] == parsed_io(src)
     assert m.spec["endoedge.arch"] == "ssdlite320_efficientnet_lite0"
     assert engine.stat().st_size > 5_000_000  # weights are in the plan (FP16 ~9 MB, FP32 ~17 MB)
+
+
+def _gemm(path, fp16=False):
+    """images [N,3,8,8] -> Flatten -> Gemm -> [N,4]: a classifier head, the op Turing lacks in FP32."""
+    dt, npdt = (TensorProto.FLOAT16, np.float16) if fp16 else (TensorProto.FLOAT, np.float32)
+    x = helper.make_tensor_value_info("images", dt, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("logits", dt, ["N", 4])
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 192)).astype(npdt), "w")
+    nodes = [helper.make_node("Flatten", ["images"], ["f"]),
+             helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1, name="head")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_turing_fp32_gemm_fails_with_the_fp16_hint_and_fp16_builds(tmp_path, capsys):
+    """Measured: TensorRT for RTX 1.7.1 cannot compile an FP32 GEMM for SM75 (YOLO11/YOLO26 attention,
+    classifier heads); the same graph in FP16 builds."""
+    rc, _, err = build([_gemm(tmp_path / "g32.onnx"), "-o", tmp_path / "g32.engine", "--compute-capability", "7.5"],
+                       capsys)
+    assert rc == 1
+    line = one_line(err)
+    assert "Turing (SM75)" in line
+    assert "build the FP16 ONNX" in line
+    rc, _, err = build([_gemm(tmp_path / "g16.onnx", fp16=True), "-o", tmp_path / "g16.engine",
+                        "--compute-capability", "7.5"], capsys)
+    assert rc == 0, err
+    assert read_manifest(tmp_path / "g16.engine").precision == "fp16"

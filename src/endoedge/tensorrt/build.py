@@ -215,6 +215,9 @@ def build_serialized(trt: ModuleType, plan: BuildPlan, onnx_path: Path, *, calib
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         reason = log.errors[-1] if log.errors else "see the TensorRT log above"
+        if ver.rtx and "SM75" in reason and "GEMM" in reason:  # measured with TensorRT for RTX 1.7.1
+            reason += ("; Turing (7.5) has no FP32 matrix-multiply kernels in TensorRT for RTX: build the FP16 ONNX "
+                       "(`endoedge quantize MODEL.onnx --precision fp16`) for 7.5, or drop 7.5")
         raise EngineBuildError(f"TensorRT {ver} could not build '{onnx_path.name}' ({plan.precision}): {reason}")
     if timing_cache is not None:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
