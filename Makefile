@@ -15,6 +15,9 @@ STAMP := $(VENV)/.endoedge-installed
 # (0.8 MB + 46 MB libs) import on CPU; tritonclient only provides model_config_pb2 (grpc not needed).
 TRT_STUBS := tensorrt-stubs==10.13.0.35.1
 TRT_LEAN := tensorrt_lean_cu12_bindings==11.4.0.106 tensorrt_lean_cu12_libs==11.4.0.106
+# TensorRT for RTX 1.7 (real wheels, 89 MB libs): builds real engines on a CPU in the test suite
+# (tests/tensorrt/test_rtx_build.py). No wheel for some platforms (e.g. aarch64): those tests skip.
+TRT_RTX := tensorrt-rtx-cu12-libs==1.7.1.116 tensorrt-rtx-cu12-bindings==1.7.1.116
 TRITONCLIENT := tritonclient==2.73.0
 
 .PHONY: all demo test pytest lint typecheck bench clean venv system-deps
@@ -65,6 +68,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps "$(ULTRALYTICS)"
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/trt-api/stubs "$(TRT_STUBS)"
 	$(BIN)/python -m pip install -q --no-deps $(TRT_LEAN) || echo "no TensorRT 11.4 lean wheel here: its live check will skip"
+	$(BIN)/python -m pip install -q --no-deps $(TRT_RTX) || echo "no TensorRT for RTX wheel for this platform: its real-engine build tests will skip"
 	$(BIN)/python -m pip install -q --no-deps "$(TRITONCLIENT)"
 	touch $@
 
