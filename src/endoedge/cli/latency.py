@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     """Measure; see the subcommand's description."""
     from endoedge.cli.run import _stop_on_signals
     from endoedge.pipeline.qrlatency import ClockedCapture, QrReadback, stamped_source_description
-    from endoedge.pipeline.report import build_report
-    from endoedge.pipeline.runner import Pipeline, RunOptions, per_frame_arrays
+    from endoedge.pipeline.report import build_report, plot_arrays
+    from endoedge.pipeline.runner import Pipeline, RunOptions
     from endoedge.stats import format_table, plot_latency, write_json
 
     if not 0 < args.seconds <= 3600 or args.warmup < 0 or args.fps <= 0:
@@ -90,13 +90,14 @@ def run(args: argparse.Namespace) -> int:
     report["glass_to_glass"] = g2g
     write_json(args.report, report)
     if args.plot and stats.frames:
-        arrays = per_frame_arrays(stats)
+        arrays = plot_arrays(stats, "live")
         if g2g["frames_measured"]:
             import numpy as np
 
             arrays["glass_to_glass"] = np.asarray(readback.stats.latency_ms, dtype=np.float64)
         plot_latency(arrays, args.plot, title=f"{args.model} - QR source->output ({args.output_path})")
-    rows = dict(report["stages"])
+    split = report["e2e_split"]
+    rows = {**report["stages"], "e2e: queue": split["queue"], "e2e: process": split["process"]}
     rows["glass_to_glass"] = {k: g2g.get(k) for k in ("mean", "p50", "p90", "p99", "max")}
     print(format_table(rows, title=f"latency per frame, ms ({stats.frames} frames after {stats.warmup_frames} "
                                    f"warm-up; {report['dropped']} dropped; QR decoded {g2g['frames_decoded']}"

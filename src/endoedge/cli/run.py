@@ -87,8 +87,8 @@ def _output_file(path: str | None) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline; see the subcommand's description."""
-    from endoedge.pipeline.report import build_report
-    from endoedge.pipeline.runner import Pipeline, RunOptions, per_frame_arrays
+    from endoedge.pipeline.report import build_report, plot_arrays
+    from endoedge.pipeline.runner import Pipeline, RunOptions
     from endoedge.pipeline.sources import make_capture_factory, parse_source
     from endoedge.stats import env_info, format_table, plot_latency, write_json
 
@@ -164,10 +164,14 @@ def run(args: argparse.Namespace) -> int:
     if report_path is not None:
         write_json(report_path, final)
     if plot_path is not None and stats.frames:
-        plot_latency(per_frame_arrays(stats), plot_path, title=f"{Path(args.model).name} on {spec.describe()}")
-    print(format_table(final["stages"], title=f"latency per frame, ms ({stats.frames} frames after "
-                                               f"{stats.warmup_frames} warm-up; {final['dropped']} dropped; "
-                                               f"{final['fps'] or 0:.1f} fps)"))
+        plot_latency(plot_arrays(stats, source_info["mode"]), plot_path,
+                     title=f"{Path(args.model).name} on {spec.describe()}")
+    split = final["e2e_split"]
+    rows = {**final["stages"], "e2e: queue": split["queue"], "e2e: process": split["process"]}
+    print(format_table(rows, title=f"latency per frame, ms ({stats.frames} frames after {stats.warmup_frames} "
+                                   f"warm-up; {final['dropped']} dropped; {final['fps'] or 0:.1f} fps)"))
+    if source_info["mode"] == "offline":
+        print(split["note"])
     written = [f"{k} {v}" for k, v in (("video", video_path), ("detections", jsonl_path),
                                          ("report", report_path), ("plot", plot_path)) if v is not None]
     if written:

@@ -50,6 +50,10 @@ STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "e2e")
 #: the whole cleaning step (it precedes ``preprocess`` and is inside ``e2e``); the others are its
 #: parts (field-of-view analysis/crop, OSD masking, median/wavelet denoise).
 CLEAN_STAGES = ("clean", "clean_fov", "clean_osd", "clean_denoise")
+#: The two parts of ``e2e`` per frame, recorded beside the stages: ``queue`` = arrival -> the
+#: detector takes the frame (waiting behind earlier frames: offline this is throughput-bound
+#: queueing, not processing), ``process`` = the detector's whole call (clean + pre + infer + post).
+SPLIT_STAGES = ("queue", "process")
 T = TypeVar("T")
 
 
@@ -377,6 +381,8 @@ class Pipeline:
                 self.stats.frame_index.append(frame.index)
                 for key in ("capture", "preprocess", "infer", "postprocess", "e2e"):
                     self.stats.stages[key].append(float(times[key]))
+                self.stats.stages.setdefault("queue", []).append(float(times["wait"]))
+                self.stats.stages.setdefault("process", []).append((t_end - t_start) / 1e6)
                 if cleaner is not None:
                     ct = cleaner.timings
                     for key, value in zip(CLEAN_STAGES, (st.clean, ct.fov, ct.osd, ct.denoise), strict=True):
