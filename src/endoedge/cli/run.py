@@ -13,6 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
+from endoedge.cli._jetson_opts import add_jetson_options, jetson_monitoring
 from endoedge.errors import EndoedgeError, InputError
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def add_parser(sub: SubParsers) -> None:
     o.add_argument("--warmup", type=int, default=10, help="frames excluded from statistics (default 10)")
     o.add_argument("--max-frames", type=int, help="stop after N frames")
     add_model_options(p)
+    add_jetson_options(p)
     p.set_defaults(func=run)
 
 
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     jsonl: TextIO | None = None
     pipeline: Pipeline | None = None
     det: Detector | None = None
+    jetson: dict[str, Any] = {}
 
     def report(stats: RunStats) -> dict[str, Any]:
         # Called once the detector and the pipeline exist (progress saves, the final report).
@@ -144,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         restore = _stop_on_signals(pipeline)
         try:
-            pipeline.run()
+            with jetson_monitoring(args, warmup=args.warmup) as jetson:
+                pipeline.run()
         except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
             interrupted = True
         except EndoedgeError as err:  # keep what was measured, then report the error
@@ -161,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
             det.close()
     stats = pipeline.stats
     final = report(stats)
+    if jetson:
+        final["jetson"] = jetson
     if report_path is not None:
         write_json(report_path, final)
     if plot_path is not None and stats.frames:
