@@ -4,7 +4,9 @@
 
 1. **stamp**: a live ``videotestsrc`` runs through GStreamer's ``debugqroverlay`` (gst-plugins-bad),
    which draws a QR code holding ``{"TIMESTAMP": pts_ns, "BUFFERCOUNT": n, ...}`` into every frame.
-   ``pts_ns`` is the frame's running time on the pipeline clock (for a camera, its capture time).
+   ``pts_ns`` is the frame's running time on the pipeline clock when the source made it
+   (``do-timestamp=true``, as a camera stamps its capture time; a source that falls behind on a
+   loaded machine therefore shows up as latency instead of hiding in its frame counter).
 2. **process**: the stamped frames go through the real pipeline (:class:`~endoedge.pipeline.runner.Pipeline`:
    capture, pre-process, inference, post-process, box overlay) into an output path.
 3. **read back**: :class:`QrReadback` is the pipeline's video sink. It pushes each annotated frame
@@ -70,7 +72,7 @@ def stamped_source_description(*, width: int = 1280, height: int = 720, fps: flo
     _require("debugqroverlay")
     num, den = fps_fraction(fps)
     return (
-        f"videotestsrc is-live=true pattern={pattern} ! video/x-raw,width={width},height={height},"
+        f"videotestsrc is-live=true do-timestamp=true pattern={pattern} ! video/x-raw,width={width},height={height},"
         f"framerate={num}/{den} ! debugqroverlay x=1 y=1 pixel-size={qr_pixel_size} "
         "qrcode-error-correction=3 ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 "
         "leaky=downstream ! videoconvert ! video/x-raw,format=BGR ! " + appsink_description(True)
