@@ -19,7 +19,7 @@ from endoedge.errors import EndoedgeError, InputError
 if TYPE_CHECKING:
     from endoedge.cli._common import SubParsers
     from endoedge.detector import Detector
-    from endoedge.pipeline.frames import FrameSink
+    from endoedge.pipeline.frames import FrameDetector, FrameSink
     from endoedge.pipeline.runner import Pipeline, RunStats
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ def add_parser(sub: SubParsers) -> None:
     o.add_argument("--plot", help="latency plot PNG (over frame index + CDF per stage)")
     o.add_argument("--warmup", type=int, default=10, help="frames excluded from statistics (default 10)")
     o.add_argument("--max-frames", type=int, help="stop after N frames")
+    o.add_argument("--prescale", choices=("auto", "off"), default="auto",
+                   help="auto: without --video/--display, scale frames to the model's input size in "
+                   "GStreamer before the BGR conversion (boxes still in source pixels); off: full-size frames")
     add_model_options(p)
     add_jetson_options(p)
     p.set_defaults(func=run)
@@ -132,6 +135,14 @@ def run(args: argparse.Namespace) -> int:
     failure: EndoedgeError | None = None
     try:
         det = load_detector(args)
+        run_det: FrameDetector = det
+        if args.prescale == "auto" and video_path is None and not args.display:
+            from endoedge.pipeline.prescale import prescale_pipeline
+
+            pre = prescale_pipeline(spec, det, live=live, stall_timeout_s=args.stall_timeout, jetson=args.jetson)
+            if pre is not None:
+                make_capture, run_det = pre.make_capture, pre.detector
+                source_info["prescale"] = pre.caps
         if video_path is not None:
             from endoedge.pipeline.writer import VideoWriter
 
@@ -141,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
             display = DisplaySink(fps_out)
         jsonl = open_output(jsonl_path) if jsonl_path is not None else None
-        pipeline = Pipeline(det, make_capture, options, video=video, display=display, jsonl=jsonl,
+        pipeline = Pipeline(run_det, make_capture, options, video=video, display=display, jsonl=jsonl,
                             on_progress=save_progress)
         print(f"endoedge run: {spec.describe()} ({source_info['mode']}) -> {det.describe()}",
               file=sys.stderr)
