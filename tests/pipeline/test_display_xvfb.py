@@ -120,3 +120,45 @@ def test_display_window_shows_boxes(sample_paths, tmp_path):
             run.wait()
         xvfb.terminate()
         xvfb.wait(timeout=10)
+
+
+def test_qr_readback_through_the_display_path():
+    """``endoedge latency --output display``: frames go to a window (tee) and to zbar."""
+    xvfb, display = _start_xvfb()
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    try:
+        from endoedge.pipeline.gst import has_element
+
+        if not (has_element("debugqroverlay") and has_element("zbar")):
+            pytest.skip("debugqroverlay/zbar missing (gstreamer1.0-plugins-bad)")
+        from endoedge.pipeline.qrlatency import (
+            ClockedCapture,
+            QrReadback,
+            stamped_source_description,
+        )
+
+        cap = ClockedCapture(stamped_source_description(width=320, height=240), location="qr", live=True)
+        cap.start()
+        rb = QrReadback(cap, 30, path="display", warmup=1)
+        try:
+            for _ in range(8):
+                frame = cap.read()
+                assert frame is not None
+                rb.write(np.array(frame.image), frame.pts_ns)
+                frame.release()
+        finally:
+            rb.close()
+            cap.stop()
+        g = rb.glass_to_glass()
+        assert g["output_path"] == "display"
+        assert g["frames_decoded"] >= 6
+        assert g["pts_mismatches"] == 0
+        assert g["p50"] > 0
+    finally:
+        if old is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old
+        xvfb.terminate()
+        xvfb.wait(timeout=10)

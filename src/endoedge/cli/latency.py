@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     det = load_detector(args)
     readback: QrReadback | None = None
     try:
-        readback = QrReadback(capture, args.fps, path=args.output_path, warmup=args.warmup)
+        readback = QrReadback(capture, args.fps, path=args.output_path, warmup=args.warmup,
+                              qr_pixel_size=args.qr_pixel_size)
         pipeline = Pipeline(det, lambda: capture, RunOptions(live=True, warmup=args.warmup, reconnect=False),
                             video=readback)
         timer = threading.Timer(args.seconds, pipeline.request_stop)

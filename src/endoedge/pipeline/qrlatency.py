@@ -4,9 +4,10 @@
 
 1. **stamp**: a live ``videotestsrc`` runs through GStreamer's ``debugqroverlay`` (gst-plugins-bad),
    which draws a QR code holding ``{"TIMESTAMP": pts_ns, "BUFFERCOUNT": n, ...}`` into every frame.
-   ``pts_ns`` is the frame's running time on the pipeline clock when the source made it
-   (``do-timestamp=true``, as a camera stamps its capture time; a source that falls behind on a
-   loaded machine therefore shows up as latency instead of hiding in its frame counter).
+   ``pts_ns`` is the frame's running time on the pipeline clock when the source pushed it: a pad
+   probe on the test source re-stamps each buffer with the clock (as a camera stamps its capture
+   time), so a source that falls behind on a loaded machine does not carry a stale frame-counter
+   time into the measurement.
 2. **process**: the stamped frames go through the real pipeline (:class:`~endoedge.pipeline.runner.Pipeline`:
    capture, pre-process, inference, post-process, box overlay) into an output path.
 3. **read back**: :class:`QrReadback` is the pipeline's video sink. It pushes each annotated frame
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +74,7 @@ def stamped_source_description(*, width: int = 1280, height: int = 720, fps: flo
     _require("debugqroverlay")
     num, den = fps_fraction(fps)
     return (
-        f"videotestsrc is-live=true do-timestamp=true pattern={pattern} ! video/x-raw,width={width},height={height},"
+        f"videotestsrc name=stampsrc is-live=true pattern={pattern} ! video/x-raw,width={width},height={height},"
         f"framerate={num}/{den} ! debugqroverlay x=1 y=1 pixel-size={qr_pixel_size} "
         "qrcode-error-correction=3 ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 "
         "leaky=downstream ! videoconvert ! video/x-raw,format=BGR ! " + appsink_description(True)
@@ -94,10 +96,21 @@ class ClockedCapture(GstCapture):
     base_time_ns: int = 0
 
     def start(self) -> None:
-        """Start, then record the clock and base time."""
+        """Start, record the clock and base time, and re-stamp the source's buffers with the clock."""
         super().start()
         self.clock = self._pipeline.get_clock()
         self.base_time_ns = int(self._pipeline.get_base_time())
+        src = self._pipeline.get_by_name("stampsrc")
+        if src is not None and self.clock is not None:
+            Gst = gst().Gst
+            src.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._restamp)
+
+    def _restamp(self, pad: Any, info: Any) -> Any:
+        """Streaming thread of the source: PTS = running time now (before debugqroverlay reads it)."""
+        buf = info.get_buffer()
+        if buf is not None and self.clock is not None:
+            buf.pts = int(self.clock.get_time()) - self.base_time_ns
+        return gst().Gst.PadProbeReturn.OK
 
 
 @dataclass
@@ -121,13 +134,16 @@ class QrReadback(_AppSrcSink):
         fps: output frame rate (caps of the appsrc).
         path: one of :data:`OUTPUT_PATHS`.
         warmup: the first ``warmup`` frames written are decoded but kept out of the statistics.
+        qr_pixel_size: the stamp's module size (``debugqroverlay pixel-size``): zbar reads only the
+            top-left corner that holds the code.
 
     Raises:
         InputError: unknown path, or ``display`` without a display.
         BackendUnavailableError: ``zbar`` or every H.264 encoder is missing.
     """
 
-    def __init__(self, capture: ClockedCapture, fps: float, *, path: str = "h264", warmup: int = 0) -> None:
+    def __init__(self, capture: ClockedCapture, fps: float, *, path: str = "h264", warmup: int = 0,
+                 qr_pixel_size: int = 4) -> None:
         if path not in OUTPUT_PATHS:
             raise InputError(f"unknown output path '{path}'; choose from {', '.join(OUTPUT_PATHS)}")
         _require("zbar")
@@ -145,14 +161,21 @@ class QrReadback(_AppSrcSink):
             tail = _ZBAR_TAIL
         super().__init__(tail, fps, f"QR read-back ({path})")
         self.path = path
-        self.chain = tail.split(" ! zbar")[0]
         self.capture = capture
         self.warmup = warmup
+        self.qr_pixel_size = qr_pixel_size
         self.stats = QrStats()
         self._warm_pts: set[int] = set()
         self._lock = threading.Lock()
 
     def _open(self, width: int, height: int) -> None:
+        # zbar reads only the QR corner (cropped after the output path), so the read-back keeps up
+        # with the frame rate; otherwise frames would queue in the appsrc and the queueing would be
+        # measured as latency. 72 modules x pixel size covers the QR code with its quiet zone.
+        side = 72 * self.qr_pixel_size + 16
+        right, bottom = max(0, width - math.ceil(0.01 * width) - side), max(0, height - math.ceil(0.01 * height) - side)
+        if right or bottom:
+            self.tail = self.tail.replace(_ZBAR_TAIL, f"videocrop right={right} bottom={bottom} ! {_ZBAR_TAIL}")
         super()._open(width, height)
         Gst = gst().Gst
         self._pipeline.use_clock(self.capture.clock or Gst.SystemClock.obtain())
@@ -202,7 +225,7 @@ class QrReadback(_AppSrcSink):
             lat = list(st.latency_ms)
             block: dict[str, Any] = {
                 "what": "QR clock stamp in the source pixels -> zbar read of the output frame after "
-                        f"pre-process, inference, overlay and the '{self.path}' path ({self.chain})",
+                        f"pre-process, inference, overlay and the '{self.path}' path ({self.tail.split(' ! zbar')[0]})",
                 "clock": "GStreamer system clock (monotonic), same for source and read-back",
                 "output_path": self.path,
                 "frames_sent": st.frames_sent,
