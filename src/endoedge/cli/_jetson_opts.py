@@ -35,17 +35,20 @@ def jetson_monitoring(args: argparse.Namespace, *, warmup: int) -> Iterator[dict
     from endoedge.jetson import tegrastats
 
     block: dict[str, Any] = {}
-    want = args.tegrastats == "on" or (args.tegrastats == "auto" and tegrastats.available())
+    # Defaults for callers that build their own Namespace (``endoedge demo`` calls ``run``).
+    mode, interval = getattr(args, "tegrastats", "auto"), getattr(args, "tegrastats_interval", 500)
+    nvpmodel, lock = getattr(args, "nvpmodel", None), getattr(args, "lock_clocks", False)
+    want = mode == "on" or (mode == "auto" and tegrastats.available())
     protocol = None
     recorder = None
     with ExitStack() as stack:
-        if args.nvpmodel is not None or args.lock_clocks:
+        if nvpmodel is not None or lock:
             from endoedge.jetson.power import BenchProtocol
 
-            protocol = stack.enter_context(BenchProtocol(mode=args.nvpmodel, lock_clocks=args.lock_clocks,
+            protocol = stack.enter_context(BenchProtocol(mode=nvpmodel, lock_clocks=lock,
                                                          warmup=warmup))
         if want:
-            recorder = stack.enter_context(tegrastats.TegrastatsRecorder(args.tegrastats_interval))
+            recorder = stack.enter_context(tegrastats.TegrastatsRecorder(interval))
         try:
             yield block
         finally:

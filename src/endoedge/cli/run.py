@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         det = load_detector(args)
         run_det: FrameDetector = det
-        if args.prescale == "auto" and video_path is None and not args.display:
+        if getattr(args, "prescale", "auto") == "auto" and video_path is None and not args.display:
             from endoedge.pipeline.prescale import prescale_pipeline
 
             pre = prescale_pipeline(spec, det, live=live, stall_timeout_s=args.stall_timeout, jetson=args.jetson)
