@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 START, END = "<!-- peer1080:start -->", "<!-- peer1080:end -->"
 
 
@@ -92,28 +91,18 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "results" / "peer_1080p.json"))
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(HERE))
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        os.environ.setdefault("YOLO_OFFLINE", "1")
-        os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp / "ycfg"))
-        from tests.postprocess.test_ultralytics import build_ultralytics_onnx
+        from bench_pipeline import build_peer_onnx
         from ultralytics import YOLO
 
         import endoedge
-        from endoedge.data.imageio import read_image
-        from endoedge.data.samples import sample_frame_paths
         from endoedge.stats import env_info
 
         clip = tmp / "clip1080.mp4"
         n_frames = make_clip(clip, args.loops)
-        cwd = os.getcwd()
-        os.chdir(tmp)
-        try:
-            onnx = build_ultralytics_onnx("v8/yolov8.yaml", "yolov8n.yaml", tmp,
-                                          [read_image(p) for p in sample_frame_paths()[:4]], dynamic=False)
-        finally:
-            os.chdir(cwd)
+        onnx = build_peer_onnx(tmp)
         yolo = YOLO(str(onnx), task="detect")
         names = ("endoedge_prescale", "endoedge_full", "endoedge_h264", "ultralytics")
         rows: dict[str, list[float]] = {k: [] for k in (*names, *(f"{n}_cpu" for n in names), "ultralytics_infer")}
