@@ -43,11 +43,12 @@ bench: $(STAMP)
 
 venv: $(STAMP)
 
-# Debian/Ubuntu packages: GStreamer (capture pipeline) and what PyGObject<3.51 builds against.
+# Debian/Ubuntu packages: GStreamer (capture pipeline; plugins-bad brings debugqroverlay and zbar for
+# `endoedge latency`), what PyGObject<3.51 builds against, and Xvfb + ximagesink for the display test.
 APT_PACKAGES := python3-venv python3-dev git pkg-config gcc \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
-	libgirepository1.0-dev libcairo2-dev
+	libgirepository1.0-dev libcairo2-dev xvfb gstreamer1.0-x
 
 system-deps:
 	@if ! command -v dpkg-query >/dev/null; then \
