@@ -74,7 +74,7 @@ def test_stretch_caps_are_exact():
 
 def test_run_boxes_in_source_pixels_with_and_without_prescale(clip, tmp_path, capsys):
     model = _tiny_yolo(tmp_path / "tiny.onnx")
-    common = ["-q", "run", str(clip), "-m", str(model), "--decoder", "yolov8", "--classes", "polyp",
+    common = ["-q", "run", str(clip), "--stabilize", "off", "-m", str(model), "--decoder", "yolov8", "--classes", "polyp",
               "--device", "cpu", "--warmup", "0"]
     boxes, reports = {}, {}
     for mode in ("auto", "off"):
