@@ -56,6 +56,10 @@ CLEAN_STAGES = ("clean", "clean_fov", "clean_osd", "clean_denoise")
 #: Extra stage recorded when the pipeline stabilizes detections over time (after ``postprocess``,
 #: inside ``e2e``).
 STABILIZE_STAGE = "stabilize"
+#: The two parts of ``e2e`` per frame, recorded beside the stages: ``queue`` = arrival -> the
+#: detector takes the frame (waiting behind earlier frames: offline this is throughput-bound
+#: queueing, not processing), ``process`` = the detector's whole call (clean + pre + infer + post).
+SPLIT_STAGES = ("queue", "process")
 T = TypeVar("T")
 
 
@@ -409,6 +413,8 @@ class Pipeline:
                     self.stats.stages[key].append(float(times[key]))
                 if stable is not None:
                     self.stats.stages.setdefault(STABILIZE_STAGE, []).append(float(times[STABILIZE_STAGE]))
+                self.stats.stages.setdefault("queue", []).append(float(times["wait"]))
+                self.stats.stages.setdefault("process", []).append((t_end - t_start) / 1e6)
                 if cleaner is not None:
                     ct = cleaner.timings
                     for key, value in zip(CLEAN_STAGES, (st.clean, ct.fov, ct.osd, ct.denoise), strict=True):

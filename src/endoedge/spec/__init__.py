@@ -30,6 +30,8 @@ ColorOrder = Literal["RGB", "BGR"]
 # The registry, not this module, knows which names exist: a new decoder is one file and one line there.
 DecoderName = NewType("DecoderName", str)
 CLASSIFY_DECODER = DecoderName("classify")
+# Output layouts of YOLO-style ONNX files (``--decoder``): see :func:`spec_for_foreign_yolo`.
+YOLO_LAYOUTS = ("yolov8", "yolov5", "yolo_end2end")
 PREFIX = "endoedge."
 # Version of the ``endoedge.*`` metadata layout (key ``endoedge.schema``). Files without the key
 # were written before it existed and read as version 1. A reader refuses a newer version.
@@ -320,18 +322,15 @@ def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpe
         imgsz = ast.literal_eval(props["imgsz"])
         if isinstance(imgsz, int):
             imgsz = [imgsz, imgsz]
-        if bool(ast.literal_eval(props.get("end2end", "False"))):
-            raise ModelFormatError(
-                f"{where} is an end-to-end (NMS-free) Ultralytics export; re-export it with "
-                "end2end=False (YOLOv26/YOLOv10 style heads are not supported yet)"
-            )
+        # YOLO26 / YOLOv10 exported NMS-free (nms=False): one B x 300 x 6 output, no NMS needed
+        end2end = bool(ast.literal_eval(props.get("end2end", "False")))
         class_names = tuple(str(names[i]) for i in sorted(names))
     except ModelFormatError:
         raise
     except (ValueError, SyntaxError, KeyError, TypeError) as err:
         raise ModelFormatError(f"{where}: Ultralytics metadata cannot be parsed ({err})") from err
     return spec_for_foreign_yolo(
-        "yolov8", class_names, (int(imgsz[0]), int(imgsz[1])), producer="ultralytics",
+        "yolo_end2end" if end2end else "yolov8", class_names, (int(imgsz[0]), int(imgsz[1])), producer="ultralytics",
         arch=_ultralytics_arch(props.get("description", "")),
     )
 
@@ -353,12 +352,13 @@ def spec_for_foreign_yolo(
     """Describe a YOLO-style ONNX with Ultralytics' pre-processing (letterbox 114, RGB, /255).
 
     Args:
-        layout: ``"yolov8"`` (``B x (4+nc) x A``) or ``"yolov5"`` (``B x A x (5+nc)``).
+        layout: ``"yolov8"`` (``B x (4+nc) x A``), ``"yolov5"`` (``B x A x (5+nc)``) or
+            ``"yolo_end2end"`` (NMS-free YOLO26/YOLOv10 heads: ``B x K x 6`` xyxy, score, class).
         class_names: the model's class names in class-id order.
         input_size: network input ``(height, width)``.
     """
-    if layout not in ("yolov8", "yolov5"):
-        raise ModelFormatError(f"unknown YOLO layout '{layout}'; known: yolov8, yolov5")
+    if layout not in YOLO_LAYOUTS:
+        raise ModelFormatError(f"unknown YOLO layout '{layout}'; known: {', '.join(YOLO_LAYOUTS)}")
     if not class_names:
         raise ModelFormatError("a YOLO model needs at least one class name (--classes a,b,...)")
     return ModelSpec(
@@ -368,7 +368,7 @@ def spec_for_foreign_yolo(
         decoder=layout,
         decoder_params={},
         score_threshold=0.25,
-        iou_threshold=0.7 if layout == "yolov8" else 0.45,
+        iou_threshold=0.45 if layout == "yolov5" else 0.7,  # unused by the NMS-free head
         max_detections=300,
         producer=producer,
     )
