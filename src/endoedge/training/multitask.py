@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +28,13 @@ import numpy as np
 from endoedge.data.datasets import Dataset, Sample
 from endoedge.data.masks import mask_path
 from endoedge.errors import InputError, ModelFormatError
+from endoedge.evaluation.multitask import mask_overlap, mask_summary
 from endoedge.models.multitask_ssd import FRAME_CLASSES
 from endoedge.training.augment import color_jitter, dihedral, random_scale_crop
 from endoedge.training.degrade import degrade
 from endoedge.training.domain_augment import domain_augment
 from endoedge.training.multitask_loss import multitask_loss
-from endoedge.training.trainer import STATE_FILE, TrainConfig, Trainer
+from endoedge.training.trainer import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -165,10 +165,8 @@ class MultiTaskTrainer(Trainer):
                     frames.append(frame_logits.argmax(1).cpu().numpy())
         pred = np.concatenate(probs)[: self.n_val_boxed] > 0.5
         gt = self.val_masks[: self.n_val_boxed].astype(bool)
-        inter = (pred & gt).sum((1, 2))
-        psum, gsum = pred.sum((1, 2)), gt.sum((1, 2))
-        record["dice"] = float(np.mean((2 * inter + 1e-6) / (psum + gsum + 1e-6))) if len(gt) else 0.0
-        record["iou"] = float(np.mean((inter + 1e-6) / (psum + gsum - inter + 1e-6))) if len(gt) else 0.0
+        masks = mask_summary([mask_overlap(p, g) for p, g in zip(pred, gt, strict=True)])
+        record["dice"], record["iou"] = masks["dice"] or 0.0, masks["iou"] or 0.0
         record["triage_acc"] = float((np.concatenate(frames) == truth).mean())
         return record
 
@@ -176,10 +174,4 @@ class MultiTaskTrainer(Trainer):
 def train_multitask(cfg: MultiTaskConfig, train_set: Dataset, val_set: Dataset, *, resume: bool = False,
                     normal_set: Dataset | None = None, val_normal_set: Dataset | None = None) -> dict[str, Any]:
     """Train (or resume from ``cfg.out/train_state.pt``) the multi-task SSD."""
-    trainer = MultiTaskTrainer(cfg, train_set, val_set, normal_set, val_normal_set)
-    state = Path(cfg.out) / STATE_FILE
-    if resume and state.is_file():
-        trainer.load_state(state)
-    elif resume:
-        logger.info("no %s yet; starting a new run", state)
-    return trainer.fit()
+    return MultiTaskTrainer(cfg, train_set, val_set, normal_set, val_normal_set).resume_fit(resume)

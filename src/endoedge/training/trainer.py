@@ -370,6 +370,15 @@ class Trainer:
         tmp.replace(path)
         return path
 
+    def resume_fit(self, resume: bool) -> dict[str, Any]:
+        """:meth:`fit`, first resuming from ``out/train_state.pt`` if ``resume`` and it exists."""
+        state = self.out / STATE_FILE
+        if resume and state.is_file():
+            self.load_state(state)
+        elif resume:
+            logger.info("no %s yet; starting a new run", state)
+        return self.fit()
+
     def load_state(self, path: Path) -> None:
         """Resume from ``train_state.pt``: weights, EMA, optimizer, schedule, epoch, RNG."""
         torch = self.torch
@@ -406,10 +415,4 @@ def _summary(r: dict[str, Any]) -> str:
 def train(cfg: TrainConfig, train_set: Dataset, val_set: Dataset, *, resume: bool = False,
           neg_set: Dataset | None = None, val_neg_set: Dataset | None = None) -> dict[str, Any]:
     """Train (or resume from ``cfg.out/train_state.pt`` if ``resume`` and it exists)."""
-    trainer = Trainer(cfg, train_set, val_set, neg_set, val_neg_set)
-    state = Path(cfg.out) / STATE_FILE
-    if resume and state.is_file():
-        trainer.load_state(state)
-    elif resume:
-        logger.info("no %s yet; starting a new run", state)
-    return trainer.fit()
+    return Trainer(cfg, train_set, val_set, neg_set, val_neg_set).resume_fit(resume)
