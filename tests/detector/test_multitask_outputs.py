@@ -59,6 +59,25 @@ def test_mask_and_frame_match_the_torch_module(multitask, frames, backend):
     np.testing.assert_array_equal(rle_decode(record["mask"]), result.mask > 0.5)
 
 
+def test_mask_follows_the_endoscopy_crop(multitask, frames):
+    import endoedge
+    from endoedge.spec.endoscopy import EndoscopyConfig
+
+    _, _, onnx_path = multitask
+    frame = frames[0]  # 1920 x 1080 with black borders and OSD: the cleaner crops the field of view
+    with endoedge.load(onnx_path, endoscopy=EndoscopyConfig()) as det:
+        result = det.detect(frame)
+        cleaned, (x, y) = det.cleaner(frame)  # the same crop, from the same (fresh) state
+    assert result.mask is not None
+    assert result.mask.shape == frame.shape[:2]
+    h, w = cleaned.shape[:2]
+    assert (x, y, w, h) != (0, 0, frame.shape[1], frame.shape[0])  # something was cropped
+    outside = np.ones(frame.shape[:2], bool)
+    outside[y:y + h, x:x + w] = False
+    assert result.mask[outside].max() == 0
+    assert result.mask[~outside].max() > 0
+
+
 def test_box_only_models_have_no_frame_outputs(effssd, frames):
     import endoedge
 
