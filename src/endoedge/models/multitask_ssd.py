@@ -132,7 +132,9 @@ def _modules() -> tuple[type, type, type]:
             c5 = self.head(x)
             mask_logits = self.seg(s4, s8, c4)
             ratio = int(mask_logits.shape[-1]) // int(c4.shape[-1])
-            attention = functional.max_pool2d(torch.sigmoid(mask_logits), ratio, ratio)
+            # sigmoid(max(x)) = max(sigmoid(x)); pooling the logits keeps the exported ``mask`` output
+            # (a sigmoid of its own) a pure graph output, which FP16 conversion needs
+            attention = torch.sigmoid(functional.max_pool2d(mask_logits, ratio, ratio))
             feats = [self.rfb[0](c4) * (1.0 + attention), self.rfb[1](c5)]
             for block in self.extra:
                 feats.append(block(feats[-1]))
