@@ -151,14 +151,17 @@ def render(out: dict) -> str:
     ])
 
 
-def write_results(section: str) -> None:
+def write_results(section: str, start: str = START, end: str = END,
+                  title: str = "Capsule batch reader (issue 7)") -> None:
+    """Replace the ``start``..``end`` block of RESULTS.md with ``section`` (appended under
+    ``title`` when the block is not there yet)."""
     text = RESULTS.read_text()
-    block = f"{START}\n{section}\n{END}"
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = f"{start}\n{section}\n{end}"
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = text.rstrip() + "\n\n## Capsule batch reader (issue 7)\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     RESULTS.write_text(text)
 
 
