@@ -4,7 +4,8 @@ threshold for a stated frame sensitivity, and (``--ship``) write the shipped che
     python benchmarks/capsule_bleeding.py --model runs/capsule/best.pt [--sensitivity 0.95] \
         [--ship src/endoedge/models/weights/capsule_bleeding_ssdlite320_effl0_wcebleedgen.pt]
 
-One detection pass over ``data/splits/wcebleedgen/wcebleedgen_val.txt`` (407 frames: 220 with
+With ``--ship`` the float16 file is written first and measured (what users get). One detection
+pass over ``data/splits/wcebleedgen/wcebleedgen_val.txt`` (407 frames: 220 with
 `bleeding` boxes, 187 without; near-duplicate groups never straddle train and val) at score
 0.001 gives: COCO box mAP@0.5 and @0.5:0.95 (pycocotools), the AUC of the frame score (max
 detection score) between frames with and without boxes, and the frame score of every frame. The
@@ -61,7 +62,13 @@ def main() -> int:
     from endoedge.evaluation import evaluate_run, load_eval_dataset
 
     t0 = time.perf_counter()
-    run = evaluate_run(args.model, args.data, split=args.split, fmt="yolo", class_names=["bleeding"], conf=0.5)
+    model = Path(args.model)
+    if args.ship:  # measure the float16 file that ships, not the float32 training output
+        from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
+
+        save_checkpoint(args.ship, load_checkpoint(model), half=True)
+        model = args.ship
+    run = evaluate_run(model, args.data, split=args.split, fmt="yolo", class_names=["bleeding"], conf=0.5)
     data = load_eval_dataset(args.data, fmt="yolo", split=args.split, class_names=["bleeding"])
     boxes = {s.path: len(s.boxes) for s in data.samples}
     positive = np.array([boxes[p] > 0 for p in run.paths])
@@ -87,7 +94,7 @@ def main() -> int:
     args.json.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k != "frame_scores"}, indent=1))
     if args.ship:
-        ship(Path(args.model), args.ship, threshold, out)
+        ship(args.ship, args.ship, threshold, out)
     if args.write_results:
         from bench_batch import write_results
 
