@@ -56,10 +56,17 @@ def main() -> int:
     ap.add_argument("--sensitivity", type=float, default=0.95, help="frame sensitivity the threshold must keep")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "capsule_bleeding.json")
     ap.add_argument("--ship", type=Path, help="write the float16 shipped checkpoint (+ .json metadata) here")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: OpenMP threads spin and crawl on a shared CPU)")
     ap.add_argument("--write-results", action="store_true", help="update the section in RESULTS.md")
     args = ap.parse_args()
 
     from endoedge.evaluation import evaluate_run, load_eval_dataset
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     model = Path(args.model)
