@@ -148,3 +148,27 @@ def _iou(a: list[float], b: list[float]) -> float:
     inter = float(np.prod(np.clip(rb - lt, 0, None)))
     area = lambda x: float(np.prod(x[2:] - x[:2]))  # noqa: E731
     return inter / (area(a_) + area(b_) - inter)
+
+
+def test_gallery_rereads_a_frame_without_a_handed_over_thumbnail(capsule_like, tmp_path):
+    """The Ray engine (and records resumed from an older run) hand over no thumbnail: the
+    frame is read again, reduced, and the boxes drawn at the thumbnail's scale."""
+    from endoedge.batch.gallery import Gallery
+    from endoedge.batch.sources import open_source
+
+    source = open_source(capsule_like)
+    gallery = Gallery(tmp_path / "r.html", source)
+    item = source.items[0]
+    rec = {"path": item.path, "width": 640, "height": 640, "score": 0.9, "flagged": True,
+           "detections": [{"box": [64.0, 64.0, 320.0, 320.0], "score": 0.9, "class_id": 0, "label": "bleeding"}]}
+    path = gallery.ensure(rec)
+    assert path is not None
+    thumb = cv2.imread(str(path))
+    assert thumb.shape[:2] == (224, 224)
+    plain = cv2.resize(cv2.imread(str(item.file)), (224, 224), interpolation=cv2.INTER_AREA)
+    # the box's left edge (x = 64 * 224 / 640 = 22.4) is drawn in yellow; the centre is the frame
+    edge = thumb[60:100, 22].astype(int)
+    assert (edge[:, 1] > 200).all()
+    assert (edge[:, 2] > 200).all()
+    assert np.abs(thumb[150:200, 150:200].astype(int) - plain[150:200, 150:200]).mean() < 12
+    assert gallery.ensure({"path": item.path, "frame": 3, "flagged": True}) is None  # a video frame
