@@ -99,3 +99,23 @@ def test_no_prescale_with_video_output(clip, tmp_path, capsys):
                  "cpu", "--warmup", "0", "--video", str(tmp_path / "o.mp4"), "--report", str(report)]) == 0
     capsys.readouterr()
     assert "prescale" not in json.loads(report.read_text())["source"]
+
+
+def test_scale_back_maps_a_multitask_mask_to_source_size():
+    from types import SimpleNamespace
+
+    from endoedge.detector import Detections
+    from endoedge.pipeline.prescale import ScaleBack
+
+    small = np.zeros((180, 320), np.float32)
+    cv2.circle(small, (160, 90), 40, 1.0, -1)
+    det = Detections(boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32),
+                     class_ids=np.zeros(0, np.int64), labels=[], mask=small, frame_label="unclear",
+                     frame_scores={"normal": 0.2, "unclear": 0.7, "polyp": 0.1})
+    inner = SimpleNamespace(detect=lambda image: det)
+    back = ScaleBack(inner, lambda: SimpleNamespace(scale=(6.0, 6.0)))  # type: ignore[arg-type]
+    out = back.detect(np.zeros((180, 320, 3), np.uint8))
+    assert out.frame_label == "unclear"
+    assert out.mask is not None
+    assert out.mask.shape == (1080, 1920)
+    np.testing.assert_allclose(out.mask, cv2.resize(small, (1920, 1080), interpolation=cv2.INTER_LINEAR))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,16 +98,22 @@ class ScaleBack:
         self.current = current
 
     def detect(self, image_bgr: np.ndarray, /) -> Detections:
-        """Detect on the scaled frame; boxes xyxy in source pixels."""
-        from endoedge.detector import Detections
-
+        """Detect on the scaled frame; boxes xyxy (and a multi-task model's mask) in source pixels."""
         result = self.detector.detect(image_bgr)
         cap = self.current()
-        if cap is None or cap.scale is None or not len(result.scores):
+        if cap is None or cap.scale is None:
             return result
         sx, sy = cap.scale
-        boxes = result.boxes * np.asarray([sx, sy, sx, sy], dtype=np.float32)
-        return Detections(boxes.astype(np.float32, copy=False), result.scores, result.class_ids, result.labels)
+        changes: dict[str, Any] = {}
+        if len(result.scores):
+            boxes = result.boxes * np.asarray([sx, sy, sx, sy], dtype=np.float32)
+            changes["boxes"] = boxes.astype(np.float32, copy=False)
+        if result.mask is not None:
+            import cv2
+
+            h, w = result.mask.shape
+            changes["mask"] = cv2.resize(result.mask, (round(w * sx), round(h * sy)), interpolation=cv2.INTER_LINEAR)
+        return replace(result, **changes) if changes else result
 
     @property
     def timings(self) -> StageTimes:
