@@ -41,9 +41,15 @@ def _has_tensorrt() -> bool:
     return importlib.util.find_spec("tensorrt") is not None and _has_cuda()
 
 
+def _has_tensorrt_rtx() -> bool:
+    return importlib.util.find_spec("tensorrt_rtx_bindings") is not None
+
+
 SKIPS = {
     "gpu": (_has_cuda, "needs an NVIDIA GPU with CUDA (none on this machine)"),
     "trt": (_has_tensorrt, "needs TensorRT and an NVIDIA GPU (neither installable here)"),
+    "trt_rtx": (_has_tensorrt_rtx, "needs TensorRT for RTX (tensorrt-rtx-cu12-* wheels; `make test` installs them "
+                "where the platform has them)"),
     "gstreamer": (_has_gstreamer, "needs GStreamer with PyGObject (gi)"),
     "ultralytics": (
         lambda: importlib.util.find_spec("ultralytics") is not None,

@@ -17,7 +17,7 @@ from endoedge.errors import EndoedgeError
 
 SUBCOMMANDS = (
     "export", "detect", "run", "bench", "demo", "train", "eval", "quantize", "build", "export-triton",
-    "batch", "jetson",
+    "batch", "jetson", "latency",
 )
 
 

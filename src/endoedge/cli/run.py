@@ -13,12 +13,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
+from endoedge.cli._jetson_opts import add_jetson_options, jetson_monitoring
 from endoedge.errors import EndoedgeError, InputError
 
 if TYPE_CHECKING:
     from endoedge.cli._common import SubParsers
     from endoedge.detector import Detector
-    from endoedge.pipeline.frames import FrameSink
+    from endoedge.pipeline.frames import FrameDetector, FrameSink
     from endoedge.pipeline.runner import Pipeline, RunStats
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,20 @@ def add_parser(sub: SubParsers) -> None:
     o.add_argument("--plot", help="latency plot PNG (over frame index + CDF per stage)")
     o.add_argument("--warmup", type=int, default=10, help="frames excluded from statistics (default 10)")
     o.add_argument("--max-frames", type=int, help="stop after N frames")
+    t = p.add_argument_group("temporal stabilization (what the overlay and the JSONL 'detections' show)")
+    t.add_argument("--stabilize", choices=("auto", "on", "off"), default="auto",
+                   help="track boxes over frames; show one after --onset hits in a row, hold it through "
+                   "--hold misses, smooth it (auto: on for video sources, off for image folders)")
+    t.add_argument("--onset", type=int, help="consecutive detections before a box is shown (default: the model's, else 3)")
+    t.add_argument("--hold", type=int, help="missed frames a shown box stays (default: the model's, else 5)")
+    t.add_argument("--smooth", type=float,
+                   help="weight of the new detection in the box average, (0, 1]; 1 = no smoothing (default: the model's, else 0.5)")
+    t.add_argument("--track-iou", type=float, help="min IoU to continue a track (default: the model's, else 0.3)")
+    o.add_argument("--prescale", choices=("auto", "off"), default="auto",
+                   help="auto: without --video/--display, scale frames to the model's input size in "
+                   "GStreamer before the BGR conversion (boxes still in source pixels); off: full-size frames")
     add_model_options(p)
+    add_jetson_options(p)
     p.set_defaults(func=run)
 
 
@@ -87,9 +101,10 @@ def _output_file(path: str | None) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline; see the subcommand's description."""
-    from endoedge.pipeline.report import build_report
-    from endoedge.pipeline.runner import Pipeline, RunOptions, per_frame_arrays
+    from endoedge.pipeline.report import build_report, plot_arrays
+    from endoedge.pipeline.runner import Pipeline, RunOptions
     from endoedge.pipeline.sources import make_capture_factory, parse_source
+    from endoedge.pipeline.stabilize import DetectionStabilizer, resolve_stabilize
     from endoedge.stats import env_info, format_table, plot_latency, write_json
 
     spec = parse_source(args.source, width=args.width, height=args.height, fps=args.fps,
@@ -112,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     jsonl: TextIO | None = None
     pipeline: Pipeline | None = None
     det: Detector | None = None
+    jetson: dict[str, Any] = {}
 
     def report(stats: RunStats) -> dict[str, Any]:
         # Called once the detector and the pipeline exist (progress saves, the final report).
@@ -129,6 +145,19 @@ def run(args: argparse.Namespace) -> int:
     failure: EndoedgeError | None = None
     try:
         det = load_detector(args)
+        stab = resolve_stabilize(  # getattr: `endoedge demo` builds its own argument namespace
+            getattr(args, "stabilize", "auto"), spec.kind, det.spec.stabilize,
+            **{k: getattr(args, a, None) for k, a in (("onset", "onset"), ("hold", "hold"),
+                                                      ("smooth", "smooth"), ("iou", "track_iou"))})
+        source_info["stabilize"] = None if stab is None else stab.to_dict()
+        run_det: FrameDetector = det
+        if getattr(args, "prescale", "auto") == "auto" and video_path is None and not args.display:
+            from endoedge.pipeline.prescale import prescale_pipeline
+
+            pre = prescale_pipeline(spec, det, live=live, stall_timeout_s=args.stall_timeout, jetson=args.jetson)
+            if pre is not None:
+                make_capture, run_det = pre.make_capture, pre.detector
+                source_info["prescale"] = pre.caps
         if video_path is not None:
             from endoedge.pipeline.writer import VideoWriter
 
@@ -138,13 +167,16 @@ def run(args: argparse.Namespace) -> int:
 
             display = DisplaySink(fps_out)
         jsonl = open_output(jsonl_path) if jsonl_path is not None else None
-        pipeline = Pipeline(det, make_capture, options, video=video, display=display, jsonl=jsonl,
-                            on_progress=save_progress)
-        print(f"endoedge run: {spec.describe()} ({source_info['mode']}) -> {det.describe()}",
+        pipeline = Pipeline(run_det, make_capture, options, video=video, display=display, jsonl=jsonl,
+                            on_progress=save_progress,
+                            stabilizer=None if stab is None else DetectionStabilizer(stab, det.class_names))
+        shows = "raw boxes" if stab is None else f"stabilized (onset {stab.onset}, hold {stab.hold}, smooth {stab.smooth:g})"
+        print(f"endoedge run: {spec.describe()} ({source_info['mode']}) -> {det.describe()}; {shows}",
               file=sys.stderr)
         restore = _stop_on_signals(pipeline)
         try:
-            pipeline.run()
+            with jetson_monitoring(args, warmup=args.warmup) as jetson:
+                pipeline.run()
         except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
             interrupted = True
         except EndoedgeError as err:  # keep what was measured, then report the error
@@ -161,13 +193,19 @@ def run(args: argparse.Namespace) -> int:
             det.close()
     stats = pipeline.stats
     final = report(stats)
+    if jetson:
+        final["jetson"] = jetson
     if report_path is not None:
         write_json(report_path, final)
     if plot_path is not None and stats.frames:
-        plot_latency(per_frame_arrays(stats), plot_path, title=f"{Path(args.model).name} on {spec.describe()}")
-    print(format_table(final["stages"], title=f"latency per frame, ms ({stats.frames} frames after "
-                                               f"{stats.warmup_frames} warm-up; {final['dropped']} dropped; "
-                                               f"{final['fps'] or 0:.1f} fps)"))
+        plot_latency(plot_arrays(stats, source_info["mode"]), plot_path,
+                     title=f"{Path(args.model).name} on {spec.describe()}")
+    split = final["e2e_split"]
+    rows = {**final["stages"], "e2e: queue": split["queue"], "e2e: process": split["process"]}
+    print(format_table(rows, title=f"latency per frame, ms ({stats.frames} frames after {stats.warmup_frames} "
+                                   f"warm-up; {final['dropped']} dropped; {final['fps'] or 0:.1f} fps)"))
+    if source_info["mode"] == "offline":
+        print(split["note"])
     written = [f"{k} {v}" for k, v in (("video", video_path), ("detections", jsonl_path),
                                          ("report", report_path), ("plot", plot_path)) if v is not None]
     if written:

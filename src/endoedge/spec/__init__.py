@@ -30,6 +30,8 @@ ColorOrder = Literal["RGB", "BGR"]
 # The registry, not this module, knows which names exist: a new decoder is one file and one line there.
 DecoderName = NewType("DecoderName", str)
 CLASSIFY_DECODER = DecoderName("classify")
+# Output layouts of YOLO-style ONNX files (``--decoder``): see :func:`spec_for_foreign_yolo`.
+YOLO_LAYOUTS = ("yolov8", "yolov5", "yolo_end2end")
 PREFIX = "endoedge."
 # Version of the ``endoedge.*`` metadata layout (key ``endoedge.schema``). Files without the key
 # were written before it existed and read as version 1. A reader refuses a newer version.
@@ -81,6 +83,9 @@ class ModelSpec:
         endoscopy: endoscopy frame cleaning the detector applies before pre-processing, as
             :meth:`~endoedge.endoscopy.EndoscopyConfig.to_dict` (``None`` = none; stored under
             ``endoedge.endoscopy`` only when set, so older readers and files are unaffected).
+        stabilize: temporal stabilization for video (onset, hold, smoothing), as
+            :meth:`~endoedge.spec.stabilize.StabilizeConfig.to_dict` (``None`` = the defaults;
+            stored under ``endoedge.stabilize`` only when set).
         operating_point: how ``score_threshold`` was chosen, as
             :meth:`~endoedge.evaluation.operating.OperatingPoint.to_dict` (target and measured
             false-alarm share, sensitivity, the frames behind them; ``None`` = not recorded;
@@ -99,6 +104,7 @@ class ModelSpec:
     source_checkpoint: str | None = None
     source_sha256: str | None = None
     endoscopy: Mapping[str, Any] | None = None
+    stabilize: Mapping[str, Any] | None = None
     operating_point: Mapping[str, Any] | None = None
 
     def _key(self) -> tuple[Any, ...]:
@@ -106,7 +112,7 @@ class ModelSpec:
         return (self.arch, self.class_names, self.preprocess, self.decoder, _frozen(self.decoder_params),
                 self.score_threshold, self.iou_threshold, self.max_detections, self.producer,
                 self.source_checkpoint, self.source_sha256, _frozen(self.endoscopy),
-                _frozen(self.operating_point))
+                _frozen(self.stabilize), _frozen(self.operating_point))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ModelSpec):
@@ -163,6 +169,8 @@ class ModelSpec:
         }
         if self.endoscopy is not None:
             meta["endoscopy"] = json.dumps(dict(self.endoscopy), sort_keys=True)
+        if self.stabilize is not None:
+            meta["stabilize"] = json.dumps(dict(self.stabilize), sort_keys=True)
         if self.operating_point is not None:
             meta["operating_point"] = json.dumps(dict(self.operating_point), sort_keys=True)
         return {PREFIX + k: v for k, v in meta.items()}
@@ -263,7 +271,8 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
             producer=props.get(PREFIX + "producer", "endoedge"),
             source_checkpoint=props.get(PREFIX + "source_checkpoint") or None,
             source_sha256=props.get(PREFIX + "source_sha256") or None,
-            endoscopy=_endoscopy(props.get(PREFIX + "endoscopy"), where),
+            endoscopy=_config(props.get(PREFIX + "endoscopy"), "endoscopy", where),
+            stabilize=_config(props.get(PREFIX + "stabilize"), "stabilize", where),
             operating_point=_operating_point(props.get(PREFIX + "operating_point")),
         )
     except ModelFormatError:
@@ -284,17 +293,21 @@ def _operating_point(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _endoscopy(text: str | None, where: str) -> dict[str, Any] | None:
-    """Parse and validate the optional ``endoedge.endoscopy`` JSON (absent in older files)."""
+def _config(text: str | None, key: str, where: str) -> dict[str, Any] | None:
+    """Parse and validate an optional JSON config (``endoedge.endoscopy``, ``endoedge.stabilize``;
+    absent in older files) through its dataclass."""
     if not text:
         return None
     from endoedge.errors import InputError
     from endoedge.spec.endoscopy import EndoscopyConfig
+    from endoedge.spec.stabilize import StabilizeConfig
 
+    kinds: dict[str, type[EndoscopyConfig] | type[StabilizeConfig]] = {
+        "endoscopy": EndoscopyConfig, "stabilize": StabilizeConfig}
     try:
-        return EndoscopyConfig.from_dict(json.loads(text)).to_dict()
+        return kinds[key].from_dict(json.loads(text)).to_dict()
     except (InputError, ValueError, AttributeError) as err:
-        raise ModelFormatError(f"{where}: endoedge.endoscopy metadata is invalid ({err})") from err
+        raise ModelFormatError(f"{where}: {PREFIX}{key} metadata is invalid ({err})") from err
 
 
 def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
@@ -309,18 +322,15 @@ def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpe
         imgsz = ast.literal_eval(props["imgsz"])
         if isinstance(imgsz, int):
             imgsz = [imgsz, imgsz]
-        if bool(ast.literal_eval(props.get("end2end", "False"))):
-            raise ModelFormatError(
-                f"{where} is an end-to-end (NMS-free) Ultralytics export; re-export it with "
-                "end2end=False (YOLOv26/YOLOv10 style heads are not supported yet)"
-            )
+        # YOLO26 / YOLOv10 exported NMS-free (nms=False): one B x 300 x 6 output, no NMS needed
+        end2end = bool(ast.literal_eval(props.get("end2end", "False")))
         class_names = tuple(str(names[i]) for i in sorted(names))
     except ModelFormatError:
         raise
     except (ValueError, SyntaxError, KeyError, TypeError) as err:
         raise ModelFormatError(f"{where}: Ultralytics metadata cannot be parsed ({err})") from err
     return spec_for_foreign_yolo(
-        "yolov8", class_names, (int(imgsz[0]), int(imgsz[1])), producer="ultralytics",
+        "yolo_end2end" if end2end else "yolov8", class_names, (int(imgsz[0]), int(imgsz[1])), producer="ultralytics",
         arch=_ultralytics_arch(props.get("description", "")),
     )
 
@@ -342,12 +352,13 @@ def spec_for_foreign_yolo(
     """Describe a YOLO-style ONNX with Ultralytics' pre-processing (letterbox 114, RGB, /255).
 
     Args:
-        layout: ``"yolov8"`` (``B x (4+nc) x A``) or ``"yolov5"`` (``B x A x (5+nc)``).
+        layout: ``"yolov8"`` (``B x (4+nc) x A``), ``"yolov5"`` (``B x A x (5+nc)``) or
+            ``"yolo_end2end"`` (NMS-free YOLO26/YOLOv10 heads: ``B x K x 6`` xyxy, score, class).
         class_names: the model's class names in class-id order.
         input_size: network input ``(height, width)``.
     """
-    if layout not in ("yolov8", "yolov5"):
-        raise ModelFormatError(f"unknown YOLO layout '{layout}'; known: yolov8, yolov5")
+    if layout not in YOLO_LAYOUTS:
+        raise ModelFormatError(f"unknown YOLO layout '{layout}'; known: {', '.join(YOLO_LAYOUTS)}")
     if not class_names:
         raise ModelFormatError("a YOLO model needs at least one class name (--classes a,b,...)")
     return ModelSpec(
@@ -357,7 +368,7 @@ def spec_for_foreign_yolo(
         decoder=layout,
         decoder_params={},
         score_threshold=0.25,
-        iou_threshold=0.7 if layout == "yolov8" else 0.45,
+        iou_threshold=0.45 if layout == "yolov5" else 0.7,  # unused by the NMS-free head
         max_detections=300,
         producer=producer,
     )
