@@ -290,8 +290,10 @@ def test_eval_cli_operating_point_and_video_metrics(ssdlite, kvasir_like, tmp_pa
     assert "false activations" in captured.out
     assert "toggles per 100 frames" in captured.out
     video = json.loads(out_json.read_text())["video"]
-    raw = video["metrics"]["raw"]
+    raw, stab = video["metrics"]["raw"], video["metrics"]["stabilized"]
     assert (raw["n_negative"], raw["n_positive"]) == (2, 5)
+    assert (stab["n_negative"], stab["n_positive"]) == (2, 5)
+    assert 0.0 <= stab["false_alarm_share"] <= 1.0
     assert len(raw["frames_to_first"]) == 1
     rc = main(["eval", str(ssdlite[2]), str(kvasir_like), "--target-fa", "0.1"])
     assert rc == 1

@@ -1,7 +1,7 @@
 """``endoedge demo``: the shipped polyp detector -> ONNX -> the GStreamer pipeline over a sample clip.
 
-The detector is :data:`endoedge.models.pretrained.POLYP_DETECTOR` (trained on Kvasir-SEG:
-research and educational use only), exported with endoscopy frame cleaning (field-of-view crop,
+The detector is :data:`endoedge.models.pretrained.POLYP_DETECTOR` (trained on Kvasir-SEG and
+PolypGen polyp-free frames: non-commercial research and education only), exported with endoscopy frame cleaning (field-of-view crop,
 OSD masking) stored in the ONNX. ``--untrained`` uses the seeded, untrained SSDLite320 of
 :mod:`endoedge.models.demo` instead (meaningless detections; the pipeline around it is the same).
 """
@@ -24,7 +24,7 @@ def add_parser(sub: SubParsers) -> None:
         "demo",
         help="export the shipped polyp detector and run it over the bundled colonoscopy frames",
         description="Export the shipped polyp detector (SSDLite320-EfficientNet-Lite0 trained on "
-        "Kvasir-SEG; research and educational use only) to ONNX with endoscopy frame cleaning and a "
+        "Kvasir-SEG and PolypGen polyp-free frames; non-commercial research and education only) to ONNX with endoscopy frame cleaning and a "
         "parity check, and run it "
         "through the GStreamer pipeline over a clip built from the bundled HoloHub colonoscopy "
         "frames: writes annotated.mp4, detections.jsonl, report.json and latency.png, and prints "

