@@ -2,7 +2,8 @@
 
 The shipped SSD (FP32/FP16/INT8) is in ``test_rtx_build.py``; here: Ultralytics YOLOv8n and
 YOLO11n exports (dynamic batch) in FP32 and as endoedge's FP16 and Q/DQ INT8 copies, and a frame
-classifier (torchvision MobileNetV3-Small, random weights) exported by ``export_classifier``.
+classifier (torchvision MobileNetV3-Small, random weights) exported by ``export_classifier``, and the
+multi-task SSD (mask + frame-class outputs) in FP32, FP16 and INT8.
 Each build's I/O must be what the real parser reads from the ONNX. YOLO26/YOLOv10 end-to-end
 exports: ``tests/postprocess/test_ultralytics_end2end.py``.
 """
@@ -72,3 +73,16 @@ def test_classifier_builds(tmp_path):
     m = _build(tmp_path / "clf.onnx", tmp_path / "clf.engine")
     assert m.spec["endoedge.decoder"] == "classify"
     assert [t.name for t in m.outputs] == ["logits"]
+
+
+def test_multitask_ssd_fp32_fp16_int8_build(tmp_path, multitask):
+    """The improved SSD (issue 17: RFB, mask branch fused as attention, triage head) with its four
+    outputs, as exported and as endoedge's FP16 and Q/DQ INT8 copies."""
+    from endoedge.calibration.quantize import convert_fp16
+
+    src = multitask[2]
+    m = _build(src, tmp_path / "fp32.engine")
+    assert m.precision == "fp32"
+    assert {"mask", "frame_logits"} <= {t.name for t in m.outputs}
+    assert _build(convert_fp16(src, tmp_path / "fp16.onnx").path, tmp_path / "fp16.engine").precision == "fp16"
+    assert _build(_int8(src, tmp_path / "int8.onnx"), tmp_path / "int8.engine").precision == "int8"
