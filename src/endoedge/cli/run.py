@@ -163,8 +163,17 @@ def run(args: argparse.Namespace) -> int:
     final = report(stats)
     if report_path is not None:
         write_json(report_path, final)
+    if stats.frames + stats.warmup_frames == 0:  # no frame at all: one line, no empty table
+        if failure is not None:
+            raise failure
+        if interrupted:
+            print("endoedge run: interrupted before the first frame", file=sys.stderr)
+            return 130
+        raise InputError(f"{spec.describe()} delivered no frame")
     if plot_path is not None and stats.frames:
         plot_latency(per_frame_arrays(stats), plot_path, title=f"{Path(args.model).name} on {spec.describe()}")
+    elif plot_path is not None:
+        plot_path = None  # every frame was a warm-up frame: nothing to plot
     print(format_table(final["stages"], title=f"latency per frame, ms ({stats.frames} frames after "
                                                f"{stats.warmup_frames} warm-up; {final['dropped']} dropped; "
                                                f"{final['fps'] or 0:.1f} fps)"))

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 from endoedge.data.gst_syntax import quote
 from endoedge.data.imageio import IMAGE_SUFFIXES
 from endoedge.errors import InputError
+from endoedge.spec.redact import redact
 
 if TYPE_CHECKING:
     from endoedge.pipeline.frames import CaptureSource
@@ -71,11 +72,17 @@ class SourceSpec:
         """Whether the source produces frames in real time (default mode ``--live``)."""
         return self.kind in LIVE_KINDS
 
+    @property
+    def display_location(self) -> str:
+        """``location`` with URI credentials masked (:func:`~endoedge.spec.redact.redact`): what
+        messages, reports and titles show; only GStreamer gets ``location`` itself."""
+        return redact(self.location)
+
     def describe(self) -> str:
-        """Short human-readable description."""
+        """Short human-readable description (credentials masked)."""
         if self.kind == "folder":
-            return f"folder {self.location} ({len(self.files)} images)"
-        return f"{self.kind} {self.location}"
+            return f"folder {self.display_location} ({len(self.files)} images)"
+        return f"{self.kind} {self.display_location}"
 
 
 def parse_source(
@@ -231,8 +238,9 @@ def make_capture_factory(
     from endoedge.pipeline.capture import GstCapture
 
     description = _jetson_pipeline(spec, live=live, mode=jetson) or build_pipeline(spec, live=live)
-    logger.info("pipeline: %s", description)
-    return lambda: GstCapture(description, location=spec.location, live=live, stall_timeout_s=stall_timeout_s)
+    logger.debug("pipeline: %s", redact(description))
+    location = spec.display_location
+    return lambda: GstCapture(description, location=location, live=live, stall_timeout_s=stall_timeout_s)
 
 
 def _jetson_pipeline(spec: SourceSpec, *, live: bool, mode: JetsonMode) -> str | None:
