@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from endoedge.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from endoedge.data.walk import walk_files
 from endoedge.errors import CalibrationError
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def discover(source: str | Path, *, split: str | Path | None = None, role: str =
     elif _is_labelled(p):
         items = _from_dataset(p)
     elif p.is_dir():
-        items = _from_files(sorted(f for f in p.rglob("*") if f.is_file()))
+        items = _from_files(walk_files(p))
     else:
         items = _from_files([p])
     if split is not None:
