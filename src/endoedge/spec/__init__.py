@@ -192,17 +192,22 @@ def load_onnx_proto(path: str | Path) -> Any:
     """The ``onnx.ModelProto`` of a file, without externally stored weights.
 
     Raises:
-        ModelFormatError: the file is missing or not a parseable ONNX model.
+        ModelFormatError: the file is missing or not a parseable ONNX model, or names external
+            data outside its folder (:func:`~endoedge.spec.external_data.check_external_data`).
     """
     import onnx
+
+    from endoedge.spec.external_data import check_external_data
 
     p = Path(path)
     if not p.is_file():
         raise ModelFormatError(f"model '{p}' does not exist or is not a file")
     try:
-        return onnx.load(str(p), load_external_data=False)
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise ModelFormatError(f"'{p}' is not a readable ONNX file ({type(err).__name__})") from err
+    check_external_data(model, p)
+    return model
 
 
 def validate_thresholds(score: float, iou: float, max_det: int) -> None:
