@@ -276,9 +276,11 @@ def read_stems(path: str | Path) -> list[str]:
     """
     p = Path(path)
     try:
-        lines = p.read_text().splitlines()
+        lines = p.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise InputError(f"cannot read split file '{p}': {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"split file '{p}' is not UTF-8 text (byte {err.start}); one image stem a line") from err
     stems = [s for s in (ln.split("#")[0].strip() for ln in lines) if s]
     if not stems:
         raise InputError(f"split file '{p}' lists no image stems")

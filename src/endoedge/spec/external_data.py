@@ -37,7 +37,8 @@ def check_external_data(model: Any, path: str | Path) -> None:
             continue
         entries = {e.key: e.value for e in tensor.external_data}
         location = entries.get("location", "")
-        problem = external_location_problem(location, folder)
+        problem = (external_location_problem(location, folder) if isinstance(location, str)
+                   else "a file name that is not UTF-8 text")
         if problem:
             raise ModelFormatError(
                 f"'{path}': tensor {tensor.name[:80]!r} has its data in {location[:200]!r}, {problem}; "
