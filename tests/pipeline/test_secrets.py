@@ -92,6 +92,7 @@ def test_refused_rtsp_leaks_no_secret_and_prints_one_error(ssdlite, tmp_path, de
         report = json.loads((out / "r.json").read_text())  # asked for: written, and redacted
         assert report["frames"] == 0
         assert report["source"]["description"].startswith("rtsp rtsp://***@127.0.0.1")
+        assert report["source"]["error"] == lines[-1].removeprefix("endoedge run: error: ")
         assert not (out / "p.png").exists()
 
 

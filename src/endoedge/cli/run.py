@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
 from endoedge.errors import EndoedgeError, InputError
+from endoedge.spec.redact import redact
 
 if TYPE_CHECKING:
     from endoedge.cli._common import SubParsers
@@ -160,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         if det is not None:
             det.close()
     stats = pipeline.stats
+    if failure is not None:  # the report says why the run ended (credentials masked)
+        source_info["error"] = redact(failure)
     final = report(stats)
     if report_path is not None:
         write_json(report_path, final)
