@@ -67,6 +67,16 @@ def test_every_folder_input_sees_linked_images(linked, tmp_path):
     assert sorted(it.path.relative_to(linked).as_posix() for it in calib) == EXPECTED
 
 
+def test_recursive_globs_through_a_loop_list_each_file_once(linked):
+    from endoedge.calibration.sources import discover
+    from endoedge.cli.detect import expand_sources
+
+    pattern = str(linked / "**" / "*.jpg")
+    found = expand_sources([pattern])
+    assert len(found) == len({os.path.realpath(p) for p in found}) == 4  # own, file_link, a0, a1
+    assert len(discover(pattern)) == 4
+
+
 def test_yolo_dataset_with_linked_images(linked, tmp_path):
     from endoedge.data.datasets import load_yolo
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from endoedge.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from endoedge.data.walk import walk_files
+from endoedge.data.walk import unique_files, walk_files
 from endoedge.errors import CalibrationError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def discover(source: str | Path, *, split: str | Path | None = None, role: str =
     text = str(source)
     p = Path(source)
     if not p.exists() and _GLOB_CHARS & set(text):
-        files = [Path(f) for f in sorted(globlib.glob(text, recursive=True))]
+        files = unique_files(sorted(globlib.glob(text, recursive=True)))  # a link loop: each file once
         items = _from_files([f for f in files if f.is_file()])
     elif not p.exists():
         raise CalibrationError(f"{role} '{p}' does not exist; {likely_causes(p)}")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
 from endoedge.data.imageio import IMAGE_SUFFIXES
-from endoedge.data.walk import walk_files
+from endoedge.data.walk import unique_files, walk_files
 from endoedge.errors import EndoedgeError, InputError
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def expand_sources(sources: Sequence[str]) -> list[Path]:
         elif p.is_file():
             found = [p]
         else:
-            found = sorted(Path(f) for f in glob.glob(src, recursive=True) if Path(f).is_file())
+            found = unique_files(sorted(Path(f) for f in glob.glob(src, recursive=True) if Path(f).is_file()))
         if not found:
             raise InputError(f"'{src}' matches no image file (looked for {', '.join(IMAGE_SUFFIXES)})")
         out.extend(found)

@@ -77,3 +77,16 @@ def walk_files(root: str | Path, *, suffixes: Iterable[str] | None = None) -> li
             visited.add(ident)
             stack.append((path, (*ancestors, ident)))
     return sorted(files)
+
+
+def unique_files(paths: Iterable[str | Path]) -> list[Path]:
+    """``paths`` without repeats of the same real file (first spelling kept, order kept): what a
+    recursive glob (``**``, which follows links) returns through a link loop or two links."""
+    seen: set[str] = set()
+    out: list[Path] = []
+    for p in paths:
+        real = os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
+            out.append(Path(p))
+    return out
