@@ -5,7 +5,8 @@
 Each target runs ``fuzz.py TARGET -max_total_time=SECONDS -seed=1`` with its own corpus under
 ``--logs`` (default ``/tmp/endoedge-fuzz``), logging there. The outcome (seconds run, executions,
 coverage, corpus size, crash or not) is merged into ``benchmarks/results/fuzz.json`` after each
-target, so an interrupted session keeps what finished. ``--markdown`` prints the RESULTS.md table.
+target, so an interrupted session keeps what finished. ``--markdown`` prints the RESULTS.md table,
+``--update-results`` writes it into ``benchmarks/RESULTS.md`` (between the fuzz markers).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results" / "fuzz.json"
+RESULTS_MD = HERE.parent / "RESULTS.md"
+START, END = "<!-- fuzz:start -->", "<!-- fuzz:end -->"
 sys.path.insert(0, str(HERE))
 
 
@@ -54,10 +57,10 @@ def run_target(name: str, seconds: int, logs: Path) -> dict[str, object]:
 
 def markdown(results: dict[str, dict[str, object]]) -> str:
     """The RESULTS.md table of ``results`` (by target)."""
-    rows = ["| target | ran (s) | executions | coverage (edges) | corpus | result |", "|---|---|---|---|---|---|"]
+    rows = ["| target | ran (s) | executions | coverage (edges) | corpus | result | date |", "|---|---|---|---|---|---|---|"]
     for name, r in sorted(results.items()):
         verdict = "crash: " + ", ".join(map(str, r["crash_files"])) if r["crashed"] else "no crash"  # type: ignore[arg-type]
-        rows.append(f"| {name} | {r['fuzz_s']} | {r['runs']} | {r['coverage']} | {r['corpus']} | {verdict} |")
+        rows.append(f"| {name} | {r['fuzz_s']} | {r['runs']} | {r['coverage']} | {r['corpus']} | {verdict} | {r['date']} |")
     return "\n".join(rows)
 
 
@@ -69,10 +72,17 @@ def main() -> int:
     ap.add_argument("--targets", default=",".join(targets.TARGETS))
     ap.add_argument("--logs", type=Path, default=Path("/tmp/endoedge-fuzz"))
     ap.add_argument("--markdown", action="store_true", help="print the table of benchmarks/results/fuzz.json and exit")
+    ap.add_argument("--update-results", action="store_true", help="write that table into benchmarks/RESULTS.md and exit")
     args = ap.parse_args()
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"targets": {}}
-    if args.markdown:
-        print(markdown(stored["targets"]))
+    if args.markdown or args.update_results:
+        table = markdown(stored["targets"])
+        print(table)
+        if args.update_results:
+            md = RESULTS_MD.read_text()
+            if START not in md or END not in md:
+                raise SystemExit(f"run_all.py: {RESULTS_MD} has no {START} ... {END} section")
+            RESULTS_MD.write_text(md[: md.index(START) + len(START)] + "\n" + table + "\n" + md[md.index(END):])
         return 0
     args.logs.mkdir(parents=True, exist_ok=True)
     for name in args.targets.split(","):
