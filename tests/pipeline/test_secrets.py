@@ -153,3 +153,15 @@ def test_video_without_frames_prints_one_line(ssdlite, tmp_path):
     assert lines[-1].startswith("endoedge run: error:")
     assert proc.stdout == ""
     assert not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.parametrize("source", ["rtp://u:S3cret@cam:5004/x", "http://u:S3cret@cam/video.mjpg?token=T0k"])
+def test_source_errors_carry_no_secret_even_with_debug(source):
+    # --debug re-raises the exception: its own text must already be masked
+    from endoedge.errors import InputError
+    from endoedge.pipeline.sources import parse_source
+
+    with pytest.raises(InputError) as info:
+        parse_source(source)
+    assert "S3cret" not in str(info.value)
+    assert "T0k" not in str(info.value)

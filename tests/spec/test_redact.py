@@ -82,3 +82,4 @@ def test_logging_filter_masks_arguments_and_exceptions():
     assert "ValueError" in text
     for secret in ("zz9", "qq8", "yy7"):
         assert secret not in text
+

@@ -125,21 +125,21 @@ def parse_source(
         return SourceSpec("rtsp", text, **common)  # type: ignore[arg-type]
     if lowered.startswith("csi://"):
         if not text[6:].isdigit():
-            raise InputError(f"'{text}': CSI cameras are csi://N with the sensor number, e.g. csi://0")
+            raise InputError(f"'{redact(text)}': CSI cameras are csi://N with the sensor number, e.g. csi://0")
         return SourceSpec("csi", text, **common)  # type: ignore[arg-type]
     if lowered.startswith(("udp://", "rtp://")):
         if not re.fullmatch(r"(udp|rtp)://[^:/]*:\d+", lowered):
-            raise InputError(f"'{text}': RTP sources look like rtp://HOST:PORT (H.264 payload)")
+            raise InputError(f"'{redact(text)}': RTP sources look like rtp://HOST:PORT (H.264 payload)")
         return SourceSpec("rtp", text, **common)  # type: ignore[arg-type]
     if text.startswith("/dev/video"):
         if not Path(text).exists():
-            raise InputError(f"capture device {text} does not exist; is the card plugged in? (ls /dev/video*)")
+            raise InputError(f"capture device {redact(text)} does not exist; is the card plugged in? (ls /dev/video*)")
         return SourceSpec("v4l2", text, **common)  # type: ignore[arg-type]
     path = Path(text)
     if path.is_dir():
         files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         if not files:
-            raise InputError(f"folder '{text}' has no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(f"folder '{redact(text)}' has no images ({', '.join(IMAGE_SUFFIXES)})")
         return SourceSpec("folder", text, files=files, **common)  # type: ignore[arg-type]
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -149,9 +149,9 @@ def parse_source(
         matches = sorted(Path(f) for f in glob.glob(text, recursive=True))
         files = [f for f in matches if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
         if not files:
-            raise InputError(f"'{text}' matches no image file")
+            raise InputError(f"'{redact(text)}' matches no image file")
         return SourceSpec("folder", text, files=files, **common)  # type: ignore[arg-type]
-    raise InputError(f"source '{text}' not found: not a file, folder, glob, device, URL, 'test' or pipeline")
+    raise InputError(f"source '{redact(text)}' not found: not a file, folder, glob, device, URL, 'test' or pipeline")
 
 
 def appsink_description(live: bool, *, max_buffers: int = 4) -> str:
