@@ -9,6 +9,7 @@ within 1e-3); all matched when there are at most 100 detections.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,10 @@ def build_ultralytics_onnx(family: str, scale_yaml: str, out_dir: Path, frames, 
         shift = float(torch.logit(torch.tensor(0.25)) - torch.quantile(best, 0.97))
         for conv in heads:
             conv.bias += shift
-    return Path(yolo.export(format="onnx", imgsz=IMGSZ, dynamic=dynamic, simplify=True, verbose=False)).resolve()
+    # A model built from a YAML exports next to its bare file name, i.e. into the working directory.
+    with contextlib.chdir(out_dir):
+        return Path(yolo.export(format="onnx", imgsz=IMGSZ, dynamic=dynamic, simplify=True,
+                                verbose=False)).resolve()
 
 
 @pytest.fixture(scope="module", params=[("v8/yolov8.yaml", "yolov8n.yaml"), ("11/yolo11.yaml", "yolo11n.yaml"),

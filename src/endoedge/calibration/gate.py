@@ -64,6 +64,9 @@ class QuantOptions:
         method: calibration method, one of :data:`~endoedge.calibration.quantize.METHODS`.
         float_output_layers: keep the layers that feed the outputs directly in float
             (:func:`~endoedge.calibration.graph_rules.output_layers`; INT8; default on).
+        bias_correction: INT8: correct the quantized Convs' float biases so their per-channel
+            output means match FP32's on calibration frames
+            (:mod:`~endoedge.calibration.bias_correction`).
         num_images: calibration images, spread over the source.
         batch: calibration batch size (``None`` = 8, or the model's fixed batch).
         seed: selection seed (calibration, held-out and agreement frames).
@@ -88,6 +91,7 @@ class QuantOptions:
     calib_split: str | Path | None = None
     method: str = "entropy"
     float_output_layers: bool = True
+    bias_correction: bool = False
     num_images: int = 500
     batch: int | None = None
     seed: int = 0
@@ -258,7 +262,7 @@ class _Workflow:
                 self.say(f"note: {len(shared)} --agree frames are also calibration images")
         cache = tmp / "ranges.json"
         result = quantize_int8(self.model, self.out, data, method=o.method, cache_path=cache,
-                               float_output_layers=o.float_output_layers)
+                               float_output_layers=o.float_output_layers, bias_correction=o.bias_correction)
         qdq = check_qdq(self.out)
         self.say(f"wrote {self.out} (INT8 Q/DQ, {o.method} calibration); {qdq.summary()}")
         if result.output_layers:
@@ -341,7 +345,7 @@ class _Workflow:
 
         def quantize(nodes: list[str]) -> Path:
             quantize_int8(self.model, self.out, data, method=o.method, nodes_to_exclude=nodes, cache_path=cache,
-                          float_output_layers=o.float_output_layers)
+                          float_output_layers=o.float_output_layers, bias_correction=o.bias_correction)
             return self.out
 
         def gate(path: Path) -> Verdict:

@@ -16,6 +16,7 @@ Both keep the source's ``endoedge.*`` metadata and add ``endoedge.precision`` (a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -86,6 +87,8 @@ def quantize_int8(
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     cache_path: str | Path | None = None,
     float_output_layers: bool = True,
+    bias_correction: bool = False,
+    bias_correction_images: int = 16,
 ) -> QuantResult:
     """Write an explicit Q/DQ INT8 copy of ``model_path`` calibrated on ``data``.
 
@@ -103,6 +106,9 @@ def quantize_int8(
             regression, DFL and decode arithmetic) in floating point
             (:func:`~endoedge.calibration.graph_rules.output_layers`); the default, measured in
             benchmarks/RESULTS.md ("INT8/FP16 across centres").
+        bias_correction: correct the float biases of the quantized Convs so their per-channel
+            output means match FP32's on the first ``bias_correction_images`` calibration images
+            (:func:`~endoedge.calibration.bias_correction.correct_biases`; needs ``data``).
 
     Raises:
         ExportError: the method is unknown or ONNX Runtime cannot quantize or run the result.
@@ -140,7 +146,10 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="endoedge-q-") as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         try:
-            q.quant_pre_process(str(model_path), str(prepped), skip_optimization=True)
+            # On a failed symbolic shape inference ONNX Runtime saves "sym_shape_infer_temp.onnx" plus
+            # external data into the working directory: keep that litter in the temporary folder.
+            with contextlib.chdir(tmp):
+                q.quant_pre_process(str(Path(model_path).resolve()), str(prepped), skip_optimization=True)
         except Exception as err:  # noqa: BLE001 - fall back to the file as it is
             logger.info("quant_pre_process failed (%s); quantizing the file as it is", err)
             prepped = Path(model_path)
@@ -175,6 +184,17 @@ def quantize_int8(
     if data is not None:
         meta["endoedge.calibration_sha256"] = data.content_hash
         meta["endoedge.calibration_images"] = str(data.num_images)
+    if bias_correction:
+        if data is None:
+            raise ExportError("bias correction needs the calibration images, not only a calibration cache")
+        from endoedge.calibration.bias_correction import correct_biases
+
+        n_batches = max(1, -(-bias_correction_images // data.batch_size))
+        bc = correct_biases(model_path, out, list(data.batches(0, n_batches)))
+        logger.info("bias correction: %d layers, mean |output-mean error| %.4g -> %.4g on %d images",
+                    bc.layers, bc.mean_abs_shift_before, bc.mean_abs_shift_after, bc.images)
+        meta["endoedge.quant_bias_correction"] = json.dumps(
+            {"layers": bc.layers, "images": bc.images})
     _finish(onnx, src, out, meta)
     validate_in_ort(out)
     return QuantResult(out, "int8", method, list(nodes_to_exclude), outputs,

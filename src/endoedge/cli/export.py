@@ -42,6 +42,9 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--iou", type=float, help="default NMS IoU threshold stored in the ONNX")
     p.add_argument("--max-det", type=int, help="default max detections stored in the ONNX")
     p.add_argument("--endoscopy", metavar="OPTIONS", help=ENDOSCOPY_HELP + "; stored in the ONNX")
+    p.add_argument("--stabilize", metavar="OPTIONS",
+                   help="temporal stabilization `endoedge run` uses on video, stored in the ONNX: "
+                   "onset=K,hold=M,smooth=A,iou=T (defaults 3, 5, 0.5, 0.3)")
     p.set_defaults(func=run)
 
 
@@ -58,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     endoscopy = endoscopy_option(getattr(args, "endoscopy", None))
     if endoscopy is not None:
         loaded.spec = replace(loaded.spec, endoscopy=endoscopy.to_dict())
+    if getattr(args, "stabilize", None):
+        from endoedge.spec.stabilize import StabilizeConfig
+
+        loaded.spec = replace(loaded.spec, stabilize=StabilizeConfig.parse(args.stabilize).to_dict())
     result = export_onnx(
         loaded,
         args.output,

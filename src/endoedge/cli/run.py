@@ -62,6 +62,15 @@ def add_parser(sub: SubParsers) -> None:
     o.add_argument("--plot", help="latency plot PNG (over frame index + CDF per stage)")
     o.add_argument("--warmup", type=int, default=10, help="frames excluded from statistics (default 10)")
     o.add_argument("--max-frames", type=int, help="stop after N frames")
+    t = p.add_argument_group("temporal stabilization (what the overlay and the JSONL 'detections' show)")
+    t.add_argument("--stabilize", choices=("auto", "on", "off"), default="auto",
+                   help="track boxes over frames; show one after --onset hits in a row, hold it through "
+                   "--hold misses, smooth it (auto: on for video sources, off for image folders)")
+    t.add_argument("--onset", type=int, help="consecutive detections before a box is shown (default: the model's, else 3)")
+    t.add_argument("--hold", type=int, help="missed frames a shown box stays (default: the model's, else 5)")
+    t.add_argument("--smooth", type=float,
+                   help="weight of the new detection in the box average, (0, 1]; 1 = no smoothing (default: the model's, else 0.5)")
+    t.add_argument("--track-iou", type=float, help="min IoU to continue a track (default: the model's, else 0.3)")
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -91,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from endoedge.pipeline.report import build_report
     from endoedge.pipeline.runner import Pipeline, RunOptions, per_frame_arrays
     from endoedge.pipeline.sources import make_capture_factory, parse_source
+    from endoedge.pipeline.stabilize import DetectionStabilizer, resolve_stabilize
     from endoedge.stats import env_info, format_table, plot_latency, write_json
 
     spec = parse_source(args.source, width=args.width, height=args.height, fps=args.fps,
@@ -130,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
     failure: EndoedgeError | None = None
     try:
         det = load_detector(args)
+        stab = resolve_stabilize(  # getattr: `endoedge demo` builds its own argument namespace
+            getattr(args, "stabilize", "auto"), spec.kind, det.spec.stabilize,
+            **{k: getattr(args, a, None) for k, a in (("onset", "onset"), ("hold", "hold"),
+                                                      ("smooth", "smooth"), ("iou", "track_iou"))})
+        source_info["stabilize"] = None if stab is None else stab.to_dict()
         if video_path is not None:
             from endoedge.pipeline.writer import VideoWriter
 
@@ -140,8 +155,10 @@ def run(args: argparse.Namespace) -> int:
             display = DisplaySink(fps_out)
         jsonl = open_output(jsonl_path) if jsonl_path is not None else None
         pipeline = Pipeline(det, make_capture, options, video=video, display=display, jsonl=jsonl,
-                            on_progress=save_progress)
-        print(f"endoedge run: {spec.describe()} ({source_info['mode']}) -> {det.describe()}",
+                            on_progress=save_progress,
+                            stabilizer=None if stab is None else DetectionStabilizer(stab, det.class_names))
+        shows = "raw boxes" if stab is None else f"stabilized (onset {stab.onset}, hold {stab.hold}, smooth {stab.smooth:g})"
+        print(f"endoedge run: {spec.describe()} ({source_info['mode']}) -> {det.describe()}; {shows}",
               file=sys.stderr)
         restore = _stop_on_signals(pipeline)
         try:

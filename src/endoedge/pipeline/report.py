@@ -5,7 +5,8 @@ Keys, exactly: ``frames``, ``warmup_frames``, ``dropped``, ``fps``, ``backend``,
 ``postprocess``, ``render``, ``e2e`` to ``mean``, ``p50``, ``p90``, ``p95``, ``p99``, ``p999``,
 ``max`` in milliseconds (null when the stage had no samples); a model with endoscopy frame
 cleaning adds ``clean``, ``clean_fov``, ``clean_osd`` and ``clean_denoise``
-(:data:`~endoedge.pipeline.runner.CLEAN_STAGES`). ``source`` is an object: the description,
+(:data:`~endoedge.pipeline.runner.CLEAN_STAGES`); a stabilized run adds ``stabilize``
+(:data:`~endoedge.pipeline.runner.STABILIZE_STAGE`). ``source`` is an object: the description,
 kind, mode, reconnect gaps and frames skipped.
 """
 
@@ -16,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from endoedge.pipeline.runner import CLEAN_STAGES, STAGES, RunStats, per_frame_arrays
+from endoedge.pipeline.runner import (
+    CLEAN_STAGES,
+    STABILIZE_STAGE,
+    STAGES,
+    RunStats,
+    per_frame_arrays,
+)
 from endoedge.stats import STAT_KEYS, env_info, summarize
 
 REPORT_KEYS = ("frames", "warmup_frames", "dropped", "fps", "backend", "model", "source", "env", "stages")
@@ -26,7 +33,7 @@ def stage_summaries(stats: RunStats) -> dict[str, dict[str, float | None]]:
     """Statistics per stage (ms); a stage without samples gets nulls."""
     arrays = per_frame_arrays(stats)
     out: dict[str, dict[str, float | None]] = {}
-    extra = tuple(s for s in CLEAN_STAGES if s in stats.stages)
+    extra = tuple(s for s in (*CLEAN_STAGES, STABILIZE_STAGE) if s in stats.stages)
     for stage in STAGES + extra:
         a = arrays.get(stage)
         if a is None or not np.isfinite(a).any():

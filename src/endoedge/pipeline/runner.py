@@ -7,13 +7,15 @@ Three threads, joined by bounded queues:
    frame is processed). Live, it overwrites a one-slot mailbox: inference always takes the newest
    frame, older unprocessed ones are dropped and counted (latest-frame semantics, bounded latency).
    A live source that stops delivering is rebuilt with exponential back-off and the gap reported.
-2. **inference** (the calling thread) runs ``Detector.detect``; its stage times are recorded.
+2. **inference** (the calling thread) runs ``Detector.detect``, then (``stabilizer`` given) the
+   temporal stabilizer that decides which boxes are shown; its stage times are recorded.
 3. **output** draws boxes, feeds the video writer / display, writes the JSONL line (flushed), and
    releases the frame's GStreamer buffer.
 
 Per-frame timestamps (``time.perf_counter_ns``): arrival in Python, pre-process end, inference
-end, post-process end, output written. ``e2e`` = arrival -> post-process end (result ready),
-which includes the time the frame waited for the detector.
+end, post-process end, stabilization end, output written. ``e2e`` = arrival -> result ready
+(post-process end, or stabilization end when stabilizing), which includes the time the frame
+waited for the detector.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from endoedge.pipeline.frames import (
 
 if TYPE_CHECKING:
     from endoedge.detector import Detections
+    from endoedge.pipeline.stabilize import DetectionStabilizer, Stabilized
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,9 @@ STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "e2e")
 #: the whole cleaning step (it precedes ``preprocess`` and is inside ``e2e``); the others are its
 #: parts (field-of-view analysis/crop, OSD masking, median/wavelet denoise).
 CLEAN_STAGES = ("clean", "clean_fov", "clean_osd", "clean_denoise")
+#: Extra stage recorded when the pipeline stabilizes detections over time (after ``postprocess``,
+#: inside ``e2e``).
+STABILIZE_STAGE = "stabilize"
 T = TypeVar("T")
 
 
@@ -129,13 +135,16 @@ class _Processed:
     """A frame on its way from inference to the output thread.
 
     Attributes:
+        result: the detector's output.
+        stable: what to show instead when stabilizing (None = show ``result``).
         times: per-stage milliseconds for the JSONL record (``capture`` ... ``e2e``, ``wait``).
-        post_end_ns: ``time.perf_counter_ns()`` when post-processing ended (start of ``render``).
+        post_end_ns: ``time.perf_counter_ns()`` when the result was ready (start of ``render``).
         warm: a warm-up frame (kept out of the statistics).
     """
 
     frame: Frame
     result: Detections
+    stable: Stabilized | None
     times: dict[str, float]
     post_end_ns: int
     warm: bool
@@ -155,6 +164,9 @@ class Pipeline:
         display: optional :class:`~endoedge.pipeline.writer.DisplaySink` (any :class:`FrameSink`).
         jsonl: optional open text file for detection records (one JSON line per frame).
         on_progress: called with the stats every ``report_every_s`` (e.g. to save a report).
+        stabilizer: optional :class:`~endoedge.pipeline.stabilize.DetectionStabilizer`: the
+            overlay and the JSONL ``detections`` then hold its shown boxes (with ``track_id``),
+            the JSONL ``raw`` the detector's own; it is reset when a live source reconnects.
     """
 
     def __init__(
@@ -167,6 +179,7 @@ class Pipeline:
         display: FrameSink | None = None,
         jsonl: LineSink | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
+        stabilizer: DetectionStabilizer | None = None,
     ) -> None:
         self.detector = detector
         self.make_capture = make_capture
@@ -175,6 +188,8 @@ class Pipeline:
         self.display = display
         self.jsonl = jsonl
         self.on_progress = on_progress
+        self.stabilizer = stabilizer
+        self._cut = threading.Event()  # set by a reconnect: the stabilizer's tracks are stale
         self.stats = RunStats()
         self.capture: CaptureSource | None = None
         self.dropped_upstream = 0
@@ -240,6 +255,7 @@ class Pipeline:
         t0 = time.perf_counter()
         logger.warning("%s; reconnecting in %.1f s (attempt %d)", reason, delay, attempt)
         self.dropped_upstream += getattr(self.capture, "dropped_upstream", 0)
+        self._cut.set()
         self._source.stop()
         if self._stop.wait(delay):
             return
@@ -262,13 +278,14 @@ class Pipeline:
             if isinstance(item, _Done):
                 return
             frame, result, times, warm = item.frame, item.result, item.times, item.warm
+            shown = result if item.stable is None else item.stable.shown
             try:
                 if self._output_error is None:
                     if self.video is not None or self.display is not None:
                         if self._canvas.shape != frame.image.shape:
                             self._canvas = np.empty_like(frame.image)
                         np.copyto(self._canvas, frame.image)  # the source view is read-only
-                        annotated = draw_detections(self._canvas, result)
+                        annotated = draw_detections(self._canvas, shown)
                         if self.video is not None:
                             self.video.write(annotated, frame.pts_ns)
                         if self.display is not None:
@@ -277,6 +294,9 @@ class Pipeline:
                         record = {"frame": frame.index, "pts_ms": None if frame.pts_ns is None else round(frame.pts_ns / 1e6, 3),
                                   "warmup": warm, "detections": result.to_records(),
                                   "latency_ms": {k: round(v, 3) for k, v in times.items() if not math.isnan(v)}}
+                        if item.stable is not None:  # detections = what is shown, raw = the detector's
+                            record["raw"] = record["detections"]
+                            record["detections"] = item.stable.to_records()
                         self.jsonl.write(json.dumps(record) + "\n")
                         self.jsonl.flush()
             except BaseException as err:  # noqa: BLE001 - reported by the inference thread
@@ -354,7 +374,14 @@ class Pipeline:
         det = self.detector
         t_start = time.perf_counter_ns()
         result = det.detect(frame.image)
-        t_end = time.perf_counter_ns()
+        t_end = t_det = time.perf_counter_ns()
+        stable = None
+        if self.stabilizer is not None:
+            if self._cut.is_set():
+                self._cut.clear()
+                self.stabilizer.reset()
+            stable = self.stabilizer.update(result)
+            t_end = time.perf_counter_ns()
         st = det.timings
         warm = self._processed < self.options.warmup
         self._processed += 1
@@ -367,6 +394,8 @@ class Pipeline:
             "e2e": (t_end - frame.t_arrival_ns) / 1e6,
             "wait": (t_start - frame.t_arrival_ns) / 1e6,
         }
+        if stable is not None:
+            times[STABILIZE_STAGE] = (t_end - t_det) / 1e6
         with self.stats.lock:
             if warm:
                 self.stats.warmup_frames += 1
@@ -377,11 +406,13 @@ class Pipeline:
                 self.stats.frame_index.append(frame.index)
                 for key in ("capture", "preprocess", "infer", "postprocess", "e2e"):
                     self.stats.stages[key].append(float(times[key]))
+                if stable is not None:
+                    self.stats.stages.setdefault(STABILIZE_STAGE, []).append(float(times[STABILIZE_STAGE]))
                 if cleaner is not None:
                     ct = cleaner.timings
                     for key, value in zip(CLEAN_STAGES, (st.clean, ct.fov, ct.osd, ct.denoise), strict=True):
                         self.stats.stages.setdefault(key, []).append(float(value))
-        self._out.put(_Processed(frame, result, times, t_end, warm))
+        self._out.put(_Processed(frame, result, stable, times, t_end, warm))
 
     @property
     def dropped(self) -> int:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 from endoedge.data.gst_syntax import quote
 from endoedge.data.imageio import IMAGE_SUFFIXES
+from endoedge.data.media import natural_key
 from endoedge.errors import InputError
 from endoedge.spec.redact import redact
 
@@ -55,7 +56,7 @@ class SourceSpec:
         width, height, fps: requested caps (None = the source's own); ``fps`` also paces folders.
         pixel_format: V4L2 format (``YUY2``, ``MJPG``, ``NV12``...), None = negotiate.
         latency_ms: RTSP jitter-buffer latency.
-        files: the images of a ``folder`` source, sorted.
+        files: the images of a ``folder`` source, in natural order (``img2`` before ``img10``).
     """
 
     kind: str
@@ -137,7 +138,8 @@ def parse_source(
         return SourceSpec("v4l2", text, **common)  # type: ignore[arg-type]
     path = Path(text)
     if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        files = sorted((f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
+                       key=natural_key)
         if not files:
             raise InputError(f"folder '{redact(text)}' has no images ({', '.join(IMAGE_SUFFIXES)})")
         return SourceSpec("folder", text, files=files, **common)  # type: ignore[arg-type]
@@ -146,7 +148,7 @@ def parse_source(
             return SourceSpec("folder", text, files=[path], **common)  # type: ignore[arg-type]
         return SourceSpec("file", str(path), **common)  # type: ignore[arg-type]
     if any(c in text for c in "*?["):
-        matches = sorted(Path(f) for f in glob.glob(text, recursive=True))
+        matches = sorted((Path(f) for f in glob.glob(text, recursive=True)), key=natural_key)
         files = [f for f in matches if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
         if not files:
             raise InputError(f"'{redact(text)}' matches no image file")

@@ -81,6 +81,9 @@ class ModelSpec:
         endoscopy: endoscopy frame cleaning the detector applies before pre-processing, as
             :meth:`~endoedge.endoscopy.EndoscopyConfig.to_dict` (``None`` = none; stored under
             ``endoedge.endoscopy`` only when set, so older readers and files are unaffected).
+        stabilize: temporal stabilization for video (onset, hold, smoothing), as
+            :meth:`~endoedge.spec.stabilize.StabilizeConfig.to_dict` (``None`` = the defaults;
+            stored under ``endoedge.stabilize`` only when set).
     """
 
     arch: str
@@ -95,12 +98,14 @@ class ModelSpec:
     source_checkpoint: str | None = None
     source_sha256: str | None = None
     endoscopy: Mapping[str, Any] | None = None
+    stabilize: Mapping[str, Any] | None = None
 
     def _key(self) -> tuple[Any, ...]:
         """The spec as a tuple of hashable values (numpy arrays by dtype, shape and bytes)."""
         return (self.arch, self.class_names, self.preprocess, self.decoder, _frozen(self.decoder_params),
                 self.score_threshold, self.iou_threshold, self.max_detections, self.producer,
-                self.source_checkpoint, self.source_sha256, _frozen(self.endoscopy))
+                self.source_checkpoint, self.source_sha256, _frozen(self.endoscopy),
+                _frozen(self.stabilize))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ModelSpec):
@@ -157,6 +162,8 @@ class ModelSpec:
         }
         if self.endoscopy is not None:
             meta["endoscopy"] = json.dumps(dict(self.endoscopy), sort_keys=True)
+        if self.stabilize is not None:
+            meta["stabilize"] = json.dumps(dict(self.stabilize), sort_keys=True)
         return {PREFIX + k: v for k, v in meta.items()}
 
     @classmethod
@@ -276,7 +283,8 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
             producer=props.get(PREFIX + "producer", "endoedge"),
             source_checkpoint=props.get(PREFIX + "source_checkpoint") or None,
             source_sha256=props.get(PREFIX + "source_sha256") or None,
-            endoscopy=_endoscopy(props.get(PREFIX + "endoscopy"), where),
+            endoscopy=_config(props.get(PREFIX + "endoscopy"), "endoscopy", where),
+            stabilize=_config(props.get(PREFIX + "stabilize"), "stabilize", where),
         )
     except ModelFormatError:
         raise
@@ -286,17 +294,21 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
         ) from err
 
 
-def _endoscopy(text: str | None, where: str) -> dict[str, Any] | None:
-    """Parse and validate the optional ``endoedge.endoscopy`` JSON (absent in older files)."""
+def _config(text: str | None, key: str, where: str) -> dict[str, Any] | None:
+    """Parse and validate an optional JSON config (``endoedge.endoscopy``, ``endoedge.stabilize``;
+    absent in older files) through its dataclass."""
     if not text:
         return None
     from endoedge.errors import InputError
     from endoedge.spec.endoscopy import EndoscopyConfig
+    from endoedge.spec.stabilize import StabilizeConfig
 
+    kinds: dict[str, type[EndoscopyConfig] | type[StabilizeConfig]] = {
+        "endoscopy": EndoscopyConfig, "stabilize": StabilizeConfig}
     try:
-        return EndoscopyConfig.from_dict(json.loads(text)).to_dict()
+        return kinds[key].from_dict(json.loads(text)).to_dict()
     except (InputError, ValueError, AttributeError, TypeError, RecursionError) as err:
-        raise ModelFormatError(f"{where}: endoedge.endoscopy metadata is invalid ({_short(err)})") from err
+        raise ModelFormatError(f"{where}: {PREFIX}{key} metadata is invalid ({_short(err)})") from err
 
 
 def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
