@@ -9,7 +9,7 @@ within 1e-3); all matched when there are at most 100 detections.
 
 from __future__ import annotations
 
-import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +65,13 @@ def build_ultralytics_onnx(family: str, scale_yaml: str, out_dir: Path, frames, 
         for conv in heads:
             conv.bias += shift
     # A model built from a YAML exports next to its bare file name, i.e. into the working directory.
-    with contextlib.chdir(out_dir):
+    old = os.getcwd()
+    os.chdir(out_dir)
+    try:
         return Path(yolo.export(format="onnx", imgsz=IMGSZ, dynamic=dynamic, simplify=True,
                                 verbose=False)).resolve()
+    finally:
+        os.chdir(old)
 
 
 @pytest.fixture(scope="module", params=[("v8/yolov8.yaml", "yolov8n.yaml"), ("11/yolo11.yaml", "yolo11n.yaml"),

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,17 @@ class QuantResult:
     output_layers: list[str] = field(default_factory=list)
     calibration: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _working_dir(path: str) -> Iterator[None]:
+    """Run the block in ``path`` (contextlib.chdir is Python 3.11+; JetPack 6 has 3.10)."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
 
 
 def _onnx() -> Any:
@@ -148,7 +160,7 @@ def quantize_int8(
         try:
             # On a failed symbolic shape inference ONNX Runtime saves "sym_shape_infer_temp.onnx" plus
             # external data into the working directory: keep that litter in the temporary folder.
-            with contextlib.chdir(tmp):
+            with _working_dir(tmp):
                 q.quant_pre_process(str(Path(model_path).resolve()), str(prepped), skip_optimization=True)
         except Exception as err:  # noqa: BLE001 - fall back to the file as it is
             logger.info("quant_pre_process failed (%s); quantizing the file as it is", err)
