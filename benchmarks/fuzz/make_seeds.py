@@ -57,6 +57,11 @@ def main() -> None:
                     "box_coder_weights": [10.0, 10.0, 5.0, 5.0], "bbox_xform_clip": 4.135, "topk_candidates": 300,
                     "box_output": "bbox_regression", "logit_output": "cls_logits",
                     "priors_b64": base64.b64encode(priors.tobytes()).decode(), "priors_shape": [2, 4]})}
+    from endoedge.spec.endoscopy import EndoscopyConfig
+    from endoedge.spec.stabilize import StabilizeConfig
+
+    ssd_meta["endoedge.endoscopy"] = json.dumps(EndoscopyConfig.parse("all").to_dict())
+    ssd_meta["endoedge.stabilize"] = json.dumps(StabilizeConfig().to_dict())
     seeds: dict[str, dict[str, bytes]] = {
         "onnx_metadata": {
             "ssd.tsv": metadata_table(ssd_meta),
