@@ -19,7 +19,8 @@ Targets (``TARGETS``):
 
 from __future__ import annotations
 
-import os
+import atexit
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from endoedge.errors import EndoedgeError
 
 _TMP = Path(tempfile.mkdtemp(prefix="endoedge-fuzz-"))
+atexit.register(shutil.rmtree, _TMP, True)  # the scratch files of the targets
 #: The pixel budget the image target decodes with (small: a fuzzer must not allocate gigabytes).
 MAX_PIXELS = 4_000_000
 
@@ -156,9 +158,3 @@ def run_one(name: str, data: bytes) -> None:
         text = str(err)
         expect(text and "\n" not in text, f"not a one-line error: {text!r}")
 
-
-def cleanup() -> None:
-    """Remove the scratch folder."""
-    for f in _TMP.iterdir():
-        os.unlink(f)
-    _TMP.rmdir()
