@@ -88,6 +88,8 @@ def main() -> int:
     for name in args.targets.split(","):
         print(f"fuzzing {name} for {args.seconds} s (log {args.logs / (name + '.log')})", flush=True)
         result = run_target(name, args.seconds, args.logs)
+        if RESULTS.is_file():  # another run_all may have written meanwhile: merge, not overwrite
+            stored = json.loads(RESULTS.read_text())
         stored["targets"][name] = result
         stored["machine"] = {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
                              "python": platform.python_version(), "nice": os.nice(0)}

@@ -78,6 +78,9 @@ def decode_bytes(data: np.ndarray, *, max_pixels: int = MAX_PIXELS) -> Decoded:
     if image is None or (kind == "JPEG" and data[-2:].tobytes() != b"\xff\xd9" and b"\xff\xd9" not in data.tobytes()):
         raise InputError(f"corrupt or truncated {kind} file")
     h, w = image.shape[:2]
+    if h * w > max_pixels:  # the header we read was not the frame the decoder used
+        raise InputError(f"{kind} decoded to {w} x {h} pixels, over the {max_pixels / 1e6:g} Mpx limit "
+                         "(--max-pixels), though its header said otherwise; the file is damaged")
     if factor == 1:
         return Decoded(image, w, h)
     sw, sh = size if size is not None else (w * factor, h * factor)

@@ -143,11 +143,14 @@ def header_size(data: bytes | np.ndarray, kind: str | None) -> tuple[int, int] |
 
 
 def _jpeg_size(buf: memoryview) -> tuple[int, int] | None:
+    """The first start-of-frame's size, found as libjpeg finds it: bytes between segments that
+    are not a marker are skipped ("extraneous bytes before marker"), not taken as the end."""
     i = 2
     n = len(buf)
     while i + 9 < n:
         if buf[i] != 0xFF:
-            return None
+            i += 1
+            continue
         marker = buf[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
