@@ -100,26 +100,31 @@ def bench_offline(onnx: Path, clip: Path, repeats: int, tmp: Path) -> dict:
             "run_no_video_fps": no_video, "ratio_no_video": no_video / bare, "samples": rows}
 
 
-def bench_peer(clip: Path, frames_n: int, repeats: int, tmp: Path) -> dict:
+def build_peer_onnx(tmp: Path) -> Path:
+    """The tests' tempered YOLOv8n (Ultralytics yaml, random weights), exported by Ultralytics into ``tmp``."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp / "ycfg"))
     sys.path.insert(0, str(ROOT))
-    from tests.postprocess.test_ultralytics import (
-        build_ultralytics_onnx,  # the tests' tempered YOLOv8n
-    )
-    from ultralytics import YOLO
+    from tests.postprocess.test_ultralytics import build_ultralytics_onnx
 
-    import endoedge
     from endoedge.data.imageio import read_image
     from endoedge.data.samples import sample_frame_paths
 
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
-        onnx = build_ultralytics_onnx("v8/yolov8.yaml", "yolov8n.yaml", tmp,
+        return build_ultralytics_onnx("v8/yolov8.yaml", "yolov8n.yaml", tmp,
                                       [read_image(p) for p in sample_frame_paths()[:4]], dynamic=False)
     finally:
         os.chdir(cwd)
+
+
+def bench_peer(clip: Path, frames_n: int, repeats: int, tmp: Path) -> dict:
+    from ultralytics import YOLO
+
+    import endoedge
+
+    onnx = build_peer_onnx(tmp)
     rows = {"endoedge_ms": [], "ultralytics_ms": [], "ultralytics_infer_ms": []}
     yolo = YOLO(str(onnx), task="detect")
     with endoedge.load(onnx, device="cpu") as det:

@@ -41,9 +41,15 @@ def _has_tensorrt() -> bool:
     return importlib.util.find_spec("tensorrt") is not None and _has_cuda()
 
 
+def _has_tensorrt_rtx() -> bool:
+    return importlib.util.find_spec("tensorrt_rtx_bindings") is not None
+
+
 SKIPS = {
     "gpu": (_has_cuda, "needs an NVIDIA GPU with CUDA (none on this machine)"),
     "trt": (_has_tensorrt, "needs TensorRT and an NVIDIA GPU (neither installable here)"),
+    "trt_rtx": (_has_tensorrt_rtx, "needs TensorRT for RTX (tensorrt-rtx-cu12-* wheels; `make test` installs them "
+                "where the platform has them)"),
     "gstreamer": (_has_gstreamer, "needs GStreamer with PyGObject (gi)"),
     "ultralytics": (
         lambda: importlib.util.find_spec("ultralytics") is not None,
@@ -138,3 +144,19 @@ def polyp_onnx(tmp_path_factory) -> Path:
 
     weights = REPO / "src" / "endoedge" / "models" / "weights" / "polyp_ssdlite320_effl0_kvasir.pt"
     return export_onnx(load_checkpoint(weights), tmp_path_factory.mktemp("polyp") / "polyp.onnx").path
+
+
+@pytest.fixture(scope="session")
+def multitask(tmp_path_factory):
+    """An untrained, BN-calibrated multi-task SSD (boxes + mask + triage, class "polyp"):
+    ``(loaded, checkpoint whose name contains multitask, exported ONNX)``."""
+    pytest.importorskip("torch")
+    from endoedge.export import export_onnx
+    from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
+    from endoedge.models.demo import make_demo_model
+
+    d = tmp_path_factory.mktemp("multitask")
+    model = make_demo_model("ssdlite320_efficientnet_lite0_multitask", ("polyp",))
+    ckpt = save_checkpoint(d / "polyp_multitask_untrained.pt", model)
+    loaded = load_checkpoint(ckpt)
+    return loaded, ckpt, export_onnx(loaded, d / "polyp_multitask_untrained.onnx").path

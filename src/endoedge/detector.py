@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from endoedge.data.media import ENGINE_SUFFIXES
 from endoedge.endoscopy import EndoscopyConfig, FrameCleaner, to_source
 from endoedge.errors import InputError, ModelFormatError
 from endoedge.postprocess import RawDetections, make_decoder
+from endoedge.postprocess.mask import frame_scores, mask_to_source, paste, rle_encode
 from endoedge.preprocess import Geometry, Preprocessor
 from endoedge.runtime import Backend, auto_backend, check_available
 from endoedge.runtime.model import ModelRunner
@@ -41,12 +42,21 @@ class Detections:
         scores: ``N`` float32 in 0..1, descending.
         class_ids: ``N`` int64, 0-based over the model's class names (background excluded).
         labels: ``N`` class names.
+        mask: multi-task models: ``H x W`` float32 polyp probability in 0..1 over the input
+            image's pixels (mapped with the same geometry as the boxes, zero outside an
+            endoscopy crop); ``None`` for box-only models.
+        frame_label: multi-task models: the frame class (``normal`` / ``unclear`` / ``polyp``);
+            ``None`` for box-only models.
+        frame_scores: multi-task models: ``{frame class: probability}`` (softmax); else ``None``.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
     labels: list[str] = field(default_factory=list)
+    mask: np.ndarray | None = None
+    frame_label: str | None = None
+    frame_scores: dict[str, float] | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -59,6 +69,18 @@ class Detections:
             {"box": b, "score": s, "class_id": c, "label": lab}
             for b, s, c, lab in zip(boxes, scores, self.class_ids.tolist(), self.labels, strict=True)
         ]
+
+    def frame_record(self, mask_threshold: float = 0.5) -> dict[str, Any]:
+        """JSON-ready frame-level outputs of a multi-task model (``{}`` for box-only models):
+        ``frame_label``, ``frame_scores`` and ``mask`` (COCO compressed RLE of ``mask >
+        mask_threshold``, ``{"size": [h, w], "counts": str}``, decodable by pycocotools)."""
+        out: dict[str, Any] = {}
+        if self.frame_label is not None:
+            out["frame_label"] = self.frame_label
+            out["frame_scores"] = {k: round(float(v), 5) for k, v in (self.frame_scores or {}).items()}
+        if self.mask is not None:
+            out["mask"] = rle_encode(self.mask > mask_threshold)
+        return out
 
 
 @dataclass
@@ -131,6 +153,10 @@ class Detector(ModelRunner):
         self.cleaner = FrameCleaner(endoscopy) if endoscopy is not None and endoscopy.active else None
         self.timings = StageTimes()
         self._labels = np.asarray(spec.class_names, dtype=object)
+        params = spec.decoder_params
+        self._mask_output = params.get("mask_output") if params.get("mask_output") in backend.output_names else None
+        self._frame_output = params.get("frame_output") if params.get("frame_output") in backend.output_names else None
+        self._frame_classes = tuple(str(c) for c in params.get("frame_classes", ()))
         self._pad = np.empty((0, 3, *spec.preprocess.input_size), dtype=np.float32)
 
     # -- read-only facts ----------------------------------------------------------------------
@@ -177,7 +203,7 @@ class Detector(ModelRunner):
                 t1 = t_clean
             batch, geoms = self.preprocessor(part)
             pre += time.perf_counter_ns() - t1
-            i_ns, p_ns = self._infer_decode(batch, geoms, offsets, results)
+            i_ns, p_ns = self._infer_decode(batch, geoms, offsets, results, [f.shape[:2] for f in frames[start: start + chunk]])
             inf += i_ns
             post += p_ns
         self.timings = StageTimes(pre / 1e6, inf / 1e6, post / 1e6, clean / 1e6)
@@ -223,10 +249,12 @@ class Detector(ModelRunner):
         geoms: Sequence[Geometry],
         offsets: Sequence[tuple[int, int]] | None,
         out: list[Detections],
+        frame_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[int, int]:
         """Run ``batch`` in chunks of :attr:`max_batch`, decode, map boxes; append to ``out``.
 
-        ``offsets[i]`` (endoscopy crops) shifts row ``i``'s boxes after ``geoms[i]``.
+        ``offsets[i]`` (endoscopy crops) shifts row ``i``'s boxes after ``geoms[i]``; a mask is
+        pasted at that offset into a frame of ``frame_sizes[i]`` (default: the geometry's source).
         Returns ``(infer_ns, postprocess_ns)``: padding + backend calls, decode + mapping.
         """
         spec, backend = self.spec, self.backend
@@ -240,12 +268,40 @@ class Detector(ModelRunner):
             t1 = time.perf_counter_ns()
             for i in range(min(chunk, n - start)):
                 raw = self.decoder(outputs, i, spec.score_threshold, spec.iou_threshold, spec.max_detections)
-                boxes = geoms[start + i].to_source(raw.boxes)
-                out.append(self._finish(raw, to_source(boxes, offsets[start + i]) if offsets else boxes))
+                geom = geoms[start + i]
+                boxes = geom.to_source(raw.boxes)
+                det = self._finish(raw, to_source(boxes, offsets[start + i]) if offsets else boxes)
+                if self._mask_output is not None or self._frame_output is not None:
+                    offset = offsets[start + i] if offsets else (0, 0)
+                    size = frame_sizes[start + i] if frame_sizes else geom.source_size
+                    det = self._with_frame_outputs(det, outputs, i, geom, offset, size)
+                out.append(det)
             t2 = time.perf_counter_ns()
             inf += t1 - t0
             post += t2 - t1
         return inf, post
+
+    def _with_frame_outputs(
+        self,
+        det: Detections,
+        outputs: Mapping[str, np.ndarray],
+        row: int,
+        geom: Geometry,
+        offset: tuple[int, int],
+        frame_size: tuple[int, int],
+    ) -> Detections:
+        """``det`` plus the mask (in source pixels) and the frame label / scores of ``row``."""
+        mask = label = scores = None
+        if self._mask_output is not None:
+            prob = outputs[self._mask_output][row].reshape(outputs[self._mask_output].shape[-2:])
+            src = mask_to_source(prob, self.spec.preprocess.input_size, geom.scale, geom.pad, geom.source_size)
+            mask = paste(src, offset, (int(frame_size[0]), int(frame_size[1])))
+        if self._frame_output is not None:
+            probs = frame_scores(outputs[self._frame_output][row])
+            names = self._frame_classes or tuple(str(k) for k in range(len(probs)))
+            label = names[int(np.argmax(probs))]
+            scores = {n: float(p) for n, p in zip(names, probs, strict=False)}
+        return replace(det, mask=mask, frame_label=label, frame_scores=scores)
 
     def _padded(self, part: np.ndarray, chunk: int) -> np.ndarray:
         """``part`` itself when it has ``chunk`` rows, else a reused buffer with its last row repeated."""

@@ -153,3 +153,27 @@ def test_ray_engine_matches_local(polyp_onnx, sample_paths, tmp_path):
     assert summary["counts"]["errors"] == 1
     assert summary["engine"] == "ray"
     assert Path(str(ray_out) + ".meta.json").is_file()
+
+
+def test_downscaled_multitask_results_keep_frame_label_and_full_size_mask():
+    """A multi-task model's mask of a downscaled decode goes back to source size; the frame label stays."""
+    from types import SimpleNamespace
+
+    from endoedge.batch.models import DetectorModel
+    from endoedge.batch.prepare import Prepared
+    from endoedge.detector import Detections
+    from endoedge.postprocess.mask import rle_decode
+
+    small = np.zeros((270, 480), np.float32)
+    cv2.circle(small, (240, 135), 60, 1.0, -1)
+    det = Detections(boxes=np.array([[180, 75, 300, 195]], np.float32), scores=np.array([0.9], np.float32),
+                     class_ids=np.zeros(1, np.int64), labels=["polyp"], mask=small, frame_label="polyp",
+                     frame_scores={"normal": 0.1, "unclear": 0.1, "polyp": 0.8})
+    prepared = Prepared(item=None, width=1920, height=1080, scale=4.0)  # type: ignore[arg-type]
+    part = DetectorModel._part(SimpleNamespace(flag_threshold=0.5), det, prepared)  # type: ignore[arg-type]
+    assert part["frame_label"] == "polyp"
+    assert part["detections"][0]["box"] == [720.0, 300.0, 1200.0, 780.0]
+    mask = rle_decode(part["mask"])
+    assert mask.shape == (1080, 1920)
+    expected = cv2.resize(small, (1920, 1080), interpolation=cv2.INTER_LINEAR) > 0.5
+    np.testing.assert_array_equal(mask.astype(bool), expected)

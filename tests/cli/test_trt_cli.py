@@ -47,7 +47,8 @@ def test_build_is_a_subcommand():
                                    ["--batch", "1:4:16", "--workspace", "256", "--version-compatible"],
                                    ["--dla", "0", "--precision", "fp16"]])
 def test_build_without_tensorrt_is_one_line(onnx_file, tmp_path, capsys, extra):
-    rc = main(["build", str(onnx_file), "-o", str(tmp_path / "tiny.engine"), *extra])
+    # --runtime tensorrt: where TensorRT for RTX is installed, auto would pick it and build.
+    rc = main(["build", str(onnx_file), "-o", str(tmp_path / "tiny.engine"), "--runtime", "tensorrt", *extra])
     assert rc == 1
     line = _one_error_line(capsys.readouterr().err, "build")
     assert "TensorRT could not be imported" in line
@@ -62,7 +63,7 @@ def test_build_without_tensorrt_is_one_line(onnx_file, tmp_path, capsys, extra):
     pytest.param(["--hardware-compat", "same-cc"], None, marks=needs_no_trt),
 ])
 def test_build_bad_options_before_tensorrt(onnx_file, tmp_path, capsys, extra, needle):
-    rc = main(["build", str(onnx_file), "-o", str(tmp_path / "e.engine"), *extra])
+    rc = main(["build", str(onnx_file), "-o", str(tmp_path / "e.engine"), "--runtime", "tensorrt", *extra])
     assert rc == 1
     line = _one_error_line(capsys.readouterr().err, "build")
     if needle:

@@ -288,3 +288,14 @@ def test_engine_suffixes_and_manifest_names_come_from_the_shared_modules(pb2, tm
     (tmp_path / "det.json").write_text((tmp_path / "det.engine.json").read_text())
     cfg = parse(pb2, export_triton(engine, tmp_path / "repo").config_path)
     assert (cfg.platform, cfg.max_batch_size, [t.name for t in cfg.input]) == ("tensorrt_plan", 8, ["images"])
+
+
+def test_tensorrt_for_rtx_engine_is_refused(tmp_path, capsys):
+    """Triton's TensorRT backend is full TensorRT: an engine whose manifest says TensorRT for RTX is refused."""
+    base = json.loads((_engine(tmp_path, name="full.engine").parent / "full.engine.json").read_text())
+    rtx = _engine(tmp_path, manifest={**base, "flavour": "rtx", "compute_capabilities": ["8.6", "8.9"]},
+                  name="rtx.engine")
+    assert main(["export-triton", str(rtx), "-o", str(tmp_path / "r")]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "built by TensorRT for RTX" in line
+    assert "export the ONNX instead" in line

@@ -263,3 +263,36 @@ def test_eval_cli_bad_input_is_one_line_error(ssdlite, kvasir_like, tmp_path, ca
     assert err.startswith("endoedge eval: error:")
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_eval_cli_operating_point_and_video_metrics(ssdlite, kvasir_like, tmp_path, capsys):
+    from endoedge.models.checkpoint import load_checkpoint
+
+    out_pt, out_json = tmp_path / "op.pt", tmp_path / "r.json"
+    rc = main(["eval", str(ssdlite[1]), str(kvasir_like), "--negatives", str(kvasir_like / "negatives"),
+               "--target-fa", "0.5", "--save-operating-point", str(out_pt), "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "Operating curve" in captured.out
+    assert "<- chosen" in captured.out
+    report = json.loads(out_json.read_text())
+    point = report["operating_point"]
+    assert point["false_alarm_share"] <= 0.5
+    assert point["n_negative"] == 2
+    loaded = load_checkpoint(out_pt)
+    assert loaded.spec.score_threshold == pytest.approx(point["score_threshold"])
+    assert loaded.spec.operating_point["target_false_alarm_share"] == 0.5
+    # video metrics alone: MODEL plus ordered sequences
+    rc = main(["eval", str(ssdlite[2]), "--video-negatives", str(kvasir_like / "negatives"),
+               "--video-polyps", str(kvasir_like / "images"), "--conf", "0.3", "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "false activations" in captured.out
+    assert "toggles per 100 frames" in captured.out
+    video = json.loads(out_json.read_text())["video"]
+    raw = video["metrics"]["raw"]
+    assert (raw["n_negative"], raw["n_positive"]) == (2, 5)
+    assert len(raw["frames_to_first"]) == 1
+    rc = main(["eval", str(ssdlite[2]), str(kvasir_like), "--target-fa", "0.1"])
+    assert rc == 1
+    assert "--negatives" in capsys.readouterr().err

@@ -27,7 +27,10 @@ NAMES = {0: "normal", 1: "unclear", 2: "tumor"}
 IMGSZ = 320
 
 
-def build_ultralytics_onnx(family: str, scale_yaml: str, out_dir: Path, frames, dynamic: bool) -> Path:
+def yolo_from_yaml(family: str, scale_yaml: str, out_dir: Path, frames):
+    """``(YOLO, frames as a 0..1 NCHW tensor)``: an Ultralytics model from its YAML with 3 classes and
+    BatchNorm statistics re-estimated on ``frames``, in eval mode."""
+    import cv2
     import ultralytics
     import yaml
     from ultralytics import YOLO
@@ -39,8 +42,6 @@ def build_ultralytics_onnx(family: str, scale_yaml: str, out_dir: Path, frames, 
     yolo = YOLO(str(yaml_path))
     model = yolo.model
     model.names = dict(NAMES)
-    import cv2
-
     batch = np.stack([cv2.resize(f, (IMGSZ, IMGSZ))[..., ::-1] for f in frames])
     x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255
     for m in model.modules():
@@ -51,6 +52,12 @@ def build_ultralytics_onnx(family: str, scale_yaml: str, out_dir: Path, frames, 
     with torch.no_grad():
         model(x)
     model.eval()
+    return yolo, x
+
+
+def build_ultralytics_onnx(family: str, scale_yaml: str, out_dir: Path, frames, dynamic: bool) -> Path:
+    yolo, x = yolo_from_yaml(family, scale_yaml, out_dir, frames)
+    model = yolo.model
     heads = [seq[-1] for seq in model.model[-1].cv3]  # last conv of each class branch
     with torch.no_grad():
         # Temper the class logits (std 1.0, no saturated 1.0 scores that would tie in NMS), then

@@ -14,10 +14,12 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from endoedge.batch.decode import MAX_PIXELS
 from endoedge.batch.models import ModelSet, StageTotals
@@ -40,12 +42,18 @@ class EngineOptions:
         workers: decode/pre-process workers.
         decode: ``"threads"`` or ``"processes"`` (see ``benchmarks/RESULTS.md`` for the choice).
         max_pixels: decode limit per image (see :mod:`endoedge.batch.decode`).
+        full_decode: decode every JPEG at full size (else large ones are decoded reduced, see
+            :func:`~endoedge.batch.prepare.reduced_side`).
+        thumb: longer side in pixels of the thumbnail made of every frame for the study report
+            (0: none); the sink then also receives the thumbnails.
     """
 
     batch_size: int = 8
     workers: int = 2
     decode: str = "threads"
     max_pixels: int = MAX_PIXELS
+    full_decode: bool = False
+    thumb: int = 0
 
     def check(self) -> None:
         """Raise :class:`InputError` for a non-positive size or an unknown decode mode."""
@@ -55,7 +63,11 @@ class EngineOptions:
             raise InputError(f"--decode must be one of {', '.join(DECODE_MODES)}, got '{self.decode}'")
 
 
-RecordSink = Callable[[list[dict[str, Any]]], None]
+class RecordSink(Protocol):
+    """Receives each batch's records (and, when the engine makes them, each record's thumbnail:
+    ``None`` for an error record)."""
+
+    def __call__(self, records: list[dict[str, Any]], thumbs: list[np.ndarray | None] | None = None, /) -> None: ...
 
 
 def _make_pool(opts: EngineOptions) -> Executor:
@@ -102,14 +114,15 @@ def run_local(source: Source, models: ModelSet | Sequence[ModelSet], sink: Recor
                         t0 = time.perf_counter_ns()
                         continue
                     ms = (time.perf_counter_ns() - t0) / 1e6
-                    if not put(pool.submit(prepare_frame, item, frame, specs, keep, ms)):
+                    if not put(pool.submit(prepare_frame, item, frame, specs, keep, ms, opts.thumb)):
                         return
                     t0 = time.perf_counter_ns()
             else:
                 for item in source.items:
                     if item.key in done:
                         continue
-                    if not put(pool.submit(prepare_file, item, specs, keep, opts.max_pixels)):
+                    if not put(pool.submit(prepare_file, item, specs, keep, opts.max_pixels,
+                                              opts.full_decode, opts.thumb)):
                         return
         except BaseException as err:  # noqa: BLE001 - handed to the inference thread
             put(err)
@@ -126,9 +139,10 @@ def run_local(source: Source, models: ModelSet | Sequence[ModelSet], sink: Recor
     for m in sets:
         free.put(m)
     infer_pool = ThreadPoolExecutor(len(sets), thread_name_prefix="endoedge-infer") if len(sets) > 1 else None
-    running: deque[Future[tuple[list[dict[str, Any]], StageTotals]]] = deque()
+    Done = tuple[list[dict[str, Any]], StageTotals, list[Prepared]]
+    running: deque[Future[Done]] = deque()
 
-    def infer(batch: list[Prepared]) -> tuple[list[dict[str, Any]], StageTotals]:
+    def infer(batch: list[Prepared]) -> Done:
         local = StageTotals()
         ms = free.get()
         try:
@@ -138,12 +152,15 @@ def run_local(source: Source, models: ModelSet | Sequence[ModelSet], sink: Recor
         for p in batch:
             local.decode += p.decode_ms
             local.preprocess += p.preprocess_ms
-        return records, local
+        return records, local, batch
 
-    def deliver(records: list[dict[str, Any]], local: StageTotals) -> None:
+    def deliver(records: list[dict[str, Any]], local: StageTotals, batch: list[Prepared]) -> None:
         nonlocal processed
         times.add(local)
-        sink(records)
+        if opts.thumb:
+            sink(records, [p.thumb for p in batch])
+        else:
+            sink(records)
         processed += len(records)
 
     def flush() -> None:

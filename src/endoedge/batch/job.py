@@ -62,6 +62,10 @@ class BatchConfig:
         intra_op_threads: ONNX Runtime threads per model (0 = one per core, or per stream share).
         spin: let ONNX Runtime's threads spin-wait between runs (off by default: it starves
             the decode workers).
+        full_decode: decode every JPEG at full size (default: large JPEGs are decoded reduced
+            by libjpeg to no less than the network input, see :mod:`endoedge.batch.decode`).
+        html: write the study report page here (:mod:`endoedge.batch.study_html`); thumbnails
+            of flagged frames are written as the batch goes into ``<html stem>_files/``.
     """
 
     source: str | Path
@@ -87,6 +91,8 @@ class BatchConfig:
     streams: int = 2
     intra_op_threads: int = 0
     spin: bool = False
+    full_decode: bool = False
+    html: str | Path | None = None
     endoscopy: Any = None
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -112,7 +118,7 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
         raise InputError("--resume and --overwrite exclude each other")
     if not cfg.models:
         raise InputError("give at least one --model")
-    opts = EngineOptions(cfg.batch_size, cfg.workers, cfg.decode, cfg.max_pixels)
+    opts = EngineOptions(cfg.batch_size, cfg.workers, cfg.decode, cfg.max_pixels, cfg.full_decode)
     opts.check()
     if cfg.max_pixels < 1:
         raise InputError("--max-pixels must be >= 1")
@@ -120,6 +126,8 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
     prepare_output(out, resume=cfg.resume, overwrite=cfg.overwrite)
     if cfg.report is not None and Path(cfg.report).resolve() == out.resolve():
         raise InputError("--report must not be the --out file")
+    if cfg.html is not None and Path(cfg.html).resolve() in (out.resolve(), Path(cfg.report or out).resolve()):
+        raise InputError("--html must not be the --out or --report file")
     source = open_source(cfg.source)
     if cfg.engine == "ray" and source.kind == "video":
         raise InputError("--engine ray reads image folders and list files; run a video with --engine local")
@@ -134,7 +142,8 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
     try:
         if cfg.engine == "local" and not models.needs_image:
             streams += [load_models(refs, **kwargs) for _ in range(cfg.streams - 1)]
-        settings = {"models": models.settings(), "max_pixels": cfg.max_pixels}
+        settings = {"models": models.settings(), "max_pixels": cfg.max_pixels,
+                    "decode": "full" if cfg.full_decode else "reduced"}
         summary = Summary()
         done: set[str] = set()
         resumed = 0
@@ -158,10 +167,18 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
         writer = ResultWriter(out, fsync_every=cfg.fsync_every, truncate=cfg.overwrite)
         logger.info("batch: %s -> %s (%s engine)", source.describe(), out, cfg.engine)
         progress = Progress(total, bar=cfg.progress)
+        gallery = None
+        if cfg.html is not None:
+            from endoedge.batch.gallery import THUMB_SIDE, Gallery
 
-        def sink(records: list[dict[str, Any]]) -> None:
+            gallery = Gallery(cfg.html, source)
+            opts.thumb = THUMB_SIDE
+
+        def sink(records: list[dict[str, Any]], thumbs: list[Any] | None = None) -> None:
             t0 = time.perf_counter_ns()
             writer.write(records)
+            if gallery is not None:
+                gallery.add(records, thumbs)
             times.write += (time.perf_counter_ns() - t0) / 1e6
             errors = flagged = 0
             for rec in records:
@@ -193,6 +210,10 @@ def run_batch(cfg: BatchConfig) -> dict[str, Any]:
             from endoedge.stats import write_json
 
             write_json(cfg.report, report)
+        if gallery is not None and cfg.html is not None:
+            from endoedge.batch.study_html import write_study_html
+
+            report["html"] = str(write_study_html(cfg.html, out, source, gallery, report))
         return report
     finally:
         for m in streams:

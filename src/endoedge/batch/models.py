@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import cv2
 import numpy as np
 
 from endoedge.batch.prepare import Prepared
@@ -159,9 +160,11 @@ class DetectorModel(BatchModel["Detector"]):
             boxes = d.boxes * np.float32(p.scale)
             np.clip(boxes[:, 0::2], 0, p.width, out=boxes[:, 0::2])
             np.clip(boxes[:, 1::2], 0, p.height, out=boxes[:, 1::2])
-            d = type(d)(boxes=boxes, scores=d.scores, class_ids=d.class_ids, labels=d.labels)
+            d = replace(d, boxes=boxes)  # keeps a multi-task model's mask and frame label
+        if d.mask is not None and d.mask.shape != (p.height, p.width) and p.width and p.height:
+            d = replace(d, mask=cv2.resize(d.mask, (p.width, p.height), interpolation=cv2.INTER_LINEAR))
         score = round(float(d.scores.max()), 5) if len(d) else 0.0
-        return {"detections": d.to_records(), "score": score, "flagged": score >= self.flag_threshold}
+        return {"detections": d.to_records(), **d.frame_record(), "score": score, "flagged": score >= self.flag_threshold}
 
 
 def _image(p: Prepared) -> np.ndarray:

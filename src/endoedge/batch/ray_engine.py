@@ -30,13 +30,15 @@ _STAGES = ("decode", "preprocess", "infer", "postprocess")
 class BatchPredictor:
     """The Ray actor: ``batch["path"], batch["file"]`` -> ``{"record": JSON lines, stage ms}``."""
 
-    def __init__(self, refs: list[tuple[str, str]], model_kwargs: Mapping[str, Any], max_pixels: int) -> None:
+    def __init__(self, refs: list[tuple[str, str]], model_kwargs: Mapping[str, Any], max_pixels: int,
+                 full_decode: bool = False) -> None:
         from pathlib import Path
 
         from endoedge.batch.models import load_models
 
         self.models = load_models([ModelRef(n, Path(p)) for n, p in refs], **dict(model_kwargs))
         self.max_pixels = max_pixels
+        self.full_decode = full_decode
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from pathlib import Path
@@ -45,7 +47,8 @@ class BatchPredictor:
         from endoedge.batch.sources import Item
 
         times = StageTotals()
-        prepared = [prepare_file(Item(str(p), Path(str(f))), self.models.specs, self.models.needs_image, self.max_pixels)
+        prepared = [prepare_file(Item(str(p), Path(str(f))), self.models.specs, self.models.needs_image, self.max_pixels,
+                                 self.full_decode)
                     for p, f in zip(batch["path"], batch["file"], strict=True)]
         for p in prepared:
             times.decode += p.decode_ms
@@ -88,7 +91,8 @@ def run_ray(source: Source, refs: list[ModelRef], model_kwargs: Mapping[str, Any
         ds = ds.map_batches(
             BatchPredictor,
             fn_constructor_kwargs={"refs": [(r.name, str(r.path.resolve())) for r in refs],
-                                   "model_kwargs": kwargs, "max_pixels": opts.max_pixels},
+                                   "model_kwargs": kwargs, "max_pixels": opts.max_pixels,
+                                   "full_decode": opts.full_decode},
             batch_size=opts.batch_size, batch_format="numpy", concurrency=actors,
             num_gpus=1 if gpus else 0, num_cpus=1,
         )

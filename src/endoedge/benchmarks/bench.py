@@ -228,7 +228,7 @@ def _open_backend(name: str, path: Path, info: _ModelInput, device: str, threads
                   trt_options: Mapping[str, Any] | None = None) -> Backend:
     """Construct and activate backend ``name`` on ``path``; EndoedgeError says why it cannot."""
     cls = check_available(name)
-    options: dict[str, Any] = dict(trt_options or {}) if name == "tensorrt" else {}
+    options: dict[str, Any] = dict(trt_options or {}) if name in ("tensorrt", "tensorrt-rtx") else {}
     if name == "onnxruntime":
         if path.suffix.lower() != ".onnx":
             raise ModelFormatError("onnxruntime runs .onnx files; export the checkpoint first (endoedge export)")

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from endoedge.calibration.report import AgreementResult, Criterion
 from endoedge.calibration.sources import Item, discover, select
 from endoedge.errors import InputError
@@ -65,6 +67,49 @@ def hold_out(items: Sequence[Item], seed: int = 0) -> list[Item]:
     return select(items, k, seed) if k > 0 else []
 
 
+MIN_MASK_DICE, MIN_FRAME_AGREEMENT = 0.90, 0.95  # multi-task criteria against the FP32 reference
+MASK_SIDE = 320  # masks are compared on a copy whose longer side is at most this (memory)
+
+
+@dataclass(frozen=True)
+class FrameOutputs:
+    """A multi-task model's frame outputs, kept for the comparison: ``mask`` (bool, longer side
+    at most :data:`MASK_SIDE`, ``None`` without a mask output) and ``label`` (``None`` without)."""
+
+    mask: np.ndarray | None
+    label: str | None
+
+    @classmethod
+    def of(cls, mask: np.ndarray | None, label: str | None) -> FrameOutputs:
+        """Shrink ``mask`` (float 0..1, source pixels) and threshold it at 0.5."""
+        if mask is None:
+            return cls(None, label)
+        import cv2
+
+        h, w = mask.shape
+        f = min(1.0, MASK_SIDE / max(h, w))
+        small = cv2.resize(mask, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        return cls(small > 0.5, label)
+
+
+def multitask_criteria(reference: Sequence[FrameOutputs], candidate: Sequence[FrameOutputs]) -> list[Criterion]:
+    """``mask_dice`` and ``frame_label_agreement`` of a candidate against its reference (one
+    :class:`FrameOutputs` per frame, same order); empty when the reference has neither output."""
+    from endoedge.evaluation.multitask import dice_iou, mask_overlap
+
+    out: list[Criterion] = []
+    pairs = [(r.mask, c.mask) for r, c in zip(reference, candidate, strict=True) if r.mask is not None]
+    if pairs:
+        dices = [dice_iou(*mask_overlap(c, r))[0] if c is not None and c.shape == r.shape else 0.0
+                 for r, c in pairs]
+        out.append(Criterion.judge("mask_dice", float(np.mean(dices)), MIN_MASK_DICE))
+    labels = [(r.label, c.label) for r, c in zip(reference, candidate, strict=True) if r.label is not None]
+    if labels:
+        share = float(np.mean([r == c for r, c in labels]))
+        out.append(Criterion.judge("frame_label_agreement", share, MIN_FRAME_AGREEMENT))
+    return out
+
+
 @dataclass
 class _Reference:
     """The reference's side of an :class:`AgreementGate`, fixed by its first check."""
@@ -72,6 +117,7 @@ class _Reference:
     threshold: float
     classes: tuple[str, ...]
     predictions: list[Prediction] = field(default_factory=list)  # per readable frame
+    frame_outputs: list[FrameOutputs] = field(default_factory=list)  # multi-task: per readable frame
     read: list[Item] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -110,13 +156,14 @@ class AgreementGate:
 
         stack, dets, ref = self._open(candidate)
         with stack:
-            preds = self._detect(dets, ref)
+            preds, frame_outputs = self._detect(dets, ref)
         self._ref = ref
         agree = agreement(ref.predictions, preds, ref.threshold)
         return AgreementResult(
             reference_model=str(self.reference), candidate_model=str(candidate), source=self.source,
             held_out=self.held_out, frames=[it.describe() for it in ref.read], skipped=list(ref.skipped),
-            agreement=agree, criterion=Criterion.judge("box_agreement", agree.box_agreement, self.min_agreement))
+            agreement=agree, criterion=Criterion.judge("box_agreement", agree.box_agreement, self.min_agreement),
+            extra=multitask_criteria(ref.frame_outputs, frame_outputs))
 
     def _open(self, candidate: str | Path) -> tuple[ExitStack, list[Detector], _Reference]:
         """The detectors to run, at the detection pass threshold (``[reference, candidate]`` the
@@ -141,9 +188,9 @@ class AgreementGate:
                  for d in dets]
         return stack, views, ref
 
-    def _detect(self, dets: list[Detector], ref: _Reference) -> list[Prediction]:
-        """Decode each frame once and run every detector on it; the last detector's predictions.
-        With two detectors (the first check) the reference's go into ``ref``."""
+    def _detect(self, dets: list[Detector], ref: _Reference) -> tuple[list[Prediction], list[FrameOutputs]]:
+        """Decode each frame once and run every detector on it; the last detector's predictions
+        and frame outputs. With two detectors (the first check) the reference's go into ``ref``."""
         from endoedge.calibration.data import read_frames
         from endoedge.evaluation.metrics import Prediction
 
@@ -151,19 +198,21 @@ class AgreementGate:
         items = self.items if first else ref.read
         skipped: list[tuple[Item, str]] = []
         out: list[list[Prediction]] = [[] for _ in dets]
+        frame_out: list[list[FrameOutputs]] = [[] for _ in dets]
         read: list[Item] = []
         for item, frame in read_frames(items, skipped):
-            for det, preds in zip(dets, out, strict=True):
+            for det, preds, outs in zip(dets, out, frame_out, strict=True):
                 if det.cleaner is not None:
                     det.cleaner.reset()  # independent frames: find each one's field of view
                 d = det.detect(frame)
                 preds.append(Prediction(d.boxes, d.scores, d.class_ids))
+                outs.append(FrameOutputs.of(d.mask, d.frame_label))
             read.append(item)
         if first:
             if not read:
                 why = skipped[0][1] if skipped else "no frames"
                 raise InputError(f"none of the {len(items)} agreement frames of '{self.source}' could be read ({why})")
-            ref.predictions, ref.read = out[0], read
+            ref.predictions, ref.read, ref.frame_outputs = out[0], read, frame_out[0]
             ref.skipped = [f"{it.describe()}: {why}" for it, why in skipped]
             if skipped:
                 logger.warning("agreement: %d of %d frames could not be read (first: %s)", len(skipped),
@@ -171,7 +220,7 @@ class AgreementGate:
         elif read != ref.read:
             raise InputError(f"the agreement frames of '{self.source}' changed between checks; "
                              "keep them in place until quantize ends")
-        return out[-1]
+        return out[-1], frame_out[-1]
 
 
 def format_agreement_result(result: AgreementResult) -> str:

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -66,7 +67,7 @@ class QuantOptions:
             (:func:`~endoedge.calibration.graph_rules.output_layers`; INT8; default on).
         bias_correction: INT8: correct the quantized Convs' float biases so their per-channel
             output means match FP32's on calibration frames
-            (:mod:`~endoedge.calibration.bias_correction`).
+            (:mod:`~endoedge.calibration.bias_correction`; default on).
         num_images: calibration images, spread over the source.
         batch: calibration batch size (``None`` = 8, or the model's fixed batch).
         seed: selection seed (calibration, held-out and agreement frames).
@@ -91,7 +92,7 @@ class QuantOptions:
     calib_split: str | Path | None = None
     method: str = "entropy"
     float_output_layers: bool = True
-    bias_correction: bool = False
+    bias_correction: bool = True
     num_images: int = 500
     batch: int | None = None
     seed: int = 0
@@ -265,6 +266,10 @@ class _Workflow:
                                float_output_layers=o.float_output_layers, bias_correction=o.bias_correction)
         qdq = check_qdq(self.out)
         self.say(f"wrote {self.out} (INT8 Q/DQ, {o.method} calibration); {qdq.summary()}")
+        if "endoedge.quant_bias_correction" in result.metadata:
+            bc = json.loads(result.metadata["endoedge.quant_bias_correction"])
+            self.say(f"corrected the float biases of {bc['layers']} quantized layer(s) on {bc['images']} calibration "
+                     "frames (their output means now match FP32's; --no-bias-correction skips this)")
         if result.output_layers:
             self.say(f"kept {len(result.output_layers)} output layer(s) in float (they feed the scores/boxes "
                      "directly; --quantize-output-layers quantizes them too)")

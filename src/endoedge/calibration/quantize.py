@@ -127,6 +127,9 @@ def quantize_int8(
     """
     if method not in METHODS:
         raise ExportError(f"unknown calibration method '{method}'; use one of {', '.join(METHODS)}")
+    if bias_correction and data is None:
+        raise ExportError("bias correction needs the calibration images, not only a calibration cache "
+                          "(pass the data, or bias_correction=False)")
     q = require("onnxruntime.quantization", extra="torch", purpose="INT8 quantization")
     onnx = _onnx()
     src = _load(model_path)
@@ -196,9 +199,7 @@ def quantize_int8(
     if data is not None:
         meta["endoedge.calibration_sha256"] = data.content_hash
         meta["endoedge.calibration_images"] = str(data.num_images)
-    if bias_correction:
-        if data is None:
-            raise ExportError("bias correction needs the calibration images, not only a calibration cache")
+    if bias_correction and data is not None:
         from endoedge.calibration.bias_correction import correct_biases
 
         n_batches = max(1, -(-bias_correction_images // data.batch_size))

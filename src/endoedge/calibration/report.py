@@ -56,6 +56,8 @@ _CRITERIA = {
     "sensitivity_drop": ("frame sensitivity drop", " points", "max"),
     "false_alarm_rise": ("false-alarm rise", " points", "max"),
     "map50_drop": ("mAP@0.5 drop", " points", "max"),
+    "mask_dice": ("mask Dice vs the reference", "", "min"),
+    "frame_label_agreement": ("frame-label agreement", "", "min"),
 }
 
 
@@ -226,6 +228,9 @@ class AgreementResult:
         skipped: frames that could not be read (``path: reason``).
         agreement: :class:`~endoedge.evaluation.agreement.Agreement` at the operating threshold.
         criterion: the ``box_agreement`` :class:`Criterion`.
+        extra: multi-task models: the ``mask_dice`` (mean Dice of the candidate's mask against the
+            reference's, both at 0.5) and ``frame_label_agreement`` (share of frames with the
+            reference's frame label) criteria; empty for box-only models.
     """
 
     reference_model: str
@@ -236,21 +241,22 @@ class AgreementResult:
     skipped: list[str]
     agreement: Agreement
     criterion: Criterion
+    extra: list[Criterion] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        """The box agreement reached the minimum."""
-        return self.criterion.passed
+        """The box agreement (and, for multi-task models, mask and frame label) reached the minimum."""
+        return self.criterion.passed and all(c.passed for c in self.extra)
 
     @property
     def reason(self) -> str:
         """The one-line verdict."""
-        return verdict([self.criterion])
+        return verdict([self.criterion, *self.extra])
 
     @property
     def failures(self) -> list[str]:
-        """The failed criterion, described (empty when the gate passed)."""
-        return [] if self.passed else [self.criterion.describe()]
+        """The failed criteria, described (empty when the gate passed)."""
+        return [c.describe() for c in (self.criterion, *self.extra) if not c.passed]
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready ``{"reference_model", ..., "agreement", "min_agreement", "passed", "reason"}``."""
@@ -258,7 +264,8 @@ class AgreementResult:
                 "source": self.source, "held_out": self.held_out, "n_frames": len(self.frames),
                 "frames": list(self.frames), "skipped": list(self.skipped),
                 "agreement": self.agreement.to_dict(), "min_agreement": self.criterion.limit,
-                "passed": self.passed, "reason": self.reason}
+                "passed": self.passed, "reason": self.reason,
+                **({"multitask": [c.to_dict() for c in self.extra]} if self.extra else {})}
 
 
 @dataclass(frozen=True)

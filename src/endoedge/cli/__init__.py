@@ -19,7 +19,7 @@ from endoedge.spec.redact import RedactingFilter, redact
 
 SUBCOMMANDS = (
     "export", "detect", "run", "bench", "demo", "train", "eval", "quantize", "build", "export-triton",
-    "batch", "jetson",
+    "batch", "jetson", "latency",
 )
 
 

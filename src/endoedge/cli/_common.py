@@ -156,7 +156,7 @@ def tensorrt_options(args: argparse.Namespace, backend: str, model: str | Path) 
 
     wanted = {k: True for k in ("rebuild_if_stale", "cuda_graph") if getattr(args, k, False)}
     name = auto_backend(model) if backend == "auto" else backend
-    if wanted and name != "tensorrt":
+    if wanted and name not in ("tensorrt", "tensorrt-rtx"):
         flags = ", ".join("--" + k.replace("_", "-") for k in wanted)
         raise InputError(f"{flags} apply to TensorRT engines only; use --backend tensorrt or a .engine model")
     return wanted
@@ -165,7 +165,9 @@ def tensorrt_options(args: argparse.Namespace, backend: str, model: str | Path) 
 def add_foreign_model_options(parser: argparse.ArgumentParser) -> None:
     """--decoder, --classes, --imgsz: describe an ONNX without metadata (see :func:`foreign_spec`)."""
     f = parser.add_argument_group("describe an ONNX without endoedge/Ultralytics metadata")
-    f.add_argument("--decoder", choices=("yolov8", "yolov5"), help="output layout of a foreign YOLO ONNX")
+    from endoedge.spec import YOLO_LAYOUTS
+
+    f.add_argument("--decoder", choices=YOLO_LAYOUTS, help="output layout of a foreign YOLO ONNX (yolo_end2end: NMS-free B x K x 6)")
     f.add_argument("--classes", help="comma-separated class names of a foreign ONNX")
     f.add_argument("--imgsz", type=image_size, help="square input size of a foreign ONNX (default: read from the ONNX)")
 

@@ -34,6 +34,9 @@ def add_parser(sub: SubParsers) -> None:
                    "(records then hold one key per NAME, default the file stem)")
     p.add_argument("--out", "-o", required=True, help="results JSONL (refused if it exists, unless --resume/--overwrite)")
     p.add_argument("--report", help="summary JSON: counts, flagged list, stage times, images/s")
+    p.add_argument("--html", metavar="REPORT.html",
+                   help="study report page (summary, score timeline, flagged frames as thumbnails with boxes, "
+                   "review list CSV); opens offline; thumbnails go to REPORT_files/ as the batch runs")
     p.add_argument("--resume", action="store_true", help="finish an interrupted --out (skips inputs already in it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--batch-size", type=int, default=8,
@@ -49,6 +52,9 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--flag-label", action="append", default=[], metavar="LABEL",
                    help="flag a frame when a classifier's top label is LABEL (repeatable)")
     p.add_argument("--fsync-every", type=int, default=100, metavar="K", help="fsync the results every K records (default 100)")
+    p.add_argument("--full-decode", action="store_true",
+                   help="decode JPEGs at full size (default: libjpeg decodes large ones at 1/2, 1/4 or 1/8, "
+                   "never below the network input: faster; an area-filtered downscale, so scores and boxes differ slightly)")
     p.add_argument("--max-pixels", type=int, default=100_000_000,
                    help="decode limit per image (default 100e6): larger JPEGs are decoded reduced, others refused")
     p.add_argument("--fail-on-error", action="store_true", help="exit 2 when any input got an error record")
@@ -82,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out", inputs=inputs, force=True)
     if args.report:
         check_output_file(args.report, "--report", inputs=[*inputs, args.out], force=True)
+    if args.html:
+        check_output_file(args.html, "--html", inputs=[*inputs, args.out, *([args.report] if args.report else [])],
+                          force=True, allowed_suffixes=(".html", ".htm"))
     stop = threading.Event()
     cfg = BatchConfig(
         source=args.source, models=args.model, out=args.out, report=args.report, resume=args.resume,
@@ -91,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         fsync_every=args.fsync_every, engine=args.engine, address=args.address,
         progress=not args.no_bar,
         device=args.device, score_threshold=args.conf, iou_threshold=args.iou, max_detections=args.max_det,
-        intra_op_threads=args.threads, spin=args.ort_spin, endoscopy=endoscopy_option(args.endoscopy), stop=stop,
+        intra_op_threads=args.threads, spin=args.ort_spin, full_decode=args.full_decode, html=args.html, endoscopy=endoscopy_option(args.endoscopy), stop=stop,
     )
     restore = _stop_on_signals(stop)
     try:
@@ -103,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
           f"{c['ok']} ok, {c['errors']} errors, {c['flagged']} flagged; "
           + (f"{r['images_per_s']:.1f} img/s, {r['minutes_per_50k']:.1f} min per 50,000 images"
              if r["images_per_s"] and r["minutes_per_50k"] else "nothing left to process")
-          + f" -> {args.out}",
+          + f" -> {args.out}" + (f", report {summary['html']}" if summary.get("html") else ""),
           file=sys.stderr)
     if stop.is_set():
         print("endoedge batch: interrupted; results so far are kept, finish with --resume", file=sys.stderr)

@@ -11,6 +11,7 @@ import numpy as np
 
 from endoedge._optional import is_installed
 from endoedge.cli._common import add_tensorrt_options, int_at_least
+from endoedge.cli._jetson_opts import add_jetson_options, jetson_monitoring
 from endoedge.errors import BackendUnavailableError, EndoedgeError, InputError
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def add_parser(sub: SubParsers) -> None:
     add_tensorrt_options(p)
     p.add_argument("--json", metavar="OUT.json", help="write env, settings, results with raw samples_ms")
     p.add_argument("--plot", metavar="OUT.png", help="latency over iterations and CDF per case (needs matplotlib)")
+    add_jetson_options(p)
     p.set_defaults(func=run)
 
 
@@ -114,10 +116,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipped: {s}")
         if not cases:
             raise EndoedgeError("nothing to benchmark: " + "; ".join(str(s) for s in skipped))
-        measured, late, interrupted = bench.measure(
-            cases, warmup=args.warmup, iterations=args.iterations, duration_s=args.duration,
-            block=args.block, block_warmup=args.block_warmup, on_skip=lambda s: print(f"skipped: {s}"),
-        )
+        with jetson_monitoring(args, warmup=args.warmup) as jetson:
+            measured, late, interrupted = bench.measure(
+                cases, warmup=args.warmup, iterations=args.iterations, duration_s=args.duration,
+                block=args.block, block_warmup=args.block_warmup, on_skip=lambda s: print(f"skipped: {s}"),
+            )
         skipped += late
         if not measured:
             if interrupted:
@@ -128,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
                     "iterations": args.iterations, "duration_s": args.duration, "threads": args.threads,
                     "block": args.block, "block_warmup": args.block_warmup}
         rep = bench.report(measured, skipped, settings=settings, interrupted=interrupted)
+        if jetson:
+            rep["jetson"] = jetson
     finally:
         bench.close(cases)
     print(bench.table(rep["results"]))

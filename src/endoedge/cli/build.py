@@ -4,6 +4,9 @@ Options are checked in this order, each failure one line: argument syntax (argpa
 and the options every TensorRT line would refuse (no TensorRT needed), then TensorRT itself is
 imported (a machine without it gets "TensorRT could not be imported ..."), then the checks of the
 installed line (e.g. ``--calib`` on TensorRT 11), then CUDA and the build.
+
+``--runtime rtx`` (or ``auto`` where TensorRT for RTX is the only TensorRT installed, or where
+``--compute-capability`` is given) builds with TensorRT for RTX, ahead of time, without a GPU.
 """
 
 from __future__ import annotations
@@ -43,9 +46,20 @@ def _batch(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--batch ")) from None
 
 
+def _ccs(text: str) -> tuple[str, ...]:
+    from endoedge.tensorrt.rtx import parse_compute_capabilities
+
+    try:
+        return parse_compute_capabilities(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--compute-capability ")) from None
+
+
 def add_parser(sub: SubParsers) -> None:
     """Register the ``build`` subcommand."""
+    from endoedge.tensorrt.compat import RUNTIMES
     from endoedge.tensorrt.plan import HARDWARE_COMPAT, PRECISIONS
+    from endoedge.tensorrt.rtx import supported_text
 
     p = sub.add_parser(
         "build",
@@ -55,7 +69,8 @@ def add_parser(sub: SubParsers) -> None:
         "pre-processing spec); loading refuses an engine whose manifest does not match the machine. "
         "TensorRT 8.6 / 10.x: precision via builder flags; INT8 from a Q/DQ ONNX or --calib. "
         "TensorRT 11: strongly typed; FP16 needs an FP16 ONNX and INT8 a Q/DQ ONNX "
-        "(endoedge quantize makes both).",
+        "(endoedge quantize makes both). TensorRT for RTX (--runtime rtx) builds ahead of time "
+        "for --compute-capability targets, without a GPU, and always takes the precision from the ONNX.",
     )
     p.add_argument("onnx", help="the .onnx to build (endoedge export / endoedge quantize output)")
     p.add_argument("-o", "--output", help="engine path, e.g. model.engine (optional with --cache-dir)")
@@ -69,6 +84,12 @@ def add_parser(sub: SubParsers) -> None:
     c.add_argument("--calib-batch", type=_positive, default=None, help="images per calibration batch (default 1)")
     c.add_argument("--calib-cache", metavar="FILE", help="calibration cache (reused while data, batch and TensorRT match)")
     b = p.add_argument_group("build")
+    b.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="tensorrt (full TensorRT, on the GPU it runs on) or rtx (TensorRT for RTX, ahead of time); "
+                   "auto: rtx with --compute-capability or when it is the only TensorRT installed")
+    b.add_argument("--compute-capability", type=_ccs, default=(), metavar="CC[,CC...]",
+                   help=f"TensorRT for RTX targets, e.g. 8.6,8.9 (supported: {supported_text()}; "
+                   "default: its Ampere+ portable engine)")
     b.add_argument("--batch", type=_batch, default=None, metavar="MIN:OPT:MAX",
                    help="optimization profile of the dynamic batch axis (default 1:1:8; a fixed-batch ONNX keeps its batch)")
     b.add_argument("--workspace", type=_positive, default=None, metavar="MiB", help="builder workspace limit in MiB")
@@ -133,10 +154,12 @@ def run(args: argparse.Namespace) -> int:
     """Build; see the subcommand's description."""
     from endoedge.data.onnx_facts import onnx_facts
     from endoedge.tensorrt.build import build_engine, precheck
+    from endoedge.tensorrt.compat import resolve_runtime
     from endoedge.tensorrt.gpu_info import device_index
     from endoedge.tensorrt.plan import BuildRequest
 
     _check_args(args)
+    runtime = resolve_runtime(args.runtime, compute_capabilities=bool(args.compute_capability))
     index = device_index(args.device)
     facts = onnx_facts(args.onnx)
     req = BuildRequest(
@@ -148,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
         dla_core=args.dla,
         version_compatible=args.version_compatible,
         hardware_compat=args.hardware_compat,
+        runtime=runtime,
+        compute_capabilities=tuple(args.compute_capability),
+        timing_cache=bool(args.timing_cache),
     )
     precheck(req, facts)  # what every TensorRT line refuses, before importing TensorRT
     result = build_engine(
@@ -157,7 +183,12 @@ def run(args: argparse.Namespace) -> int:
     )
     m = result.manifest
     state = "up to date (not rebuilt)" if result.reused else "built"
-    print(f"{state}: {result.engine_path} ({m.precision}, TensorRT {m.trt_version}, {m.gpu.name} "
-          f"cc {m.gpu.compute_capability}); manifest {result.engine_path}.json")
+    if m.flavour == "rtx":
+        from endoedge.tensorrt.rtx import targets_text
+
+        where = f"TensorRT for RTX {m.trt_version}, targets {targets_text(m.compute_capabilities)}"
+    else:
+        where = f"TensorRT {m.trt_version}, {m.gpu.name} cc {m.gpu.compute_capability}"
+    print(f"{state}: {result.engine_path} ({m.precision}, {where}); manifest {result.engine_path}.json")
     print(f"plan: {result.plan.describe()}")
     return 0

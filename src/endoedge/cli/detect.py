@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
                 "width": image.shape[1],
                 "height": image.shape[0],
                 "detections": result.to_records(),
+                **result.frame_record(),
                 "latency_ms": {"preprocess": round(t.preprocess, 3), "infer": round(t.infer, 3),
                                "postprocess": round(t.postprocess, 3)},
             }

@@ -63,6 +63,24 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--images", help="image folder of a COCO json (default: beside the json)")
     p.add_argument("--names", help="comma-separated class names of a YOLO dataset (default: classes.txt)")
     p.add_argument("--negatives", help="folder of polyp-free images (frame-level specificity and AUC)")
+    op = p.add_argument_group("operating point (with --negatives: the sensitivity vs false-alarm-frame curve)")
+    op.add_argument("--target-fa", type=float, metavar="SHARE",
+                    help="choose the lowest score threshold at which at most this share of the polyp-free "
+                    "frames shows a box (e.g. 0.02), and report the sensitivity it costs")
+    op.add_argument("--save-operating-point", metavar="OUT.pt",
+                    help="with --target-fa: write a copy of the checkpoint MODEL whose default threshold is "
+                    "the chosen one, with the choice recorded in its metadata (exports carry it)")
+    vid = p.add_argument_group("video metrics (ordered frame folders or videos; MODEL alone is enough)")
+    vid.add_argument("--video-negatives", action="append", default=[], metavar="PATH",
+                     help="polyp-free sequence(s): a video, a frame folder (natural order) or a folder of "
+                     "them; reports frames with a box and false activations per minute (repeatable)")
+    vid.add_argument("--video-polyps", action="append", default=[], metavar="PATH",
+                     help="sequence(s) whose every frame shows a polyp: shown sensitivity, toggles per 100 "
+                     "frames, frames to first detection (repeatable)")
+    vid.add_argument("--fps", type=float, default=25.0, help="frame rate for per-minute rates (default 25)")
+    p.add_argument("--unclear", metavar="DIR",
+                   help="multi-task models: folder of unreadable (blurred, smeared, ...) frames, triage truth "
+                   "'unclear' (write one with benchmarks/make_triage_set.py)")
     p.add_argument("--proxy-negatives", action="store_true",
                    help="also report a PROXY AUC whose negatives are box-free strips of the positive "
                    "images (biased; labelled as such)")
@@ -81,9 +99,9 @@ def add_parser(sub: SubParsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate; print the table; write JSON/PNG when asked. Exit 0 (1 on errors)."""
     from endoedge.cli._gate import gate_limits
-    from endoedge.evaluation import evaluate_model
 
-    want = ((2, 3) if args.agree else (3,)) if args.compare else (2,)
+    videos = bool(args.video_negatives or args.video_polyps)
+    want = ((2, 3) if args.agree else (3,)) if args.compare else ((1, 2) if videos else (2,))
     if len(args.paths) not in want:
         raise InputError(f"expected {'REF CANDIDATE DATA' if args.compare else 'MODEL DATA'}, "
                          f"got {len(args.paths)} paths" + ("" if args.compare else
@@ -101,29 +119,94 @@ def run(args: argparse.Namespace) -> int:
                          "for each model (the --compare report is the table and --json)")
     if args.compare:
         return _compare(args)
-    args.model, args.data = args.paths
-    from endoedge.evaluation.report import format_table, plot_curves
-
-    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
-    report = evaluate_model(
-        args.model, args.data, split=args.split, fmt=args.format, images_dir=args.images,
-        class_names=names, backend=args.backend, device=args.device, conf=args.conf, iou=args.iou,
-        negatives=args.negatives, proxy_negatives=args.proxy_negatives,
-        endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args),
-    )
-    split = f" ({Path(args.split).name})" if args.split else ""
-    report["header"] = f"endoedge eval: {args.model} [{report['backend']}] on {args.data}{split}"
-    print(format_table(report))
+    if args.target_fa is not None and not (args.negatives and len(args.paths) == 2):
+        raise InputError("--target-fa chooses the threshold on polyp-free frames: give MODEL DATA --negatives DIR")
+    if args.save_operating_point:
+        if args.target_fa is None:
+            raise InputError("--save-operating-point stores the point --target-fa chooses: add --target-fa")
+        check_output_file(args.save_operating_point, "--save-operating-point", inputs=args.paths, force=True,
+                          allowed_suffixes=(".pt",))
+    if args.fps <= 0:
+        raise InputError(f"--fps must be > 0, got {args.fps}")
+    args.model = args.paths[0]
+    report: dict = {}
+    if len(args.paths) == 2:
+        args.data = args.paths[1]
+        report = _evaluate(args)
+    if videos:
+        report["video"] = _videos(args)
     if args.json:
         with open_output(Path(args.json)) as fh:
             json.dump({k: v for k, v in report.items() if k != "header"}, fh, indent=1)
             fh.write("\n")
         print(f"report written to {args.json}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    """MODEL DATA: the table, the operating curve with negatives; the report."""
+    from endoedge.evaluation import evaluate_run
+    from endoedge.evaluation.operating import (
+        choose_threshold,
+        curve_from_run,
+        format_curve,
+        save_operating_point,
+    )
+    from endoedge.evaluation.report import format_table, plot_curves
+
+    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
+    run = evaluate_run(
+        args.model, args.data, split=args.split, fmt=args.format, images_dir=args.images,
+        class_names=names, backend=args.backend, device=args.device, conf=args.conf, iou=args.iou,
+        negatives=args.negatives, proxy_negatives=args.proxy_negatives, unclear=args.unclear,
+        endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args),
+    )
+    report = run.report
+    split = f" ({Path(args.split).name})" if args.split else ""
+    report["header"] = f"endoedge eval: {args.model} [{report['backend']}] on {args.data}{split}"
+    print(format_table(report))
+    curve = curve_from_run(run)
+    if curve.negative.size:
+        where = f"{args.negatives or args.data}: {curve.negative.size} polyp-free frames"
+        chosen = (choose_threshold(curve, args.target_fa, chosen_on=where + f"; {args.data}{split}: "
+                                   f"{curve.hit.size} polyp frames") if args.target_fa is not None else None)
+        print(format_curve(curve, report["conf"], chosen))
+        report["operating_curve"] = curve.table([report["conf"]] + ([chosen.score_threshold] if chosen else []))
+        if chosen is not None:
+            report["operating_point"] = chosen.to_dict()
+            sens = "n/a" if chosen.sensitivity is None else f"{100 * chosen.sensitivity:.1f}%"
+            print(f"operating point: score >= {chosen.score_threshold:g} shows a box on "
+                  f"{100 * chosen.false_alarm_share:.1f}% of the polyp-free frames (target "
+                  f"{100 * chosen.target_false_alarm_share:g}%); sensitivity {sens}")
+            if args.save_operating_point:
+                out = save_operating_point(args.model, chosen, args.save_operating_point)
+                print(f"checkpoint with this operating point written to {out}")
     if args.plot:
         print(f"curves written to {plot_curves(report, args.plot)}")
     for item in report["skipped"]:
         logger.warning("skipped %s: %s", item["path"], item["error"])
-    return 0
+    return report
+
+
+def _videos(args: argparse.Namespace) -> dict:
+    """The video metrics of --video-negatives / --video-polyps, printed; their report."""
+    from endoedge.detector import load
+    from endoedge.evaluation.video import format_video
+    from endoedge.evaluation.video_runner import evaluate_sequences
+
+    with load(args.model, backend=args.backend, device=args.device, iou_threshold=args.iou,
+              endoscopy=endoscopy_option(args.endoscopy), spec=foreign_spec(args)) as base:
+        det = base.with_thresholds(score_threshold=args.conf) if args.conf is not None else base
+        result = evaluate_sequences(det, args.video_negatives, args.video_polyps, fps=args.fps)
+        threshold = det.spec.score_threshold
+    from endoedge.evaluation.video import VideoMetrics
+
+    n = len(result["sequences"])
+    print(f"Video metrics at score >= {threshold:g} ({n} sequences, {args.fps:g} fps):")
+    for name, m in result["metrics"].items():
+        print(format_video(name, VideoMetrics(**m)))
+    result["score_threshold"] = threshold
+    return result
 
 
 def _compare(args: argparse.Namespace) -> int:

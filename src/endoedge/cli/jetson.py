@@ -10,7 +10,6 @@ import json
 from typing import TYPE_CHECKING
 
 from endoedge.errors import InputError
-from endoedge.jetson.platform import jetson_info
 from endoedge.jetson.presets import pipeline_for_source
 from endoedge.spec.redact import redact
 
@@ -27,7 +26,8 @@ def add_parser(sub: SubParsers) -> None:
                             description=__doc__)
     jsub = parser.add_subparsers(dest="jetson_command", metavar="info|pipeline")
     jsub.required = True
-    jsub.add_parser("info", help="print is-Jetson, board model, L4T and JetPack versions as JSON")
+    jsub.add_parser("info", help="print is-Jetson, board, L4T/JetPack, installed TensorRT and CUDA, power mode "
+                    "and clocks as JSON (power mode and clocks need root)")
     p = jsub.add_parser("pipeline", help="print the Jetson preset pipeline for a source")
     p.add_argument("source", help="csi://N, /dev/videoN, rtsp://..., or a video file")
     p.add_argument("--sink", default=DEFAULT_SINK, help="sink element description at the end")
@@ -50,8 +50,9 @@ def add_parser(sub: SubParsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the info JSON or the preset string; InputError when there is no preset."""
     if args.jetson_command == "info":
-        info = jetson_info()
-        print(json.dumps({"jetson": info is not None, **(info or {})}, indent=2))
+        from endoedge.jetson.power import device_state
+
+        print(json.dumps(device_state(), indent=2))
         return 0
     desc = pipeline_for_source(
         args.source,

@@ -50,9 +50,9 @@ def add_parser(sub: SubParsers) -> None:
     cal.add_argument("--quantize-output-layers", action="store_true",
                      help="also quantize the layers that feed the outputs directly (class/box head convs, "
                      "DFL, decode arithmetic); by default they stay float (benchmarks/RESULTS.md)")
-    cal.add_argument("--bias-correction", action="store_true",
-                     help="correct the quantized convolutions' float biases so their per-channel output means "
-                     "match FP32's on calibration frames (benchmarks/RESULTS.md)")
+    cal.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                     help="INT8: correct the quantized convolutions' float biases so their per-channel output "
+                     "means match FP32's on 16 calibration frames (default on; benchmarks/RESULTS.md)")
     cal.add_argument("--num-images", type=int, default=500, help="calibration images (default 500, spread over the source)")
     cal.add_argument("--batch", type=int, help="calibration batch size (default 8, or the model's fixed "
                      "batch); the last batch is padded with the first images")
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(json_path, "--json", inputs=[*inputs, out], force=True)
     options = QuantOptions(
         precision=args.precision, calib=args.calib, calib_split=args.calib_split, method=args.method,
-        float_output_layers=not args.quantize_output_layers, bias_correction=args.bias_correction,
+        float_output_layers=not args.quantize_output_layers, bias_correction=args.bias_correction is not False,
         num_images=args.num_images, batch=args.batch,
         seed=args.seed, eval_data=args.eval,
         split=args.split, fmt=args.format, negatives=args.negatives, conf=args.conf, agree=args.agree,
@@ -131,7 +131,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
     if args.no_gate and (args.eval or args.agree):
         raise InputError("--no-gate skips the held-out agreement gate; it contradicts --eval/--agree (drop one)")
     for flag, on in (("--quantize-output-layers", args.quantize_output_layers),
-                     ("--bias-correction", args.bias_correction)):
+                     ("--bias-correction", args.bias_correction is not None)):
         if on and args.precision != "int8":
             raise InputError(f"{flag} is an INT8 option; drop it for --precision fp16")
     if args.negatives and not args.eval:

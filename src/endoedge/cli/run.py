@@ -13,13 +13,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
+from endoedge.cli._jetson_opts import add_jetson_options, jetson_monitoring
 from endoedge.errors import EndoedgeError, InputError
 from endoedge.spec.redact import redact
 
 if TYPE_CHECKING:
     from endoedge.cli._common import SubParsers
     from endoedge.detector import Detector
-    from endoedge.pipeline.frames import FrameSink
+    from endoedge.pipeline.frames import FrameDetector, FrameSink
     from endoedge.pipeline.runner import Pipeline, RunStats
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,11 @@ def add_parser(sub: SubParsers) -> None:
     t.add_argument("--smooth", type=float,
                    help="weight of the new detection in the box average, (0, 1]; 1 = no smoothing (default: the model's, else 0.5)")
     t.add_argument("--track-iou", type=float, help="min IoU to continue a track (default: the model's, else 0.3)")
+    o.add_argument("--prescale", choices=("auto", "off"), default="auto",
+                   help="auto: without --video/--display, scale frames to the model's input size in "
+                   "GStreamer before the BGR conversion (boxes still in source pixels); off: full-size frames")
     add_model_options(p)
+    add_jetson_options(p)
     p.set_defaults(func=run)
 
 
@@ -97,8 +102,8 @@ def _output_file(path: str | None) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline; see the subcommand's description."""
-    from endoedge.pipeline.report import build_report
-    from endoedge.pipeline.runner import Pipeline, RunOptions, per_frame_arrays
+    from endoedge.pipeline.report import build_report, plot_arrays
+    from endoedge.pipeline.runner import Pipeline, RunOptions
     from endoedge.pipeline.sources import make_capture_factory, parse_source
     from endoedge.pipeline.stabilize import DetectionStabilizer, resolve_stabilize
     from endoedge.stats import env_info, format_table, plot_latency, write_json
@@ -123,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     jsonl: TextIO | None = None
     pipeline: Pipeline | None = None
     det: Detector | None = None
+    jetson: dict[str, Any] = {}
 
     def report(stats: RunStats) -> dict[str, Any]:
         # Called once the detector and the pipeline exist (progress saves, the final report).
@@ -145,6 +151,14 @@ def run(args: argparse.Namespace) -> int:
             **{k: getattr(args, a, None) for k, a in (("onset", "onset"), ("hold", "hold"),
                                                       ("smooth", "smooth"), ("iou", "track_iou"))})
         source_info["stabilize"] = None if stab is None else stab.to_dict()
+        run_det: FrameDetector = det
+        if getattr(args, "prescale", "auto") == "auto" and video_path is None and not args.display:
+            from endoedge.pipeline.prescale import prescale_pipeline
+
+            pre = prescale_pipeline(spec, det, live=live, stall_timeout_s=args.stall_timeout, jetson=args.jetson)
+            if pre is not None:
+                make_capture, run_det = pre.make_capture, pre.detector
+                source_info["prescale"] = pre.caps
         if video_path is not None:
             from endoedge.pipeline.writer import VideoWriter
 
@@ -154,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
             display = DisplaySink(fps_out)
         jsonl = open_output(jsonl_path) if jsonl_path is not None else None
-        pipeline = Pipeline(det, make_capture, options, video=video, display=display, jsonl=jsonl,
+        pipeline = Pipeline(run_det, make_capture, options, video=video, display=display, jsonl=jsonl,
                             on_progress=save_progress,
                             stabilizer=None if stab is None else DetectionStabilizer(stab, det.class_names))
         shows = "raw boxes" if stab is None else f"stabilized (onset {stab.onset}, hold {stab.hold}, smooth {stab.smooth:g})"
@@ -162,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         restore = _stop_on_signals(pipeline)
         try:
-            pipeline.run()
+            with jetson_monitoring(args, warmup=args.warmup) as jetson:
+                pipeline.run()
         except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
             interrupted = True
         except EndoedgeError as err:  # keep what was measured, then report the error
@@ -181,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
     if failure is not None:  # the report says why the run ended (credentials masked)
         source_info["error"] = redact(failure)
     final = report(stats)
+    if jetson:
+        final["jetson"] = jetson
     if report_path is not None:
         write_json(report_path, final)
     if stats.frames + stats.warmup_frames == 0:  # no frame at all: one line, no empty table
@@ -191,12 +208,16 @@ def run(args: argparse.Namespace) -> int:
             return 130
         raise InputError(f"{spec.describe()} delivered no frame")
     if plot_path is not None and stats.frames:
-        plot_latency(per_frame_arrays(stats), plot_path, title=f"{Path(args.model).name} on {spec.describe()}")
+        plot_latency(plot_arrays(stats, source_info["mode"]), plot_path,
+                     title=f"{Path(args.model).name} on {spec.describe()}")
     elif plot_path is not None:
         plot_path = None  # every frame was a warm-up frame: nothing to plot
-    print(format_table(final["stages"], title=f"latency per frame, ms ({stats.frames} frames after "
-                                               f"{stats.warmup_frames} warm-up; {final['dropped']} dropped; "
-                                               f"{final['fps'] or 0:.1f} fps)"))
+    split = final["e2e_split"]
+    rows = {**final["stages"], "e2e: queue": split["queue"], "e2e: process": split["process"]}
+    print(format_table(rows, title=f"latency per frame, ms ({stats.frames} frames after {stats.warmup_frames} "
+                                   f"warm-up; {final['dropped']} dropped; {final['fps'] or 0:.1f} fps)"))
+    if source_info["mode"] == "offline":
+        print(split["note"])
     written = [f"{k} {v}" for k, v in (("video", video_path), ("detections", jsonl_path),
                                          ("report", report_path), ("plot", plot_path)) if v is not None]
     if written:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from endoedge.cli._common import SubParsers
+    from endoedge.data.datasets import Dataset
+    from endoedge.training.trainer import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +24,9 @@ def add_parser(sub: SubParsers) -> None:
         description="Train an SSD-family detector with endoscopy augmentations (90-degree "
         "rotations and flips, scale/crop, colour jitter). Writes last.pt / best.pt (endoedge "
         "checkpoints of the EMA weights), train_state.pt (for --resume) and metrics.jsonl "
-        "(COCO mAP@0.5 and @0.5:0.95 on the val split) under --out.",
+        "(COCO mAP@0.5 and @0.5:0.95 on the val split) under --out. Polyp-free frame folders "
+        "(--negatives) join each epoch with hard-negative mining; --val-negatives reports the share "
+        "of held-out polyp-free frames that would show a box.",
     )
     p.add_argument("--data", required=True, help="Kvasir-SEG folder, COCO .json, or YOLO folder (images/, labels/)")
     p.add_argument("--format", default="auto", choices=("auto", "kvasir", "coco", "yolo"), help="dataset layout")
@@ -53,13 +57,38 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt if present")
     p.add_argument("--notes", help="free text stored in the checkpoints (data, licence)")
+    p.add_argument("--init", help="endoedge checkpoint to start from (fine-tune; same classes)")
+    p.add_argument("--negatives", action="append", default=[], metavar="DIR",
+                   help="folder of frames without any object (recursive; repeatable), e.g. polyp-free "
+                   "colonoscopy sequences: trained on as background")
+    p.add_argument("--val-negatives", action="append", default=[], metavar="DIR",
+                   help="held-out frames without any object (repeatable): each validation reports the "
+                   "share that would show a box (keep whole sequences out, not single frames)")
+    p.add_argument("--neg-ratio", type=float, default=0.5,
+                   help="negatives drawn per epoch, as a multiple of the boxed train images")
+    p.add_argument("--hard-share", type=float, default=0.5,
+                   help="share of the negative draws weighted by each frame's current highest score "
+                   "(hard-negative mining, re-scored every epoch); the rest uniform")
+    p.add_argument("--domain-aug", default="on", choices=("on", "off"),
+                   help="white balance, blur, specular highlights, OSD text and FOV masks (default on)")
+    p.add_argument("--save-epochs", action="store_true", help="also keep every epoch as epoch_NNN.pt")
+    mt = p.add_argument_group("multi-task architectures (boxes + mask + normal/unclear/polyp triage); their "
+                              "--negatives / --val-negatives frames are 'normal' frames with empty masks")
+    mt.add_argument("--unclear-ratio", type=float, default=0.25,
+                    help="share of samples degraded (blur, smear, exposure, haze, bubbles) and labelled 'unclear'")
+    mt.add_argument("--mask-weight", type=float, default=1.0, help="weight of the mask loss (BCE + IoU)")
+    mt.add_argument("--frame-weight", type=float, default=0.5, help="weight of the triage cross-entropy")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Parse the data, split it, train."""
-    from endoedge.data.datasets import load_dataset, random_split, read_split
+    from endoedge.data.datasets import load_dataset, load_negatives, random_split, read_split
+    from endoedge.errors import InputError
     from endoedge.models.checkpoint import parse_class_names
+    from endoedge.models.registry import get_arch
+    from endoedge.training.augment import AugmentConfig
+    from endoedge.training.domain_augment import DomainAugConfig
     from endoedge.training.trainer import TrainConfig, train
 
     names = parse_class_names(args.classes)
@@ -71,6 +100,14 @@ def run(args: argparse.Namespace) -> int:
         n_val = args.val_count or max(1, round(0.12 * len(stems)))
         train_stems, val_stems = random_split(stems, n_val, args.seed)
     train_set, val_set = data.subset(train_stems), data.subset(val_stems)
+    if not 0 <= args.hard_share <= 1 or args.neg_ratio < 0:
+        raise InputError("--hard-share must be within 0..1 and --neg-ratio >= 0")
+    neg_set = load_negatives(args.negatives, data.class_names) if args.negatives else None
+    val_neg_set = load_negatives(args.val_negatives, data.class_names) if args.val_negatives else None
+    if neg_set and val_neg_set:
+        shared = {s.path.resolve() for s in neg_set.samples} & {s.path.resolve() for s in val_neg_set.samples}
+        if shared:
+            raise InputError(f"{len(shared)} frames are in both --negatives and --val-negatives")
     notes = args.notes or (
         f"endoedge train {args.arch} on {data.source} ({len(train_stems)} train / {len(val_stems)} "
         "val images); the weights inherit the training data's terms of use"
@@ -81,12 +118,46 @@ def run(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs, final_lr=args.final_lr, focal=args.focal,
         pretrained=not args.no_pretrained, freeze=args.freeze, ema_decay=args.ema_decay,
         val_every=args.val_every, seed=args.seed, device=args.device, threads=args.threads,
-        notes=notes,
+        notes=notes, init=args.init or "", neg_ratio=args.neg_ratio, hard_share=args.hard_share,
+        save_epochs=args.save_epochs,
+        augment=AugmentConfig(domain=DomainAugConfig() if args.domain_aug == "on" else None),
     )
+    if "frame_logits" in get_arch(args.arch).output_names:
+        return _run_multitask(args, cfg, train_set, val_set, neg_set, val_neg_set)
     print(f"training {args.arch} on {data.source}: {len(train_stems)} train / {len(val_stems)} val "
           f"images, classes {', '.join(data.class_names)}, {args.epochs} epochs -> {args.out}", flush=True)
-    record = train(cfg, train_set, val_set, resume=args.resume)
+    if neg_set or val_neg_set:
+        print(f"negatives: {len(neg_set.samples) if neg_set else 0} frames ({args.neg_ratio:g} x the boxed "
+              f"images per epoch), {len(val_neg_set.samples) if val_neg_set else 0} held out", flush=True)
+    record = train(cfg, train_set, val_set, resume=args.resume, neg_set=neg_set, val_neg_set=val_neg_set)
     if "map50" in record:
         print(f"final val mAP@0.5 {record['map50']:.4f}, mAP@0.5:0.95 {record['map50_95']:.4f}; "
               f"best mAP@0.5 {record['best_map50']:.4f} at epoch {record['best_epoch']}")
+    return 0
+
+
+def _run_multitask(args: argparse.Namespace, cfg: TrainConfig, train_set: Dataset, val_set: Dataset,
+                   normal: Dataset | None, val_normal: Dataset | None) -> int:
+    """Train a multi-task architecture (boxes + mask + frame triage); the polyp-free frames
+    (``--negatives``) are its ``normal`` frames, used every epoch."""
+    from dataclasses import fields
+
+    from endoedge.errors import InputError
+    from endoedge.training.multitask import MultiTaskConfig, train_multitask
+
+    if not 0 <= args.unclear_ratio < 1:
+        raise InputError(f"--unclear-ratio must be within 0..1, got {args.unclear_ratio}")
+    base = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    base["focal"] = True  # the multi-task recipe: focal classification loss
+    mcfg = MultiTaskConfig(**base, unclear_ratio=args.unclear_ratio, mask_weight=args.mask_weight,
+                           frame_weight=args.frame_weight)
+    print(f"training {args.arch}: {len(train_set.samples)} polyp + {len(normal.samples) if normal else 0} "
+          f"normal train frames ({args.unclear_ratio:g} of samples degraded to 'unclear'), "
+          f"{len(val_set.samples)} val -> {args.out}", flush=True)
+    record = train_multitask(mcfg, train_set, val_set, resume=args.resume, normal_set=normal,
+                             val_normal_set=val_normal)
+    if "map50" in record:
+        print(f"final val mAP@0.5 {record['map50']:.4f}, mask Dice {record['dice']:.4f}, "
+              f"triage accuracy {record['triage_acc']:.4f}; best mAP@0.5 {record['best_map50']:.4f} "
+              f"at epoch {record['best_epoch']}")
     return 0

@@ -208,6 +208,29 @@ def load_dataset(path: str | Path, fmt: str = "auto", *, images_dir: str | Path 
     raise InputError(f"unknown dataset format '{fmt}' (kvasir, coco, yolo, auto)")
 
 
+def load_negatives(folders: Sequence[str | Path], class_names: Sequence[str]) -> Dataset:
+    """Polyp-free frames: every image under each folder (recursively, sorted), no boxes.
+
+    Stems are ``<folder name>/<path inside it without suffix>`` so frames of different sequences
+    never collide. ``class_names`` are those of the boxed set the negatives go with.
+
+    Raises:
+        InputError: a folder is missing or holds no image.
+    """
+    samples = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise InputError(f"negatives folder '{root}' does not exist or is not a folder")
+        images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise InputError(f"negatives folder '{root}' holds no image ({', '.join(IMAGE_SUFFIXES)})")
+        for p in images:
+            stem = f"{root.name}/{p.relative_to(root).with_suffix('').as_posix()}"
+            samples.append(Sample(stem, p, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
+    return Dataset(samples, tuple(class_names), ", ".join(str(f) for f in folders))
+
+
 def read_split(split: str | Path) -> tuple[list[str], list[str]]:
     """Train and val stems from a split folder holding exactly one ``*_train.txt`` and one
     ``*_val.txt`` (one image stem a line; ``#`` comments and blank lines ignored)."""

@@ -198,6 +198,12 @@ def read_engine_io(path: Path) -> ModelIO:
             "from; rebuild it with `endoedge build`, or export the ONNX instead"
         )
     manifest = load_manifest(found, engine=path, partial=True)
+    if manifest.flavour == "rtx":
+        raise ModelFormatError(
+            f"engine '{path.name}' was built by TensorRT for RTX, which Triton's TensorRT backend cannot load; "
+            "export the ONNX instead (`endoedge export-triton MODEL.onnx`), or build the engine with full TensorRT "
+            "(`endoedge build MODEL.onnx --runtime tensorrt`) on the serving GPU"
+        )
     inputs = tuple(_manifest_tensor(t) for t in manifest.inputs)
     outputs = tuple(_manifest_tensor(t) for t in manifest.outputs)
     if not inputs or not outputs:

@@ -104,6 +104,7 @@ def evaluate_run(
     negatives: str | Path | None = None,
     proxy_negatives: bool = False,
     endoscopy: Any = None,
+    unclear: str | Path | None = None,
     **load_options: Any,
 ) -> EvalRun:
     """Load a model with :func:`endoedge.load`, run it over a dataset; the report dict and the
@@ -117,6 +118,7 @@ def evaluate_run(
         map_conf: score threshold of the detection pass (0.001: COCO mAP's setting).
         negatives: folder of polyp-free images for specificity and AUC.
         proxy_negatives: also report a clearly labelled proxy AUC on box-free strips.
+        unclear: multi-task models: folder of unreadable frames (triage truth ``unclear``).
         endoscopy: :class:`~endoedge.endoscopy.EndoscopyConfig` override (``None`` = model's).
         **load_options: more :func:`endoedge.load` arguments (e.g. ``spec`` for a foreign ONNX).
     """
@@ -127,6 +129,7 @@ def evaluate_run(
 
     dataset = load_eval_dataset(data, fmt=fmt, split=split, images_dir=images_dir, class_names=class_names)
     negs = negative_samples(negatives) if negatives is not None else []
+    blurred = negative_samples(unclear) if unclear is not None else []
     with load(model, backend=backend, device=device, iou_threshold=iou, endoscopy=endoscopy, **load_options) as base:
         operating = base.spec.score_threshold if conf is None else conf
         # The detection pass: a view sharing base's backend (closed once, by the with block).
@@ -135,7 +138,8 @@ def evaluate_run(
             raise InputError(f"--conf must be in [0, 1], got {operating}")
         if operating < map_conf:
             raise InputError(f"--conf {operating} is below the detection pass threshold {map_conf}")
-        run = run_detector(det, dataset, conf=operating, negatives=negs, proxy_negatives=proxy_negatives)
+        run = run_detector(det, dataset, conf=operating, negatives=negs, proxy_negatives=proxy_negatives,
+                           unclear=blurred)
         return replace(run, report={
             "model": str(model),
             "backend": det.describe(),

@@ -57,6 +57,21 @@ def predict(model: Any, batches: Any, anchors: Any) -> list[dict[str, np.ndarray
     return out
 
 
+def max_scores(model: Any, batches: Any) -> np.ndarray:
+    """Per image, the highest foreground score of any anchor (softmax over the classes, before
+    NMS, which never lowers the maximum): whether the detector would show a box at a threshold
+    is ``max_score >= threshold``."""
+    torch = require("torch", extra="torch", purpose="evaluation")
+    out: list[np.ndarray] = []
+    model.eval()
+    with torch.no_grad():
+        for x in batches:
+            head = model.head(list(model.backbone(x).values()))
+            probs = torch.softmax(head["cls_logits"], -1)[..., 1:]
+            out.append(probs.flatten(1).max(1).values.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 def evaluate(
     dets: list[dict[str, np.ndarray]],
     dataset: Dataset,

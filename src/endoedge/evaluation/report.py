@@ -7,6 +7,7 @@ from typing import Any
 
 from endoedge._optional import require
 from endoedge.errors import InputError
+from endoedge.evaluation.multitask import format_multitask
 
 
 def _f(x: float | None, digits: int = 3) -> str:
@@ -59,6 +60,7 @@ def format_table(report: dict[str, Any]) -> str:
                  f"mean {_f(ov['mean_best_iou'])}")
     t = report["timing"]
     lines.append(f"median detect {t['median_detect_ms']:.1f} ms/image, {t['wall_s']:.1f} s in all")
+    lines += format_multitask(report)
     return "\n".join(lines)
 
 

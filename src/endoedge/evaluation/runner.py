@@ -22,10 +22,12 @@ import numpy as np
 
 from endoedge.data.datasets import Dataset, Sample
 from endoedge.data.imageio import IMAGE_SUFFIXES, read_image
+from endoedge.data.masks import read_mask
 from endoedge.data.walk import walk_files
 from endoedge.errors import EndoedgeError, InputError
 from endoedge.evaluation import metrics
 from endoedge.evaluation.metrics import Prediction
+from endoedge.evaluation.multitask import mask_overlap, mask_summary, triage_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ class Collected:
     skipped: list[dict[str, str]] = field(default_factory=list)
     times_ms: list[float] = field(default_factory=list)
     proxy_scores: list[float] = field(default_factory=list)
+    frame_labels: list[str | None] = field(default_factory=list)
+    mask_counts: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def collect(det: Any, samples: Sequence[Sample], mapping: np.ndarray, *, proxy: bool = False,
@@ -102,7 +106,7 @@ def collect(det: Any, samples: Sequence[Sample], mapping: np.ndarray, *, proxy: 
     for n, s in enumerate(samples, start=1):
         try:
             image = read_image(s.path)
-            pred = _detect(det, image, mapping)
+            pred, full = _detect_full(det, image, mapping)
         except EndoedgeError as err:
             out.skipped.append({"path": str(s.path), "error": str(err)})
             logger.warning("skipped: %s", err)
@@ -111,6 +115,11 @@ def collect(det: Any, samples: Sequence[Sample], mapping: np.ndarray, *, proxy: 
         out.samples.append(s)
         out.preds.append(pred)
         out.sizes.append((int(image.shape[0]), int(image.shape[1])))
+        out.frame_labels.append(full.frame_label)
+        if full.mask is not None:  # multi-task model: Dice / IoU against masks/ beside images/
+            truth = read_mask(s) if len(s.boxes) else np.zeros(image.shape[:2], bool)
+            if truth is not None and truth.shape == full.mask.shape:
+                out.mask_counts.append(mask_overlap(full.mask > 0.5, truth))
         if proxy and len(s.boxes):
             strip = box_free_strip(s.boxes, image.shape[:2])
             if strip is not None:
@@ -122,12 +131,17 @@ def collect(det: Any, samples: Sequence[Sample], mapping: np.ndarray, *, proxy: 
 
 
 def _detect(det: Any, image: np.ndarray, mapping: np.ndarray) -> Prediction:
+    return _detect_full(det, image, mapping)[0]
+
+
+def _detect_full(det: Any, image: np.ndarray, mapping: np.ndarray) -> tuple[Prediction, Any]:
+    """The prediction in dataset classes, and the :class:`~endoedge.detector.Detections`."""
     if det.cleaner is not None:
         det.cleaner.reset()  # independent images: find each one's field of view
     d = det.detect(image)
     labels = mapping[d.class_ids]
     keep = labels >= 0
-    return Prediction(d.boxes[keep].astype(np.float32), d.scores[keep].astype(np.float32), labels[keep])
+    return Prediction(d.boxes[keep].astype(np.float32), d.scores[keep].astype(np.float32), labels[keep]), d
 
 
 def box_free_strip(boxes: np.ndarray, size: tuple[int, int], *, margin: int = 8,
@@ -160,6 +174,7 @@ class EvalRun:
         predictions: their detections at the detection pass's low threshold (boxes xyxy in
             source pixels, dataset class indices), one per path.
         negative_paths, negative_predictions: the same for the ``--negatives`` images.
+        samples: the dataset samples that were read (ground truth), one per path.
     """
 
     report: dict[str, Any]
@@ -167,6 +182,7 @@ class EvalRun:
     predictions: list[Prediction]
     negative_paths: list[Path]
     negative_predictions: list[Prediction]
+    samples: list[Sample] = field(default_factory=list)
 
 
 def evaluate_detector(det: Any, dataset: Dataset, **options: Any) -> dict[str, Any]:
@@ -183,13 +199,17 @@ def run_detector(
     negatives: Sequence[Sample] = (),
     proxy_negatives: bool = False,
     max_dets: int = 100,
+    unclear: Sequence[Sample] = (),
 ) -> EvalRun:
     """Detect in ``dataset`` (and ``negatives``) and compute every metric (see
     :mod:`endoedge.evaluation.metrics`); the report and the per-image detections
     (:class:`EvalRun`). ``det`` must already run at the low mAP threshold.
 
     Object-level metrics (COCO mAP, P/R/F1, overlap) use ``dataset`` only, so they compare with
-    the training report; the frame-level result and the AUC also count ``negatives``.
+    the training report; the frame-level result and the AUC also count ``negatives``. A
+    multi-task model also gets ``mask`` (Dice / IoU on the dataset images with a mask file and
+    the negatives) and ``triage`` (dataset images with a box = ``polyp``, without = ``normal``,
+    ``negatives`` = ``normal``, ``unclear`` = ``unclear``; see :mod:`endoedge.evaluation.multitask`).
 
     Raises:
         InputError: no image of the dataset could be read.
@@ -198,6 +218,7 @@ def run_detector(
     t0 = time.perf_counter()
     pos = collect(det, dataset.samples, mapping, proxy=proxy_negatives)
     neg = collect(det, negatives, mapping)
+    blurred = collect(det, unclear, mapping)
     wall = time.perf_counter() - t0
     if not pos.samples:
         raise InputError(f"none of the {len(dataset.samples)} images of {dataset.source} could be read")
@@ -244,7 +265,22 @@ def run_detector(
             "n_negative": len(proxy),
             "definition": PROXY_DEFINITION,
         }
-    return EvalRun(report, [s.path for s in pos.samples], pos.preds, [s.path for s in neg.samples], neg.preds)
+    report.update(_multitask_report(pos, neg, blurred, getattr(getattr(det, "spec", None), "decoder_params", {}).get("frame_classes")))
+    return EvalRun(report, [s.path for s in pos.samples], pos.preds, [s.path for s in neg.samples], neg.preds,
+                   pos.samples)
+
+
+def _multitask_report(pos: Collected, neg: Collected, unclear: Collected, classes: Any) -> dict[str, Any]:
+    """``mask`` and ``triage`` parts of the report (empty for box-only models)."""
+    out: dict[str, Any] = {}
+    if pos.mask_counts or neg.mask_counts:
+        out["mask"] = mask_summary(pos.mask_counts + neg.mask_counts)
+    labels = pos.frame_labels + neg.frame_labels + unclear.frame_labels
+    if classes and labels and all(x is not None for x in labels):
+        truth = (["polyp" if len(s.boxes) else "normal" for s in pos.samples] + ["normal"] * len(neg.samples)
+                 + ["unclear"] * len(unclear.samples))
+        out["triage"] = triage_metrics(truth, [str(x) for x in labels], [str(c) for c in classes])
+    return out
 
 
 def _negatives_note(n_dir: int, n_in_data: int) -> str:

@@ -7,6 +7,7 @@ Layout (a plain dict, loadable with ``torch.load(..., weights_only=True)``)::
      "input_size": [320, 320], "mean": [...], "std": [...],
      "postprocess": {"score_threshold": 0.25, "iou_threshold": 0.55, "max_detections": 300},
      "notes": "free text (training data, licence of the weights)",
+     "operating_point": {...} (optional: how score_threshold was chosen),
      "state_dict": {...}}
 
 A bare torchvision ``state_dict`` (or ``{"model": state_dict}`` as torchvision's reference
@@ -153,6 +154,7 @@ def save_checkpoint(
             "max_detections": spec.max_detections,
         },
         "notes": notes or loaded.notes,
+        **({"operating_point": dict(spec.operating_point)} if spec.operating_point else {}),
         "state_dict": {
             k: (v.half() if half and v.is_floating_point() else v) for k, v in loaded.model.state_dict().items()
         },
@@ -251,6 +253,9 @@ def _from_endoedge(
         postprocess=obj.get("postprocess"),
     )
     loaded.notes = str(obj.get("notes", ""))
+    point = obj.get("operating_point")
+    if isinstance(point, dict):
+        loaded.spec = replace(loaded.spec, operating_point=point)
     return loaded
 
 

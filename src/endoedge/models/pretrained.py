@@ -9,6 +9,13 @@ mAP@0.5:0.95 0.580 (``benchmarks/RESULTS.md``). Stored in float16 (loaded into a
 **Licence of the weights**: they were trained on Kvasir-SEG (Simula Research Laboratory),
 which allows research and educational use only; commercial use needs the dataset authors'
 permission. See ``weights/NOTICE.md``.
+
+``capsule_bleeding_ssdlite320_effl0_wcebleedgen`` is the capsule bleeding detector: the same
+architecture, one class ``bleeding``, trained on the WCEBleedGen train export with near-duplicate
+frames grouped out of the held-out split (``data/splits/wcebleedgen``); its score threshold is
+the operating threshold chosen for a stated frame sensitivity, and the ``.json`` beside it holds
+that rule and the held-out metrics. **Licence**: WCEBleedGen is CC BY 4.0; the weights are a
+derivative to be credited as ``weights/NOTICE.md`` says.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from endoedge.errors import ModelFormatError
 POLYP_DETECTOR = "polyp_ssdlite320_effl0_kvasir"
 #: Endoscopy frame cleaning stored in the demo's ONNX: crop to the field of view, mask the OSD.
 POLYP_DETECTOR_ENDOSCOPY = "all"
-SHIPPED = (POLYP_DETECTOR,)
+#: The shipped capsule bleeding detector (WCEBleedGen, CC BY 4.0).
+CAPSULE_BLEEDING_DETECTOR = "capsule_bleeding_ssdlite320_effl0_wcebleedgen"
+SHIPPED = (POLYP_DETECTOR, CAPSULE_BLEEDING_DETECTOR)
 
 
 def shipped_checkpoint(name: str = POLYP_DETECTOR) -> Path:

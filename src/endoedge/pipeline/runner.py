@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 import numpy as np
@@ -56,6 +56,10 @@ CLEAN_STAGES = ("clean", "clean_fov", "clean_osd", "clean_denoise")
 #: Extra stage recorded when the pipeline stabilizes detections over time (after ``postprocess``,
 #: inside ``e2e``).
 STABILIZE_STAGE = "stabilize"
+#: The two parts of ``e2e`` per frame, recorded beside the stages: ``queue`` = arrival -> the
+#: detector takes the frame (waiting behind earlier frames: offline this is throughput-bound
+#: queueing, not processing), ``process`` = the detector's whole call (clean + pre + infer + post).
+SPLIT_STAGES = ("queue", "process")
 T = TypeVar("T")
 
 
@@ -278,7 +282,8 @@ class Pipeline:
             if isinstance(item, _Done):
                 return
             frame, result, times, warm = item.frame, item.result, item.times, item.warm
-            shown = result if item.stable is None else item.stable.shown
+            shown = result if item.stable is None else replace(
+                item.stable.shown, mask=result.mask, frame_label=result.frame_label, frame_scores=result.frame_scores)
             try:
                 if self._output_error is None:
                     if self.video is not None or self.display is not None:
@@ -292,7 +297,7 @@ class Pipeline:
                             self.display.write(annotated, frame.pts_ns)
                     if self.jsonl is not None:
                         record = {"frame": frame.index, "pts_ms": None if frame.pts_ns is None else round(frame.pts_ns / 1e6, 3),
-                                  "warmup": warm, "detections": result.to_records(),
+                                  "warmup": warm, "detections": result.to_records(), **result.frame_record(),
                                   "latency_ms": {k: round(v, 3) for k, v in times.items() if not math.isnan(v)}}
                         if item.stable is not None:  # detections = what is shown, raw = the detector's
                             record["raw"] = record["detections"]
@@ -408,6 +413,8 @@ class Pipeline:
                     self.stats.stages[key].append(float(times[key]))
                 if stable is not None:
                     self.stats.stages.setdefault(STABILIZE_STAGE, []).append(float(times[STABILIZE_STAGE]))
+                self.stats.stages.setdefault("queue", []).append(float(times["wait"]))
+                self.stats.stages.setdefault("process", []).append((t_end - t_start) / 1e6)
                 if cleaner is not None:
                     ct = cleaner.timings
                     for key, value in zip(CLEAN_STAGES, (st.clean, ct.fov, ct.osd, ct.denoise), strict=True):

@@ -8,12 +8,14 @@ from endoedge.errors import ModelFormatError
 from endoedge.postprocess.base import Decoder
 from endoedge.postprocess.ssd import SSDDecoder
 from endoedge.postprocess.yolo import YoloDecoder
+from endoedge.postprocess.yolo_end2end import YoloEnd2EndDecoder
 from endoedge.spec import CLASSIFY_DECODER, ModelSpec
 
 DECODERS: dict[str, Callable[[ModelSpec, tuple[str, ...]], Decoder]] = {
     "ssd": SSDDecoder,
     "yolov8": YoloDecoder,
     "yolov5": YoloDecoder,
+    "yolo_end2end": YoloEnd2EndDecoder,
 }
 
 

@@ -1,4 +1,5 @@
-"""Backends that run a model: ``"onnxruntime"``, ``"torch"`` and ``"tensorrt"`` (needs the ``trt`` extra).
+"""Backends that run a model: ``"onnxruntime"``, ``"torch"``, ``"tensorrt"`` (needs the ``trt`` extra) and
+``"tensorrt-rtx"`` (TensorRT for RTX engines; the ``trt-rtx`` extra and an NVIDIA GPU).
 
 All share :class:`~endoedge.runtime.base.Backend`'s activate / infer / deactivate interface and
 are looked up by name in :mod:`endoedge.runtime.registry`.

@@ -48,14 +48,20 @@ class TorchBackend(Backend):
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         loaded: the loaded model (:func:`endoedge.models.checkpoint.load_for_torch`); the
             runtime layer never reads checkpoints itself.
+        precision: ``"fp32"`` or ``"fp16"`` (weights and input in float16, outputs returned as
+            float32; CUDA only: float16 convolutions on a CPU are slow or missing).
     """
 
     name = "torch"
     extra = "torch"
     requires = ("torch", "torchvision")
 
-    def __init__(self, model_path: str | Path, *, device: str = "auto", loaded: Any = None) -> None:
+    def __init__(self, model_path: str | Path, *, device: str = "auto", loaded: Any = None,
+                 precision: str = "fp32") -> None:
         super().__init__(model_path, device=device)
+        if precision not in ("fp32", "fp16"):
+            raise DeviceError(f"torch backend: precision '{precision}' is not fp32 or fp16")
+        self.precision = precision
         self._loaded = loaded
         self._module: Any = None
         self._torch: Any = None
@@ -70,7 +76,12 @@ class TorchBackend(Backend):
                 "loaded=endoedge.models.checkpoint.load_for_torch(path)"
             )
         self.device = resolve_torch_device(self.device)
+        if self.precision == "fp16" and not self.device.startswith("cuda"):
+            raise DeviceError(f"torch backend: precision fp16 runs on CUDA only (device is '{self.device}'); "
+                              "use fp32 on the CPU")
         self._module = loaded.raw_heads().to(self.device).eval()
+        if self.precision == "fp16":
+            self._module = self._module.half()
         self.input_name = "images"
         self.output_names = loaded.arch.output_names
         self.max_batch = None
@@ -79,6 +90,8 @@ class TorchBackend(Backend):
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(feed[self.input_name])).to(self.device)
+            if self.precision == "fp16":
+                x = x.half()
             outs = self._module(x)
         return {n: o.float().cpu().numpy() for n, o in zip(self.output_names, outs, strict=True)}
 

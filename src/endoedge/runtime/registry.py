@@ -66,11 +66,23 @@ def available_backends() -> list[str]:
     return [n for n in backend_names() if all(is_installed(m) for m in get_backend_class(n).requires)]
 
 
+def _manifest_flavour(engine: Path) -> str:
+    """``flavour`` of an engine's ``<engine>.json`` manifest (``tensorrt`` when absent or unreadable)."""
+    import json
+
+    try:
+        data = json.loads(engine.with_name(engine.name + ".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "tensorrt"
+    return str(data.get("flavour", "tensorrt")) if isinstance(data, dict) else "tensorrt"
+
+
 def auto_backend(model_path: str | Path) -> str:
-    """The backend ``backend="auto"`` picks for a model file, by its suffix."""
+    """The backend ``backend="auto"`` picks for a model file, by its suffix (an engine whose
+    manifest says TensorRT for RTX: ``tensorrt-rtx``)."""
     suffix = Path(model_path).suffix.lower()
     if suffix in ENGINE_SUFFIXES:
-        return "tensorrt"
+        return "tensorrt-rtx" if _manifest_flavour(Path(model_path)) == "rtx" else "tensorrt"
     if suffix in CHECKPOINT_SUFFIXES:
         return "torch"
     return "onnxruntime"
@@ -79,3 +91,4 @@ def auto_backend(model_path: str | Path) -> str:
 register_backend("onnxruntime", "endoedge.runtime.ort:OnnxRuntimeBackend")
 register_backend("torch", "endoedge.runtime.pytorch:TorchBackend")
 register_backend("tensorrt", "endoedge.runtime.tensorrt:TensorRTBackend")
+register_backend("tensorrt-rtx", "endoedge.runtime.tensorrt_rtx:TensorRTRtxBackend")

@@ -38,6 +38,7 @@ from endoedge.runtime.base import Backend
 if TYPE_CHECKING:
     from endoedge.tensorrt.cuda_mem import CudaApi, PinnedBuffer
     from endoedge.tensorrt.engine_manifest import EngineManifest
+    from endoedge.tensorrt.manifest import MachineInfo
     from endoedge.tensorrt.trt_logger import TrtLogger
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     extra = "trt"
     requires = ("tensorrt",)
+    flavour = "tensorrt"  # the engine manifest's flavour this backend runs
 
     def __init__(self, model_path: str | Path, *, device: str = "auto", cuda_graph: bool = False,
                  cuda_bindings: str = "auto") -> None:
@@ -115,25 +117,48 @@ class TensorRTBackend(Backend):
             raise ModelFormatError(f"the tensorrt backend runs .onnx or {'/'.join(ENGINE_SUFFIXES)} files, not "
                                    f"'{path.name}' (export a checkpoint with `endoedge export`)")
 
+    def _import_trt(self) -> ModuleType:
+        """The TensorRT module this backend runs engines with (full TensorRT here)."""
+        from endoedge.tensorrt.compat import import_tensorrt
+
+        return import_tensorrt()
+
+    def _machine(self, cuda: CudaApi, index: int) -> MachineInfo:
+        """What the engine's manifest is checked against: this TensorRT and GPU."""
+        from endoedge.tensorrt.gpu_info import query_gpu
+        from endoedge.tensorrt.manifest import machine_info
+
+        return machine_info(self.trt_version, query_gpu(cuda, index))
+
+    def _check_flavour(self, manifest: EngineManifest) -> None:
+        """Refuse an engine of the other TensorRT flavour with the backend that runs it."""
+        if manifest.flavour == self.flavour:
+            return
+        other = "tensorrt-rtx" if manifest.flavour == "rtx" else "tensorrt"
+        built = "TensorRT for RTX" if manifest.flavour == "rtx" else "full TensorRT"
+        raise ModelFormatError(f"'{self.model_path.name}' was built by {built} {manifest.trt_version}; run it with "
+                               f"backend='{other}' (--backend {other})")
+
     def _activate(self) -> None:
-        from endoedge.tensorrt.compat import import_tensorrt, trt_version
+        from endoedge.tensorrt.compat import trt_version
         from endoedge.tensorrt.cuda_mem import open_cuda
-        from endoedge.tensorrt.gpu_info import device_index, query_gpu
-        from endoedge.tensorrt.manifest import machine_info, read_manifest, verify_engine
+        from endoedge.tensorrt.gpu_info import device_index
+        from endoedge.tensorrt.manifest import read_manifest, verify_engine
         from endoedge.tensorrt.trt_logger import make_trt_logger
 
         index = device_index(self.device)
         self._check_model()
-        trt = import_tensorrt()
+        trt = self._import_trt()
         ver = trt_version(trt)
         self.trt_version = str(trt.__version__)
         try:
             cuda = self._cuda = open_cuda(index, self.cuda_bindings)
             if self.cuda_graph and not cuda.supports_graphs:
                 raise BackendUnavailableError(f"cuda_graph=True needs cuda-python; {cuda.name} has no CUDA graphs")
-            machine = machine_info(self.trt_version, query_gpu(cuda, index))
+            machine = self._machine(cuda, index)
             engine_path = self.engine_path = self.model_path
             manifest = self.manifest = read_manifest(engine_path)
+            self._check_flavour(manifest)
             verify_engine(engine_path, manifest, machine)
             log = self._logger = make_trt_logger(trt)  # must outlive the runtime, engine and context
             self._runtime = trt.Runtime(log)
@@ -315,7 +340,7 @@ class TensorRTBackend(Backend):
     def describe(self) -> str:
         """TensorRT version, precision and GPU of the loaded engine."""
         m = self.manifest
-        gpu = m.gpu.name if m is not None else self.device
+        gpu = m.gpu.name if m is not None and m.flavour != "rtx" else self.device
         precision = m.precision if m is not None else ""  # trt-api: ignore - the manifest's, not ILayer.precision
         return f"{self.name} {self.trt_version or '?'} {precision} on {gpu}".strip()
 

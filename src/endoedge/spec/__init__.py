@@ -30,6 +30,8 @@ ColorOrder = Literal["RGB", "BGR"]
 # The registry, not this module, knows which names exist: a new decoder is one file and one line there.
 DecoderName = NewType("DecoderName", str)
 CLASSIFY_DECODER = DecoderName("classify")
+# Output layouts of YOLO-style ONNX files (``--decoder``): see :func:`spec_for_foreign_yolo`.
+YOLO_LAYOUTS = ("yolov8", "yolov5", "yolo_end2end")
 PREFIX = "endoedge."
 # Version of the ``endoedge.*`` metadata layout (key ``endoedge.schema``). Files without the key
 # were written before it existed and read as version 1. A reader refuses a newer version.
@@ -84,6 +86,10 @@ class ModelSpec:
         stabilize: temporal stabilization for video (onset, hold, smoothing), as
             :meth:`~endoedge.spec.stabilize.StabilizeConfig.to_dict` (``None`` = the defaults;
             stored under ``endoedge.stabilize`` only when set).
+        operating_point: how ``score_threshold`` was chosen, as
+            :meth:`~endoedge.evaluation.operating.OperatingPoint.to_dict` (target and measured
+            false-alarm share, sensitivity, the frames behind them; ``None`` = not recorded;
+            stored under ``endoedge.operating_point`` only when set).
     """
 
     arch: str
@@ -99,13 +105,14 @@ class ModelSpec:
     source_sha256: str | None = None
     endoscopy: Mapping[str, Any] | None = None
     stabilize: Mapping[str, Any] | None = None
+    operating_point: Mapping[str, Any] | None = None
 
     def _key(self) -> tuple[Any, ...]:
         """The spec as a tuple of hashable values (numpy arrays by dtype, shape and bytes)."""
         return (self.arch, self.class_names, self.preprocess, self.decoder, _frozen(self.decoder_params),
                 self.score_threshold, self.iou_threshold, self.max_detections, self.producer,
                 self.source_checkpoint, self.source_sha256, _frozen(self.endoscopy),
-                _frozen(self.stabilize))
+                _frozen(self.stabilize), _frozen(self.operating_point))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ModelSpec):
@@ -164,6 +171,8 @@ class ModelSpec:
             meta["endoscopy"] = json.dumps(dict(self.endoscopy), sort_keys=True)
         if self.stabilize is not None:
             meta["stabilize"] = json.dumps(dict(self.stabilize), sort_keys=True)
+        if self.operating_point is not None:
+            meta["operating_point"] = json.dumps(dict(self.operating_point), sort_keys=True)
         return {PREFIX + k: v for k, v in meta.items()}
 
     @classmethod
@@ -285,6 +294,7 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
             source_sha256=props.get(PREFIX + "source_sha256") or None,
             endoscopy=_config(props.get(PREFIX + "endoscopy"), "endoscopy", where),
             stabilize=_config(props.get(PREFIX + "stabilize"), "stabilize", where),
+            operating_point=_operating_point(props.get(PREFIX + "operating_point")),
         )
     except ModelFormatError:
         raise
@@ -292,6 +302,16 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
         raise ModelFormatError(
             f"{where}: endoedge metadata cannot be parsed ({_short(err)}); re-export the model"
         ) from err
+
+
+def _operating_point(text: str | None) -> dict[str, Any] | None:
+    """Parse the optional ``endoedge.operating_point`` JSON object (absent in older files)."""
+    if not text:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("endoedge.operating_point is not a JSON object")
+    return value
 
 
 def _config(text: str | None, key: str, where: str) -> dict[str, Any] | None:
@@ -328,18 +348,15 @@ def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpe
         size = (int(imgsz[0]), int(imgsz[-1]))
         if not isinstance(names, dict):
             raise ValueError("names is not a {id: name} dict")
-        if bool(ast.literal_eval(props.get("end2end", "False"))):
-            raise ModelFormatError(
-                f"{where} is an end-to-end (NMS-free) Ultralytics export; re-export it with "
-                "end2end=False (YOLOv26/YOLOv10 style heads are not supported yet)"
-            )
+        # YOLO26 / YOLOv10 exported NMS-free (nms=False): one B x 300 x 6 output, no NMS needed
+        end2end = bool(ast.literal_eval(props.get("end2end", "False")))
         class_names = tuple(str(names[i]) for i in sorted(names))
     except ModelFormatError:
         raise
     except (ValueError, SyntaxError, KeyError, TypeError, RecursionError, MemoryError) as err:
         raise ModelFormatError(f"{where}: Ultralytics metadata cannot be parsed ({_short(err)})") from err
     return spec_for_foreign_yolo(
-        "yolov8", class_names, size, producer="ultralytics",
+        "yolo_end2end" if end2end else "yolov8", class_names, size, producer="ultralytics",
         arch=_ultralytics_arch(props.get("description", "")),
     )
 
@@ -361,12 +378,13 @@ def spec_for_foreign_yolo(
     """Describe a YOLO-style ONNX with Ultralytics' pre-processing (letterbox 114, RGB, /255).
 
     Args:
-        layout: ``"yolov8"`` (``B x (4+nc) x A``) or ``"yolov5"`` (``B x A x (5+nc)``).
+        layout: ``"yolov8"`` (``B x (4+nc) x A``), ``"yolov5"`` (``B x A x (5+nc)``) or
+            ``"yolo_end2end"`` (NMS-free YOLO26/YOLOv10 heads: ``B x K x 6`` xyxy, score, class).
         class_names: the model's class names in class-id order.
         input_size: network input ``(height, width)``.
     """
-    if layout not in ("yolov8", "yolov5"):
-        raise ModelFormatError(f"unknown YOLO layout '{layout}'; known: yolov8, yolov5")
+    if layout not in YOLO_LAYOUTS:
+        raise ModelFormatError(f"unknown YOLO layout '{layout}'; known: {', '.join(YOLO_LAYOUTS)}")
     if not class_names:
         raise ModelFormatError("a YOLO model needs at least one class name (--classes a,b,...)")
     return ModelSpec(
@@ -376,7 +394,7 @@ def spec_for_foreign_yolo(
         decoder=layout,
         decoder_params={},
         score_threshold=0.25,
-        iou_threshold=0.7 if layout == "yolov8" else 0.45,
+        iou_threshold=0.45 if layout == "yolov5" else 0.7,  # unused by the NMS-free head
         max_detections=300,
         producer=producer,
     )

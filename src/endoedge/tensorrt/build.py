@@ -15,8 +15,12 @@ version guards on :class:`~endoedge.tensorrt.compat.TrtVersion`:
 * the timing cache exactly as NVIDIA's ``samples/python/common.py`` does it;
 * ``builder.build_serialized_network(network, config)``.
 
-Nothing was executed against TensorRT on the development machines (no GPU there): this code is
-written from NVIDIA's bindings and samples and its names are checked statically per line.
+* TensorRT for RTX (``req.runtime == "rtx"``): no CUDA is opened; the targets are named
+  (:func:`endoedge.tensorrt.rtx.set_targets`) and the engine is built ahead of time, on a CPU.
+
+Full TensorRT was not executed on the development machines (no GPU there): that path is written
+from NVIDIA's bindings and samples and its names are checked statically per line. The TensorRT
+for RTX path runs in the test suite: real builds from real ONNX files.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from endoedge.data.onnx_facts import OnnxFacts, onnx_facts
 from endoedge.errors import EndoedgeError, EngineBuildError, InputError, StaleEngineError
-from endoedge.tensorrt.compat import TrtVersion, import_tensorrt, trt_version
+from endoedge.tensorrt.compat import TrtVersion, import_tensorrt, import_tensorrt_rtx, trt_version
 from endoedge.tensorrt.engine_manifest import (
     EngineIdentity,
     EngineManifest,
@@ -51,6 +55,7 @@ from endoedge.tensorrt.manifest import (
     write_manifest,
 )
 from endoedge.tensorrt.plan import BuildPlan, BuildRequest, make_plan, request_from_manifest
+from endoedge.tensorrt.rtx import AOT_GPU, set_targets
 from endoedge.tensorrt.trt_logger import make_trt_logger
 
 if TYPE_CHECKING:
@@ -61,6 +66,7 @@ logger = logging.getLogger(__name__)
 # One representative of every supported line: errors all of them report do not depend on the
 # TensorRT installed, so they are raised before TensorRT is imported.
 _LINES = (TrtVersion(8, 6, 1), TrtVersion(10, 3, 0), TrtVersion(11, 4, 0))
+_RTX_LINES = (TrtVersion(1, 7, 1, rtx=True),)
 
 
 class CalibrationBatches(Protocol):
@@ -86,7 +92,11 @@ def precheck(req: BuildRequest, facts: OnnxFacts) -> None:
 
     The first error all lines share; else, when every line has some error, the first one of
     the 10.x line that names no version. Line-specific problems wait for the installed line.
+    With ``req.runtime == "rtx"`` the TensorRT for RTX line's first error.
     """
+    if req.runtime == "rtx":
+        make_plan(req, _RTX_LINES[0], facts).check()
+        return
     plans = [make_plan(req, v, facts) for v in _LINES]
     common = set.intersection(*(set(p.errors) for p in plans))
     for err in plans[0].errors:
@@ -118,6 +128,22 @@ def _network_io(trt: ModuleType, network: Any) -> list[TensorIO]:
     return io
 
 
+def _parser_errors(parser: Any) -> list[str]:
+    """Each ONNX parser error as ``node N (Op 'name'): message``."""
+    out = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        desc = str(err.desc() if hasattr(err, "desc") else err).replace("\n", " ")
+        node = int(getattr(err, "node", lambda: -1)())
+        if node < 0:
+            out.append(desc)
+            continue
+        op = str(getattr(err, "node_operator", lambda: "")())
+        name = str(getattr(err, "node_name", lambda: "")())
+        out.append(f"node {node} ({op} '{name}'): {desc}")
+    return out
+
+
 def _set_profile(builder: Any, shapes: dict[str, dict[str, list[int]]]) -> Any:
     profile = builder.create_optimization_profile()
     for name, s in shapes.items():
@@ -146,7 +172,7 @@ def build_serialized(trt: ModuleType, plan: BuildPlan, onnx_path: Path, *, calib
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, log)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)).replace("\n", " ") for i in range(parser.num_errors)]
+        errors = _parser_errors(parser)
         raise EngineBuildError(f"TensorRT {ver}'s ONNX parser rejected '{onnx_path.name}': "
                                + " | ".join(errors or log.errors or ["no reason given"]))
     config = builder.create_builder_config()
@@ -154,6 +180,8 @@ def build_serialized(trt: ModuleType, plan: BuildPlan, onnx_path: Path, *, calib
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     if plan.set_profile:
         config.add_optimization_profile(_set_profile(builder, plan.profile))
+    if ver.has_compute_capabilities:
+        set_targets(trt, config, plan.compute_capabilities)
     if ver.has_precision_flags:
         if plan.fp16_flag:
             config.set_flag(trt.BuilderFlag.FP16)
@@ -177,6 +205,8 @@ def build_serialized(trt: ModuleType, plan: BuildPlan, onnx_path: Path, *, calib
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     if ver.has_same_compute_capability and plan.hardware_compat == "same-cc":
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+    if not ver.has_timing_cache:
+        timing_cache = None  # TensorRT for RTX: a deprecated no-op (the plan warned)
     if timing_cache is not None:  # NVIDIA samples/python/common.py
         buf = timing_cache.read_bytes() if timing_cache.is_file() else b""
         cache = config.create_timing_cache(buf)
@@ -185,6 +215,9 @@ def build_serialized(trt: ModuleType, plan: BuildPlan, onnx_path: Path, *, calib
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         reason = log.errors[-1] if log.errors else "see the TensorRT log above"
+        if ver.rtx and "SM75" in reason and "GEMM" in reason:  # measured with TensorRT for RTX 1.7.1
+            reason += ("; Turing (7.5) has no FP32 matrix-multiply kernels in TensorRT for RTX: build the FP16 ONNX "
+                       "(`endoedge quantize MODEL.onnx --precision fp16`) for 7.5, or drop 7.5")
         raise EngineBuildError(f"TensorRT {ver} could not build '{onnx_path.name}' ({plan.precision}): {reason}")
     if timing_cache is not None:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +242,8 @@ def _identity(plan: BuildPlan, facts: OnnxFacts, machine: MachineInfo, calibrati
         onnx_sha256=facts.sha256, trt_version=machine.trt_version, gpu=machine.gpu, precision=plan.precision,
         int8_source=plan.int8_source, profiles=(parse_profile(plan.profile),), dla_core=plan.dla_core,
         calibration_hash=calibration_hash, version_compatible=plan.version_compatible,
-        hardware_compatibility=plan.hardware_compat)
+        hardware_compatibility=plan.hardware_compat, flavour=machine.flavour,
+        compute_capabilities=plan.compute_capabilities if machine.flavour == "rtx" else ())
 
 
 def _up_to_date(engine: Path, ident: EngineIdentity, machine: MachineInfo, facts: OnnxFacts) -> EngineManifest | None:
@@ -266,13 +300,18 @@ def build_engine(
     precheck(req, facts)
     if engine_path is None and cache_dir is None:
         raise InputError("give an output engine path (-o) or an engine cache folder (--cache-dir)")
-    trt = import_tensorrt()
+    rtx = req.runtime == "rtx"
+    trt = import_tensorrt_rtx() if rtx else import_tensorrt()
     ver = trt_version(trt)
-    cuda = open_cuda(device, cuda_bindings)
+    cuda = None if rtx else open_cuda(device, cuda_bindings)  # RTX builds ahead of time: no GPU
     calibrator = None
     try:
-        machine = machine_info(str(trt.__version__), query_gpu(cuda, device))
-        plan = make_plan(req, ver, facts, jetson=is_jetson(), gpu_cc=machine.gpu.cc_tuple).check()
+        if cuda is None:
+            machine = MachineInfo(str(trt.__version__), AOT_GPU, flavour="rtx")
+            plan = make_plan(req, ver, facts).check()
+        else:
+            machine = machine_info(str(trt.__version__), query_gpu(cuda, device))
+            plan = make_plan(req, ver, facts, jetson=is_jetson(), gpu_cc=machine.gpu.cc_tuple).check()
         for w in plan.warnings:
             logger.warning("%s", w)
         data = calibration() if plan.use_calibrator and calibration is not None else None
@@ -292,10 +331,10 @@ def build_engine(
         reused = manifest is not None
         if manifest is None:
             if built_at.exists() and not force and cache_dir is None:
-                raise InputError(f"'{built_at}' exists and was built from another ONNX, TensorRT, GPU or "
-                                 "options; pass --force to replace it")
+                raise InputError(f"'{built_at}' exists and was built from another ONNX, TensorRT, GPU, targets "
+                                 "or options; pass --force to replace it")
             logger.info("building %s: %s", built_at, plan.describe())
-            if plan.use_calibrator:
+            if plan.use_calibrator and cuda is not None:
                 from endoedge.tensorrt.calibrator import make_entropy_calibrator
 
                 calibrator = make_entropy_calibrator(
@@ -313,7 +352,8 @@ def build_engine(
                 onnx_path=facts.path, onnx_sha256=facts.sha256, machine=machine, precision=plan.precision,
                 int8_source=plan.int8_source, calibration_hash=calib_hash, profiles=ident.profiles, io=io,
                 version_compatible=plan.version_compatible, hardware_compatibility=plan.hardware_compat,
-                dla_core=plan.dla_core, spec=facts.metadata)
+                dla_core=plan.dla_core, spec=facts.metadata, flavour=machine.flavour,
+                compute_capabilities=ident.compute_capabilities)
             write_manifest(built_at, manifest)
         if target is not None and target.resolve() != built_at.resolve():
             shutil.copyfile(built_at, target)
@@ -322,7 +362,8 @@ def build_engine(
     finally:
         if calibrator is not None:
             calibrator.close()
-        cuda.close()
+        if cuda is not None:
+            cuda.close()
 
 
 def rebuild_stale(engine_path: str | Path, manifest: EngineManifest, *, device: int = 0,

@@ -5,6 +5,12 @@
 and :meth:`EngineManifest.from_dict` reads it back, so ``from_dict(d).to_dict() == d`` for every
 manifest the writer produced. Shapes are in elements, ``-1`` for a dynamic axis; the batch is
 axis 0.
+
+Engines of TensorRT for RTX add two keys after ``trt_version``: ``"flavour": "rtx"`` and
+``"compute_capabilities": ["8.6", "8.9"]`` (the ahead-of-time targets; ``[]`` = its Ampere+
+default); their ``gpu`` record is :data:`endoedge.tensorrt.rtx.AOT_GPU`-like (no GPU built
+them). Full TensorRT manifests do not carry the two keys (absent = ``"tensorrt"``), so their
+files and cache keys are unchanged.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ FORMAT = "endoedge-engine-manifest/1"
 # Keys a complete manifest must have (the reader refuses one without them).
 REQUIRED = ("format", "onnx_sha256", "trt_version", "gpu", "precision", "profiles", "io", "spec")
 # The identity fields: two engines with the same values are interchangeable (the cache key hashes them).
+# ``flavour`` / ``compute_capabilities`` take part only where present (TensorRT for RTX).
 CACHE_FIELDS = ("onnx_sha256", "trt_version", "gpu", "precision", "int8_source", "profiles", "dla_core",
-                "calibration_hash", "version_compatible", "hardware_compatibility")
+                "calibration_hash", "version_compatible", "hardware_compatibility", "flavour",
+                "compute_capabilities")
+FLAVOURS = ("tensorrt", "rtx")
 DEFAULT_REBUILD = "endoedge build MODEL.onnx -o MODEL.engine --force"
 
 # What json.loads gives (and json.dumps takes) for a manifest value.
@@ -77,14 +86,21 @@ class EngineIdentity:
     calibration_hash: str | None
     version_compatible: bool
     hardware_compatibility: str
+    flavour: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Json]:
-        """The identity fields as the manifest writes them."""
-        return {"onnx_sha256": self.onnx_sha256, "trt_version": self.trt_version, "gpu": _gpu_dict(self.gpu),
-                "precision": self.precision, "int8_source": self.int8_source,
-                "profiles": [profile_to_dict(p) for p in self.profiles], "dla_core": self.dla_core,
-                "calibration_hash": self.calibration_hash, "version_compatible": self.version_compatible,
-                "hardware_compatibility": self.hardware_compatibility}
+        """The identity fields as the manifest writes them (``flavour`` and targets for RTX only)."""
+        out: dict[str, Json] = {
+            "onnx_sha256": self.onnx_sha256, "trt_version": self.trt_version, "gpu": _gpu_dict(self.gpu),
+            "precision": self.precision, "int8_source": self.int8_source,
+            "profiles": [profile_to_dict(p) for p in self.profiles], "dla_core": self.dla_core,
+            "calibration_hash": self.calibration_hash, "version_compatible": self.version_compatible,
+            "hardware_compatibility": self.hardware_compatibility}
+        if self.flavour != "tensorrt":
+            out["flavour"] = self.flavour
+            out["compute_capabilities"] = list(self.compute_capabilities)
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,7 +113,10 @@ class EngineManifest:
         created: ISO 8601 UTC build time (seconds).
         onnx_sha256: sha256 of the ONNX the engine was built from.
         onnx_path: that ONNX, resolved (``None`` when unknown).
-        trt_version: the TensorRT version string of the build (``10.3.0.30``).
+        trt_version: the TensorRT version string of the build (``10.3.0.30``; RTX ``1.7.1.116``).
+        flavour: ``tensorrt`` or ``rtx`` (TensorRT for RTX).
+        compute_capabilities: TensorRT for RTX targets (``()`` = its Ampere+ default; full
+            TensorRT: ``()``, the engine runs on ``gpu``).
         gpu: the building GPU (name, compute capability, SM count).
         jetpack: JetPack release of the building Jetson (``None`` off Jetson).
         l4t: L4T release of the building Jetson (``None`` off Jetson).
@@ -118,6 +137,8 @@ class EngineManifest:
     onnx_sha256: str
     onnx_path: str | None = None
     trt_version: str
+    flavour: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] = ()
     gpu: GpuInfo
     jetpack: str | None = None
     l4t: str | None = None
@@ -152,15 +173,16 @@ class EngineManifest:
         """The cache-key fields of this engine."""
         return EngineIdentity(self.onnx_sha256, self.trt_version, self.gpu, self.precision, self.int8_source,
                               self.profiles, self.dla_core, self.calibration_hash, self.version_compatible,
-                              self.hardware_compatibility)
+                              self.hardware_compatibility, self.flavour, self.compute_capabilities)
 
     def to_dict(self) -> dict[str, Json]:
         """The JSON object ``endoedge build`` writes (keys in this class's field order)."""
         ident = self.identity.to_dict()
+        rtx: dict[str, Json] = {k: ident[k] for k in ("flavour", "compute_capabilities") if k in ident}
         return {
             "format": self.format, "endoedge_version": self.endoedge_version, "created": self.created,
             "onnx_sha256": self.onnx_sha256, "onnx_path": self.onnx_path, "trt_version": self.trt_version,
-            "gpu": ident["gpu"], "jetpack": self.jetpack, "l4t": self.l4t, "precision": self.precision,
+            **rtx, "gpu": ident["gpu"], "jetpack": self.jetpack, "l4t": self.l4t, "precision": self.precision,
             "int8_source": self.int8_source, "calibration_hash": self.calibration_hash,
             "profiles": ident["profiles"], "io": [t.to_dict() for t in self.io],
             "version_compatible": self.version_compatible, "hardware_compatibility": self.hardware_compatibility,
@@ -205,6 +227,8 @@ class EngineManifest:
             format=_text(d, "format", FORMAT), endoedge_version=_text(d, "endoedge_version", ""),
             created=_text(d, "created", ""), onnx_sha256=_text(d, "onnx_sha256", ""),
             onnx_path=_opt_text(d, "onnx_path"), trt_version=_text(d, "trt_version", ""),
+            flavour=_flavour(d), compute_capabilities=tuple(
+                _text({"cc": c}, "cc", "") for c in _list(d.get("compute_capabilities"), "compute_capabilities")),
             gpu=_gpu(d.get("gpu"), partial), jetpack=_opt_text(d, "jetpack"), l4t=_opt_text(d, "l4t"),
             precision=_text(d, "precision", ""), int8_source=_opt_text(d, "int8_source"),
             calibration_hash=_opt_text(d, "calibration_hash"),
@@ -302,6 +326,13 @@ def _tensor(value: object, index: int) -> TensorIO:
         raise _Bad(f"io[{index}] lacks {', '.join(missing)}")
     return TensorIO(_text(t, "name", ""), _text(t, "mode", ""), _text(t, "dtype", ""),
                     _shape(t["shape"], f"io[{index}].shape"))
+
+
+def _flavour(d: Mapping[str, object]) -> str:
+    value = _text(d, "flavour", "tensorrt")
+    if value not in FLAVOURS:
+        raise _Bad(f"flavour is {value!r}, not one of {', '.join(FLAVOURS)}")
+    return value
 
 
 def _spec(value: object) -> dict[str, str]:

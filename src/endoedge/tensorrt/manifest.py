@@ -62,6 +62,7 @@ class MachineInfo:
     gpu: GpuInfo
     jetpack: str | None = None
     l4t: str | None = None
+    flavour: str = "tensorrt"
 
 
 def machine_info(trt_version: str, gpu: GpuInfo, *, root: str | Path | None = None) -> MachineInfo:
@@ -101,6 +102,8 @@ def make_manifest(
     hardware_compatibility: str,
     dla_core: int | None,
     spec: Mapping[str, str],
+    flavour: str = "tensorrt",
+    compute_capabilities: Sequence[str] = (),
 ) -> EngineManifest:
     """The manifest of an engine built now, by this endoedge, on ``machine``."""
     return EngineManifest(
@@ -109,6 +112,8 @@ def make_manifest(
         onnx_sha256=onnx_sha256,
         onnx_path=str(Path(onnx_path).resolve()),
         trt_version=machine.trt_version,
+        flavour=flavour,
+        compute_capabilities=tuple(compute_capabilities),
         gpu=machine.gpu,
         jetpack=machine.jetpack,
         l4t=machine.l4t,
@@ -186,8 +191,14 @@ def stale_field(manifest: EngineManifest, machine: MachineInfo, *,
     ``onnx_sha256`` is the current sha256 of the ONNX the engine was built from (``None`` = not
     checked, e.g. the ONNX is not on this machine). Version-compatible engines accept later
     runtimes per NVIDIA's rules; ``ampere+`` engines any Ampere+ discrete GPU; ``same-cc``
-    engines any GPU of the same compute capability.
+    engines any GPU of the same compute capability. TensorRT for RTX engines need TensorRT for
+    RTX of the same version and a GPU among their targets (not checked where ``machine`` has no
+    GPU: an ahead-of-time build).
     """
+    if manifest.flavour != machine.flavour:
+        return "flavour", manifest.flavour, machine.flavour
+    if manifest.flavour == "rtx":
+        return _stale_rtx(manifest, machine, onnx_sha256)
     built_v = TrtVersion.parse(manifest.trt_version)
     here_v = TrtVersion.parse(machine.trt_version)
     if manifest.version_compatible:
@@ -214,10 +225,28 @@ def stale_field(manifest: EngineManifest, machine: MachineInfo, *,
     return None
 
 
+def _stale_rtx(manifest: EngineManifest, machine: MachineInfo,
+               onnx_sha256: str | None) -> tuple[str, object, object] | None:
+    from endoedge.tensorrt.rtx import gpu_fits, targets_text
+
+    if manifest.trt_version != machine.trt_version:
+        return "trt_version", manifest.trt_version, machine.trt_version
+    if machine.gpu.compute_capability and not gpu_fits(manifest.compute_capabilities, machine.gpu):
+        return ("compute_capabilities", targets_text(manifest.compute_capabilities),
+                f"{machine.gpu.name} (cc {machine.gpu.compute_capability})")
+    if onnx_sha256 is not None and manifest.onnx_sha256 != onnx_sha256:
+        return "onnx_sha256", manifest.onnx_sha256[:12], onnx_sha256[:12]
+    return None
+
+
 def rebuild_hint(manifest: EngineManifest, engine_path: str | Path) -> str:
-    """``endoedge build ONNX --precision P -o ENGINE --force`` for this engine."""
+    """``endoedge build ONNX --precision P -o ENGINE --force`` for this engine (RTX: with its runtime and targets)."""
     onnx = manifest.onnx_path or "MODEL.onnx"
-    return f"endoedge build {onnx} --precision {manifest.precision or 'fp32'} -o {engine_path} --force"
+    rtx = ""
+    if manifest.flavour == "rtx":
+        rtx = " --runtime rtx" + (f" --compute-capability {','.join(manifest.compute_capabilities)}"
+                                  if manifest.compute_capabilities else "")
+    return f"endoedge build {onnx} --precision {manifest.precision or 'fp32'}{rtx} -o {engine_path} --force"
 
 
 def verify_manifest(manifest: EngineManifest, machine: MachineInfo, *, engine_path: str | Path,
@@ -250,7 +279,7 @@ def cache_key(fields: EngineIdentity | EngineManifest) -> str:
     paths, the spec) does not change the key.
     """
     ident = (fields.identity if isinstance(fields, EngineManifest) else fields).to_dict()
-    text = json.dumps({k: ident[k] for k in CACHE_FIELDS}, sort_keys=True, separators=(",", ":"))
+    text = json.dumps({k: ident[k] for k in CACHE_FIELDS if k in ident}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

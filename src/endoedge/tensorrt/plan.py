@@ -16,6 +16,9 @@ Per TensorRT line (facts in ``shared/reference/tensorrt-jetson-gstreamer.md`` se
   deprecated from 10.12 (warnings, not errors).
 * **11.x**: always strongly typed; no precision flags, no calibrator. FP16 needs an FP16 ONNX,
   INT8 a Q/DQ ONNX; anything else is refused with the command that makes the right ONNX.
+* **TensorRT for RTX** (``TrtVersion(..., rtx=True)``): typed as 11.x; no DLA, no version or
+  hardware compatibility, no timing cache; targets named with ``--compute-capability``
+  (:mod:`endoedge.tensorrt.rtx`), which full TensorRT refuses.
 
 Every problem is collected in :attr:`BuildPlan.errors` as one line saying what is wrong and what
 to do; :meth:`BuildPlan.check` raises the first.
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from endoedge.data.onnx_facts import OnnxFacts
 from endoedge.errors import EngineBuildError, InputError
 from endoedge.tensorrt.compat import TrtVersion
+from endoedge.tensorrt.rtx import target_errors, targets_text
 
 if TYPE_CHECKING:
     from endoedge.tensorrt.engine_manifest import EngineManifest
@@ -72,6 +76,11 @@ class BuildRequest:
         version_compatible: ``BuilderFlag.VERSION_COMPATIBLE`` (runs on later TensorRT runtimes).
         hardware_compat: ``none``, ``ampere+`` (``AMPERE_PLUS``) or ``same-cc``
             (``SAME_COMPUTE_CAPABILITY``).
+        runtime: ``tensorrt`` (full TensorRT, builds on the GPU it runs on) or ``rtx``
+            (TensorRT for RTX, ahead of time).
+        compute_capabilities: TensorRT for RTX targets, ``"major.minor"`` (``()`` = its
+            Ampere+ default).
+        timing_cache: a timing cache file was given.
     """
 
     precision: str | None = None
@@ -82,6 +91,9 @@ class BuildRequest:
     dla_core: int | None = None
     version_compatible: bool = False
     hardware_compat: str = "none"
+    runtime: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] = ()
+    timing_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class BuildPlan:
     gpu_fallback: bool
     version_compatible: bool
     hardware_compat: str
+    compute_capabilities: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     errors: tuple[str, ...] = field(default=())
 
@@ -139,7 +152,8 @@ class BuildPlan:
         return (f"TensorRT {self.trt_version}: {self.precision}"
                 f"{' (' + self.int8_source + ')' if self.int8_source else ''}, network flags "
                 f"{'|'.join(self.network_flags) or 'none'}, builder flags {'|'.join(self.builder_flags) or 'none'}, "
-                f"batch {batch}")
+                f"batch {batch}"
+                + (f", targets {targets_text(self.compute_capabilities)}" if self.trt_version.rtx else ""))
 
 
 def _shapes(name: str, rest: tuple[int, ...], lo: int, opt: int, hi: int) -> dict[str, dict[str, list[int]]]:
@@ -194,8 +208,10 @@ def _precision_choice(req: BuildRequest, ver: TrtVersion, facts: OnnxFacts, erro
     if ver.strongly_typed_only:
         out["strongly_typed"] = True
         if req.calib:
-            errors.append(f"TensorRT {ver} removed implicit INT8 calibration (IInt8EntropyCalibrator2); build a "
-                          f"Q/DQ ONNX instead: {QUANTIZE_INT8}")
+            verb = "has no" if ver.rtx else "removed"
+            errors.append(f"TensorRT {ver} {verb} implicit INT8 calibration (IInt8EntropyCalibrator2); precision "
+                          f"comes from the ONNX (fp32, fp16 or Q/DQ int8): drop --calib and build a Q/DQ ONNX: "
+                          f"{QUANTIZE_INT8}")
         elif precision == "fp16" and not facts.has_fp16:
             errors.append(f"TensorRT {ver} builds are strongly typed, so FP16 needs an FP16 ONNX and '{name}' is "
                           f"FP32; {QUANTIZE_FP16}")
@@ -227,8 +243,33 @@ def _precision_choice(req: BuildRequest, ver: TrtVersion, facts: OnnxFacts, erro
     return out
 
 
+def _rtx_checks(req: BuildRequest, ver: TrtVersion, errors: list[str], warnings: list[str]) -> bool:
+    """TensorRT for RTX's refusals (or ``--compute-capability`` on full TensorRT); ``True`` = checked, stop."""
+    if not ver.rtx:
+        if req.compute_capabilities:
+            errors.append("--compute-capability names TensorRT for RTX targets (--runtime rtx); full TensorRT builds "
+                          "for the GPU it runs on: drop --compute-capability")
+        return False
+    errors.extend(target_errors(req.compute_capabilities))
+    if req.dla_core is not None:
+        errors.append("TensorRT for RTX has no DLA (DLA cores exist only on Jetson Xavier/Orin: build there with "
+                      "JetPack's TensorRT, --runtime tensorrt); drop --dla")
+    if req.version_compatible:
+        errors.append("TensorRT for RTX cannot build version-compatible engines (VERSION_COMPATIBLE needs the lean "
+                      "runtime it does not ship); drop --version-compatible")
+    if req.hardware_compat != "none":
+        errors.append(f"--hardware-compat {req.hardware_compat} is full TensorRT's; TensorRT for RTX names its "
+                      f"targets with --compute-capability (e.g. 8.6,8.9); drop --hardware-compat")
+    if req.timing_cache:
+        warnings.append("TensorRT for RTX ignores the timing cache (a deprecated no-op there); --timing-cache "
+                        "is not read or written")
+    return True
+
+
 def _compat_checks(req: BuildRequest, ver: TrtVersion, precision: str, jetson: bool | None,
-                   gpu_cc: tuple[int, int] | None, errors: list[str]) -> None:
+                   gpu_cc: tuple[int, int] | None, errors: list[str], warnings: list[str]) -> None:
+    if _rtx_checks(req, ver, errors, warnings):
+        return
     if req.dla_core is not None:
         if req.dla_core < 0:
             errors.append(f"--dla {req.dla_core}: the DLA core is 0 or 1")
@@ -274,7 +315,7 @@ def make_plan(req: BuildRequest, ver: TrtVersion, facts: OnnxFacts, *, jetson: b
     if not ver.supported:
         errors.append(f"TensorRT {ver} is too old: endoedge needs TensorRT >= 8.5 (JetPack >= 5.1)")
     choice = _precision_choice(req, ver, facts, errors, warnings)
-    _compat_checks(req, ver, choice["precision"], jetson, gpu_cc, errors)
+    _compat_checks(req, ver, choice["precision"], jetson, gpu_cc, errors, warnings)
     rest = _input_rest(facts, errors)
     name = facts.input_name
     if facts.dynamic_batch:
@@ -319,6 +360,7 @@ def make_plan(req: BuildRequest, ver: TrtVersion, facts: OnnxFacts, *, jetson: b
         gpu_fallback=req.dla_core is not None,
         version_compatible=req.version_compatible,
         hardware_compat=req.hardware_compat,
+        compute_capabilities=req.compute_capabilities if ver.rtx else (),
         warnings=tuple(warnings),
         errors=tuple(errors),
     )
@@ -338,4 +380,6 @@ def request_from_manifest(manifest: EngineManifest) -> BuildRequest:
         dla_core=manifest.dla_core,
         version_compatible=manifest.version_compatible,
         hardware_compat=manifest.hardware_compatibility or "none",
+        runtime=manifest.flavour,
+        compute_capabilities=manifest.compute_capabilities,
     )

@@ -13,6 +13,9 @@ builds (import-linter forbids ``endoedge.runtime`` to import this module or
   and rebuilt in place from that ONNX when stale;
 * any other file is returned as is (the backend checks an engine's manifest and refuses a stale
   engine or a file that is no engine).
+
+For ``tensorrt-rtx`` an ``.onnx`` is built by TensorRT for RTX into the same cache, for the
+compute capability of the GPU it will run on (asked through CUDA, so a GPU is needed).
 """
 
 from __future__ import annotations
@@ -56,8 +59,26 @@ def split_options(options: Mapping[str, Any]) -> tuple[EngineRequest, dict[str, 
     return req, {k: v for k, v in options.items() if k not in BUILD_OPTIONS}
 
 
+def _gpu_target(index: int, cuda_bindings: str) -> tuple[str, ...]:
+    """This GPU's compute capability as a TensorRT for RTX target (refused when it is none)."""
+    from endoedge.errors import EngineBuildError
+    from endoedge.tensorrt.cuda_mem import open_cuda
+    from endoedge.tensorrt.gpu_info import query_gpu
+    from endoedge.tensorrt.rtx import target_errors
+
+    cuda = open_cuda(index, cuda_bindings)
+    try:
+        gpu = query_gpu(cuda, index)
+    finally:
+        cuda.close()
+    errors = target_errors((gpu.compute_capability,))
+    if errors:
+        raise EngineBuildError(f"{gpu.name}: {errors[0]}")
+    return (gpu.compute_capability,)
+
+
 def prepare_engine(model: str | Path, req: EngineRequest | None = None, *, device: str = "auto",
-                   cuda_bindings: str = "auto") -> Path:
+                   cuda_bindings: str = "auto", runtime: str = "tensorrt") -> Path:
     """The engine the TensorRT backend runs for ``model`` (see the module docstring).
 
     Args:
@@ -65,6 +86,8 @@ def prepare_engine(model: str | Path, req: EngineRequest | None = None, *, devic
         req: the build-step options (``None`` = defaults).
         device: ``auto``, ``cuda`` or ``cuda:N`` (the GPU to build for / check against).
         cuda_bindings: ``auto``, ``cuda-python`` or ``pycuda``.
+        runtime: ``tensorrt`` or ``rtx`` (TensorRT for RTX: an ``.onnx`` is built for this GPU's
+            compute capability).
 
     Raises:
         EndoedgeError: no TensorRT/CUDA, build failure, a stale engine that cannot be rebuilt.
@@ -80,12 +103,14 @@ def prepare_engine(model: str | Path, req: EngineRequest | None = None, *, devic
         from endoedge.tensorrt.manifest import default_cache_dir
         from endoedge.tensorrt.plan import BuildRequest
 
-        result = build_engine(path, None, BuildRequest(precision=req.precision, batch=req.batch),
+        ccs = _gpu_target(index, cuda_bindings) if runtime == "rtx" else ()
+        build_req = BuildRequest(precision=req.precision, batch=req.batch, runtime=runtime, compute_capabilities=ccs)
+        result = build_engine(path, None, build_req,
                               cache_dir=req.cache_dir or default_cache_dir(), device=index,
                               cuda_bindings=cuda_bindings)
         logger.info("tensorrt | engine %s (%s)", result.engine_path, "cached" if result.reused else "built")
         return result.engine_path
-    if suffix in ENGINE_SUFFIXES and req.rebuild_if_stale:
+    if suffix in ENGINE_SUFFIXES and req.rebuild_if_stale and runtime == "tensorrt":
         _rebuild_if_stale(path, index, cuda_bindings)
     return path  # anything else: the backend says what it runs
 
@@ -120,7 +145,9 @@ def model_for_backend(backend: str, model: str | Path, device: str,
     other backend gets ``model`` and ``options`` unchanged. The one step :func:`endoedge.load`,
     :func:`endoedge.load_classifier` and ``endoedge bench`` take before constructing a backend.
     """
-    if backend != "tensorrt":
+    if backend not in ("tensorrt", "tensorrt-rtx"):
         return Path(model), dict(options)
     req, rest = split_options(options)
-    return prepare_engine(model, req, device=device, cuda_bindings=str(rest.get("cuda_bindings", "auto"))), rest
+    runtime = "rtx" if backend == "tensorrt-rtx" else "tensorrt"
+    return prepare_engine(model, req, device=device, cuda_bindings=str(rest.get("cuda_bindings", "auto")),
+                          runtime=runtime), rest

@@ -2,7 +2,8 @@
 
 Endoscope frames have no "up": every one of the 8 dihedral transforms (90-degree rotations and
 flips) is an equally plausible frame. Then a random scale/crop (zoom in, or zoom out onto a
-black canvas like the scope's black surround) and HSV colour jitter. Geometry is done as one
+black canvas like the scope's black surround) and HSV colour jitter; optionally the domain
+augmentations of :mod:`endoedge.training.domain_augment` (other processors and scopes). Geometry is done as one
 ``cv2.warpAffine`` per image; boxes are transformed with the same matrix, vectorized.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from endoedge.training.domain_augment import DomainAugConfig, domain_augment
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class AugmentConfig:
         hue, saturation, value: HSV jitter amplitudes (hue as a fraction of the colour circle,
             the others as gains, e.g. 0.3 for 0.7..1.3).
         contrast: contrast gain amplitude around the image mean.
+        domain: white balance, blur, specular highlights, OSD text and FOV masks (after the
+            colour jitter, on the output image), or ``None`` for none.
     """
 
     dihedral: bool = True
@@ -37,6 +42,7 @@ class AugmentConfig:
     saturation: float = 0.35
     value: float = 0.3
     contrast: float = 0.2
+    domain: DomainAugConfig | None = None
 
 
 def dihedral(image: np.ndarray, boxes: np.ndarray, k: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -152,4 +158,6 @@ def augment(
         image, boxes = dihedral(image, boxes, int(rng.integers(4)), bool(rng.integers(2)))
     image, boxes, labels = random_scale_crop(image, boxes, labels, out_size, rng, cfg)
     image = color_jitter(image, rng, cfg)
+    if cfg.domain is not None:
+        image = domain_augment(image, rng, cfg.domain)
     return image, boxes, labels

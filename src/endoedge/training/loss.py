@@ -67,7 +67,8 @@ def ssd_loss(
         focal: focal classification loss over all anchors instead of hard-negative-mined CE.
         gamma, alpha: focal parameters (``alpha`` weights foreground anchors, ``1 - alpha``
             background ones, as in RetinaNet).
-        neg_to_pos: hard negatives kept per positive (CE only).
+        neg_to_pos: hard negatives kept per positive (CE only); an image without boxes keeps
+            ``neg_to_pos`` x the batch's mean positives per boxed image.
 
     Returns:
         ``{"bbox_regression": scalar, "classification": scalar}``.
@@ -88,8 +89,13 @@ def ssd_loss(
         cls_loss = (weight * ce).sum() / n_fg
     else:
         # torchvision's hard negative mining: per image, the neg_to_pos * positives
-        # highest-loss background anchors
-        num_neg = neg_to_pos * fg.sum(1, keepdim=True)
+        # highest-loss background anchors. A polyp-free image has no positive; it keeps as many
+        # hard negatives as an average boxed image of the batch (torchvision would keep none, so
+        # negative frames would teach nothing).
+        n_pos = fg.sum(1, keepdim=True)
+        with_fg = n_pos > 0
+        mean_pos = (n_pos.sum() / with_fg.sum().clamp(min=1)).round().clamp(min=1).long()
+        num_neg = neg_to_pos * torch.where(with_fg, n_pos, mean_pos)
         neg_loss = ce.clone()
         neg_loss[fg] = -float("inf")
         _, idx = neg_loss.sort(1, descending=True)

@@ -6,6 +6,12 @@ backbone + head, and applies :func:`~endoedge.training.loss.ssd_loss`. Every epo
 ``last.pt`` (an endoedge checkpoint of the EMA weights), ``best.pt`` (best val mAP@0.5),
 ``train_state.pt`` (everything needed to resume: weights, EMA, optimizer, schedule, epoch, RNG)
 and a line of ``metrics.jsonl``.
+
+Polyp-free frames (``neg_set``) join each epoch as ``neg_ratio`` x the boxed images, drawn with
+replacement: a share ``hard_share`` of the draws is weighted by each frame's current highest
+score (hard-negative mining, re-scored with the EMA weights before every epoch), the rest
+uniformly. With ``val_neg_set`` each validation also reports the share of polyp-free frames on
+which a box would show (``neg_fa`` at score 0.25, ``neg_fa50`` at 0.5).
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ import numpy as np
 from endoedge._optional import require
 from endoedge.data.datasets import CachedImages, Dataset, load_cache
 from endoedge.errors import InputError, ModelFormatError
-from endoedge.evaluation.coco import evaluate, predict
-from endoedge.models.checkpoint import LoadedModel, save_checkpoint
+from endoedge.evaluation.coco import evaluate, max_scores, predict
+from endoedge.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from endoedge.models.registry import get_arch
 from endoedge.spec.device import parse_device
 from endoedge.training.augment import AugmentConfig, augment
@@ -38,7 +44,13 @@ STATE_FILE = "train_state.pt"
 
 @dataclass
 class TrainConfig:
-    """Training settings (the CLI's flags). Sizes in pixels, learning rates per optimizer step."""
+    """Training settings (the CLI's flags). Sizes in pixels, learning rates per optimizer step.
+
+    ``init``: an endoedge checkpoint whose weights start the run (fine-tuning; same classes).
+    ``neg_ratio``: polyp-free frames drawn per epoch, as a multiple of the boxed images.
+    ``hard_share``: share of those draws weighted by the frame's current highest score.
+    ``save_epochs``: also keep every epoch's EMA weights as ``epoch_NNN.pt``.
+    """
 
     arch: str
     out: str
@@ -61,6 +73,10 @@ class TrainConfig:
     cache_scale: float = 1.2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     notes: str = ""
+    init: str = ""
+    neg_ratio: float = 0.5
+    hard_share: float = 0.5
+    save_epochs: bool = False
 
 
 class Progress:
@@ -89,7 +105,8 @@ def _fmt_time(seconds: float) -> str:
 class Trainer:
     """Train one model on a train/val pair of datasets; see :func:`train`."""
 
-    def __init__(self, cfg: TrainConfig, train_set: Dataset, val_set: Dataset) -> None:
+    def __init__(self, cfg: TrainConfig, train_set: Dataset, val_set: Dataset,
+                 neg_set: Dataset | None = None, val_neg_set: Dataset | None = None) -> None:
         self.torch = require("torch", extra="torch", purpose="training")
         torch = self.torch
         self.cfg = cfg
@@ -121,7 +138,16 @@ class Trainer:
             model = self.arch.build(num_classes, size)
         if not hasattr(model, "anchor_generator") or not hasattr(model, "proposal_matcher"):
             raise ModelFormatError(f"endoedge train supports the SSD family; {cfg.arch} is not one")
-        if cfg.focal:
+        if cfg.init:
+            init = load_checkpoint(cfg.init)
+            if tuple(init.spec.class_names) != tuple(self.class_names):
+                raise ModelFormatError(f"--init {cfg.init} detects {init.spec.class_names}, the data "
+                                       f"{self.class_names}")
+            if init.arch.name != self.arch.name:
+                raise ModelFormatError(f"--init {cfg.init} is a {init.arch.name}, not a {cfg.arch}")
+            model.load_state_dict(init.model.state_dict())
+            logger.info("fine-tuning from %s", cfg.init)
+        elif cfg.focal:
             init_focal_bias(model)
         self.model: Any = model.to(self.device)
         self._freeze()
@@ -131,7 +157,11 @@ class Trainer:
         self.model.to(self.device)
         self.mean = torch.tensor(list(model.transform.image_mean), device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(list(model.transform.image_std), device=self.device).view(1, 3, 1, 1)
-        self.steps_per_epoch = max(1, len(train_set.samples) // cfg.batch)
+        self.neg_set = neg_set if neg_set is not None and neg_set.samples else None
+        self.val_neg_set = val_neg_set if val_neg_set is not None and val_neg_set.samples else None
+        n_pos = len(train_set.samples)
+        self.n_neg = int(round(cfg.neg_ratio * n_pos)) if self.neg_set is not None else 0
+        self.steps_per_epoch = max(1, (n_pos + self.n_neg) // cfg.batch)
         total = self.steps_per_epoch * cfg.epochs
         self.optimizer = make_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay)
         self.scheduler = make_scheduler(
@@ -144,6 +174,8 @@ class Trainer:
         self.best_epoch = 0
         self.train_cache: CachedImages | None = None
         self.val_cache: CachedImages | None = None
+        self.neg_cache: CachedImages | None = None
+        self.val_neg_cache: CachedImages | None = None
 
     # ---- set-up -------------------------------------------------------------------------
     def _freeze(self) -> None:
@@ -157,6 +189,10 @@ class Trainer:
         t0 = time.perf_counter()
         self.train_cache = load_cache(self.train_set, int(round(self.cfg.imgsz * self.cfg.cache_scale)))
         self.val_cache = load_cache(self.val_set, self.cfg.imgsz)
+        if self.neg_set is not None:
+            self.neg_cache = load_cache(self.neg_set, self.cfg.imgsz)
+        if self.val_neg_set is not None:
+            self.val_neg_cache = load_cache(self.val_neg_set, self.cfg.imgsz)
         logger.info("cached %d train + %d val images in %.1f s", len(self.train_set.samples),
                     len(self.val_set.samples), time.perf_counter() - t0)
 
@@ -166,9 +202,12 @@ class Trainer:
 
     def _batch(self, idx: np.ndarray) -> tuple[Any, list[dict[str, Any]]]:
         assert self.train_cache is not None
-        torch, c = self.torch, self.train_cache
+        torch, n_pos = self.torch, len(self.train_cache.images)
         imgs, targets = [], []
-        for i in idx:
+        for j in idx:
+            # indices past the boxed images address the negatives
+            c, i = (self.train_cache, j) if j < n_pos else (self.neg_cache, j - n_pos)
+            assert c is not None
             img, boxes, labels = augment(c.images[i], c.boxes[i], c.labels[i], self.cfg.imgsz,
                                          self.rng, self.cfg.augment)
             imgs.append(img)
@@ -179,11 +218,21 @@ class Trainer:
     # ---- loop ---------------------------------------------------------------------------
     def train_step(self, x: Any, targets: list[dict[str, Any]]) -> dict[str, float]:
         """One optimizer step; returns the loss terms."""
-        torch = self.torch
         feats = list(self.model.backbone(x).values())
         head = self.model.head(feats)
         losses = ssd_loss(self.model, head, self.anchors, targets, focal=self.cfg.focal)
         loss = losses["bbox_regression"] + losses["classification"]
+        self.optimize(loss)
+        return {"loss": loss.item(), "box": losses["bbox_regression"].item(),
+                "cls": losses["classification"].item()}
+
+    def optimize(self, loss: Any) -> None:
+        """Backward, clip the gradient norm at 10, optimizer + schedule step, EMA update.
+
+        Raises:
+            FloatingPointError: the loss is not finite.
+        """
+        torch = self.torch
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -192,15 +241,15 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.model)
-        return {"loss": loss.item(), "box": losses["bbox_regression"].item(),
-                "cls": losses["classification"].item()}
 
     def run_epoch(self, progress: Progress, run_start: float, start_epoch: int) -> dict[str, float]:
         """Train one epoch; returns mean losses, lr and time."""
         cfg = self.cfg
         self.model.train()
         self._freeze()
-        order = self.rng.permutation(len(self.train_set.samples))
+        n_pos = len(self.train_set.samples)
+        order = np.concatenate([np.arange(n_pos), n_pos + self._draw_negatives()])
+        order = self.rng.permutation(order)
         sums = {"loss": 0.0, "box": 0.0, "cls": 0.0}
         t0 = time.perf_counter()
         n = self.steps_per_epoch
@@ -223,13 +272,37 @@ class Trainer:
         return {**{k: v / n for k, v in sums.items()}, "lr": float(self.optimizer.param_groups[0]["lr"]),
                 "epoch_s": time.perf_counter() - t0}
 
+    def _batches(self, imgs: np.ndarray, size: int = 16) -> Any:
+        return (self._to_tensor(imgs[i: i + size]) for i in range(0, len(imgs), size))
+
+    def _draw_negatives(self) -> np.ndarray:
+        """This epoch's negatives (indices into the negative cache): ``hard_share`` of them drawn
+        in proportion to each frame's highest score under the current EMA weights."""
+        if self.neg_cache is None or not self.n_neg:
+            return np.zeros(0, np.int64)
+        import cv2
+
+        size = self.cfg.imgsz
+        small = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in self.neg_cache.images])
+        scores = max_scores(self.ema.module, self._batches(small)).astype(np.float64)
+        n = len(scores)
+        p = (1.0 - self.cfg.hard_share) / n + self.cfg.hard_share * scores / max(scores.sum(), 1e-12)
+        p /= p.sum()
+        logger.info("negatives: mean max score %.3f, %.1f%% >= 0.25", scores.mean(), 100 * (scores >= 0.25).mean())
+        return self.rng.choice(n, self.n_neg, replace=True, p=p).astype(np.int64)
+
+    def validate_negatives(self, model: Any | None = None) -> dict[str, float]:
+        """Share of held-out polyp-free frames whose highest score reaches 0.25 / 0.5."""
+        if self.val_neg_cache is None:
+            return {}
+        scores = max_scores(model or self.ema.module, self._batches(self.val_neg_cache.images))
+        return {"neg_fa": float((scores >= 0.25).mean()), "neg_fa50": float((scores >= 0.5).mean())}
+
     def validate(self, model: Any | None = None) -> dict[str, float]:
         """COCO mAP etc. of ``model`` (default: the EMA weights) on the val cache."""
         assert self.val_cache is not None
         model = model or self.ema.module
-        imgs = self.val_cache.images
-        batches = (self._to_tensor(imgs[i: i + 16]) for i in range(0, len(imgs), 16))
-        dets = predict(model, batches, self.anchors)
+        dets = predict(model, self._batches(self.val_cache.images), self.anchors)
         return evaluate(dets, self.val_set, self.val_cache.sizes, (self.cfg.imgsz, self.cfg.imgsz))
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
@@ -249,12 +322,15 @@ class Trainer:
             if self.val_set.samples and (self.epoch % self.cfg.val_every == 0 or last):
                 t0 = time.perf_counter()
                 record.update(self.validate())
+                record.update(self.validate_negatives())
                 record["val_s"] = time.perf_counter() - t0
                 if record["map50"] > self.best:
                     self.best, self.best_epoch = record["map50"], self.epoch
                     self.save_weights(self.out / "best.pt")
             record["best_map50"], record["best_epoch"] = self.best, self.best_epoch
             self.save_weights(self.out / "last.pt")
+            if self.cfg.save_epochs:
+                self.save_weights(self.out / f"epoch_{self.epoch:03d}.pt")
             self.save_state()
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v)
@@ -294,6 +370,15 @@ class Trainer:
         tmp.replace(path)
         return path
 
+    def resume_fit(self, resume: bool) -> dict[str, Any]:
+        """:meth:`fit`, first resuming from ``out/train_state.pt`` if ``resume`` and it exists."""
+        state = self.out / STATE_FILE
+        if resume and state.is_file():
+            self.load_state(state)
+        elif resume:
+            logger.info("no %s yet; starting a new run", state)
+        return self.fit()
+
     def load_state(self, path: Path) -> None:
         """Resume from ``train_state.pt``: weights, EMA, optimizer, schedule, epoch, RNG."""
         torch = self.torch
@@ -323,15 +408,12 @@ def _summary(r: dict[str, Any]) -> str:
     if "map50" in r:
         text += (f" | val mAP@0.5 {r['map50']:.4f} mAP@0.5:0.95 {r['map50_95']:.4f} "
                  f"P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f}")
+    if "neg_fa" in r:
+        text += f" | negatives with a box: {100 * r['neg_fa']:.1f}% (0.25) {100 * r['neg_fa50']:.1f}% (0.5)"
     return text + f" | best mAP@0.5 {r['best_map50']:.4f} (epoch {r['best_epoch']})"
 
 
-def train(cfg: TrainConfig, train_set: Dataset, val_set: Dataset, *, resume: bool = False) -> dict[str, Any]:
+def train(cfg: TrainConfig, train_set: Dataset, val_set: Dataset, *, resume: bool = False,
+          neg_set: Dataset | None = None, val_neg_set: Dataset | None = None) -> dict[str, Any]:
     """Train (or resume from ``cfg.out/train_state.pt`` if ``resume`` and it exists)."""
-    trainer = Trainer(cfg, train_set, val_set)
-    state = Path(cfg.out) / STATE_FILE
-    if resume and state.is_file():
-        trainer.load_state(state)
-    elif resume:
-        logger.info("no %s yet; starting a new run", state)
-    return trainer.fit()
+    return Trainer(cfg, train_set, val_set, neg_set, val_neg_set).resume_fit(resume)

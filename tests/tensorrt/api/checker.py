@@ -1,7 +1,9 @@
 """Static check: every TensorRT name endoedge touches exists in each TensorRT line that reaches it.
 
-Lines: 8.6, 10.x (checked against 10.13) and 11.x (checked against 11.4); the name tables are
-``names_<line>.txt`` beside this file (see ``regen.py`` for how each is derived).
+Lines: 8.6, 10.x (checked against 10.13), 11.x (checked against 11.4) and TensorRT for RTX
+(``rtx1.7``: ``TrtVersion(1, 7, rtx=True)``, table from ``dir()`` of the real 1.7.1 wheel); the name
+tables are ``names_<line>.txt`` beside this file (see ``regen.py`` for how each is derived). A
+checker given fewer tables checks only those lines.
 
 A module is checked when it imports TensorRT through ``import_tensorrt()`` (from
 ``endoedge.tensorrt.compat``), ``import tensorrt`` or ``importlib.import_module("tensorrt")``, or when a
@@ -37,7 +39,7 @@ Version guards narrow the set of lines that reach the code under them:
   or an attribute/name spelled ``ver``, ``_ver``, ``version``, ``trt_version``, ``_trt_version``;
   other conditions do not narrow;
 * a function (or module) whose docstring has a line ``TensorRT lines: 10.x, 11.x`` (any of
-  ``8.6``, ``10.x``, ``11.x``) or that carries a ``# trt-lines: 10, 11`` comment on or right
+  ``8.6``, ``10.x``, ``11.x``, ``rtx``) or that carries a ``# trt-lines: 10, 11`` comment on or right
   above its ``def`` line is only reached by those lines;
 * ``getattr(obj, "name", default)`` is not an access (a default covers a missing name).
 
@@ -54,9 +56,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LINES: tuple[str, ...] = ("8.6", "10.13", "11.4")
+LINES: tuple[str, ...] = ("8.6", "10.13", "11.4", "rtx1.7")
 ALL = frozenset(LINES)
-LINE_VERSIONS = {"8.6": (8, 6), "10.13": (10, 13), "11.4": (11, 4)}
+LINE_VERSIONS: dict[str, tuple[int, int, int, bool]] = {
+    "8.6": (8, 6, 0, False), "10.13": (10, 13, 0, False), "11.4": (11, 4, 0, False), "rtx1.7": (1, 7, 0, True)}
 VERSION_NAMES = {"ver", "_ver", "version", "trt_version", "_trt_version", "trt_ver", "_version"}
 _LINES_DOC = re.compile(r"^\s*TensorRT lines?:\s*(.+?)\s*$", re.MULTILINE)
 _LINES_COMMENT = re.compile(r"#\s*trt-lines:\s*(.+?)\s*$")
@@ -97,7 +100,7 @@ def load_table(path: Path) -> Table:
 
 
 def load_tables(folder: Path = HERE) -> dict[str, Table]:
-    """The three committed tables."""
+    """The committed tables (8.6, 10.13, 11.4, rtx1.7)."""
     return {line: load_table(folder / f"names_{line}.txt") for line in LINES}
 
 
@@ -122,7 +125,7 @@ def parse_lines(text: str) -> frozenset[str]:
     for part in re.split(r"[,\s]+", text.strip()):
         p = part.strip().rstrip(".").lower().replace(".x", "")
         for line in LINES:
-            if p and (line == p or line.split(".")[0] == p):
+            if p and (line == p or line.split(".")[0] == p or (line.startswith("rtx") and p.startswith("rtx"))):
                 out.add(line)
     return frozenset(out)
 
@@ -160,17 +163,19 @@ class ModuleChecker(ast.NodeVisitor):
         self.member_uses: list[tuple[int, str, frozenset[str]]] = []  # the (b) part of ``uses``
         self.modules: set[str] = set()  # names bound to non-TensorRT modules
         self.scope = _Scope()
-        self.reach: frozenset[str] = ALL
+        self.reach: frozenset[str] = frozenset(ln for ln in LINES if ln in tables)
         self.class_self: list[set[str]] = []  # per enclosing class: attribute names it defines
         self.in_loop = False
         self.tree = ast.parse(source)
+        self.all = frozenset(ln for ln in LINES if ln in tables)  # the lines this checker checks
+        self.props = {k: v & self.all for k, v in self.props.items()}
 
     # -- driver ---------------------------------------------------------------------------
     def run(self) -> list[Violation]:
         doc = ast.get_docstring(self.tree)
-        reach = ALL
+        reach = self.all
         if doc and _LINES_DOC.search(doc):
-            reach = parse_lines(_LINES_DOC.search(doc).group(1))  # type: ignore[union-attr]
+            reach = self.all & parse_lines(_LINES_DOC.search(doc).group(1))  # type: ignore[union-attr]
         self._prescan(self.tree.body, self.scope)
         self._block(self.tree.body, reach)
         return sorted(self.violations)
@@ -354,7 +359,7 @@ class ModuleChecker(ast.NodeVisitor):
             yes, no = self._cond(node.operand, reach)
             return no, yes
         if isinstance(node, ast.BoolOp):
-            yes_all, no_all = (ALL, frozenset()) if isinstance(node.op, ast.And) else (frozenset(), ALL)
+            yes_all, no_all = (self.all, frozenset()) if isinstance(node.op, ast.And) else (frozenset(), self.all)
             cur = reach
             for v in node.values:
                 yes, no = self._cond(v, cur)
@@ -366,9 +371,9 @@ class ModuleChecker(ast.NodeVisitor):
         known = self._guard(node)
         if known is None:
             self._expr(node, reach)
-            return ALL, ALL
+            return self.all, self.all
         self._expr(node, reach)
-        return known, ALL - known
+        return known, self.all - known
 
     def _guard(self, node: ast.expr) -> frozenset[str] | None:
         """The lines where a recognised version guard is true, or ``None``."""
@@ -386,8 +391,8 @@ class ModuleChecker(ast.NodeVisitor):
         chain = _chain(obj)
         if chain and chain[0] in self.scope.trt_names:
             entry = ".".join([*chain[1:], name])
-            return frozenset(ln for ln in LINES if self.tables[ln].has(entry))
-        return frozenset(ln for ln in LINES if name in self.tables[ln].members or name in self.tables[ln].top)
+            return frozenset(ln for ln in self.all if self.tables[ln].has(entry))
+        return frozenset(ln for ln in self.all if name in self.tables[ln].members or name in self.tables[ln].top)
 
     def _is_ver(self, node: ast.expr) -> bool:
         if isinstance(node, ast.Name):
@@ -439,7 +444,7 @@ class ModuleChecker(ast.NodeVisitor):
         ast.fix_missing_locations(expr)
         code = compile(expr, "<guard>", "eval")
         out = set()
-        for line in LINES:
+        for line in sorted(self.all):
             try:
                 if eval(code, {"__builtins__": {}, "TrtVersion": TrtVersion}, {"__v": TrtVersion(*LINE_VERSIONS[line])}):
                     out.add(line)

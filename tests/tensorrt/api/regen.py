@@ -1,4 +1,5 @@
-"""Rebuild the per-line TensorRT API name tables (``names_8.6.txt``, ``names_10.13.txt``, ``names_11.4.txt``).
+"""Rebuild the per-line TensorRT API name tables (``names_8.6.txt``, ``names_10.13.txt``, ``names_11.4.txt``,
+``names_rtx1.7.txt``).
 
 Sources (installed by ``make test``'s set-up step, see the Makefile):
 
@@ -12,6 +13,9 @@ Sources (installed by ``make test``'s set-up step, see the Makefile):
   (``trt.Runtime`` aborts the process without a GPU). Builder / parser classes, which the lean
   module lacks, are the 10.13 names minus what ``../shared/reference/tensorrt-jetson-gstreamer.md``
   section 1.1 lists as removed in 11.0, plus the names it lists as added in 11.x.
+* **rtx1.7**: the real ``tensorrt-rtx-cu12-bindings==1.7.1.116`` wheel (module
+  ``tensorrt_rtx_bindings``; the full builder + parser + runtime API), introspected with ``dir()``
+  the same way, in a subprocess. Nothing is derived: every entry is the wheel's own.
 * **8.6**: the 10.13 names minus what the reference lists as added after 8.6, plus what it lists
   as removed in 10.0/10.1 (the binding API, ``max_workspace_size``, ``build_engine``, ...). Names
   added between 8.6 and 10.13 that the reference does not list stay in the 8.6 table (the 8.6
@@ -40,6 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 STUBS_VERSION = "10.13.0.35.1"
 LEAN_VERSION = "11.4.0.106"
+RTX_VERSION = "1.7.1.116"
 REFERENCE = "../shared/reference/tensorrt-jetson-gstreamer.md section 1.1"
 
 # --- From the reference, section 1.1 (each line: where it says so) ---------------------------
@@ -245,9 +250,10 @@ print(json.dumps(out))
 """
 
 
-def lean_api() -> dict[str, object] | None:
-    """``{"version", "top", "members"}`` of the installed ``tensorrt_lean_bindings`` (in a subprocess)."""
-    proc = subprocess.run([sys.executable, "-c", _LEAN_SCRIPT], capture_output=True, text=True, timeout=120)
+def lean_api(module: str = "tensorrt_lean_bindings") -> dict[str, object] | None:
+    """``{"version", "top", "members"}`` of an installed TensorRT module (in a subprocess), ``None`` if absent."""
+    script = _LEAN_SCRIPT.replace("import tensorrt_lean_bindings as trt", f"import {module} as trt")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         return None
     data: dict[str, object] = json.loads(proc.stdout)
@@ -286,6 +292,17 @@ def derive_114(n1013: set[str], lean: dict[str, object], subclasses: dict[str, s
     return out
 
 
+def derive_rtx(api: dict[str, object]) -> set[str]:
+    """The rtx1.7 table: every public name of the real ``tensorrt_rtx_bindings`` module and its classes."""
+    members: dict[str, list[str]] = api["members"]  # type: ignore[assignment]
+    top: list[str] = api["top"]  # type: ignore[assignment]
+    out = {t for t in top if t not in ("attr", "value", "ctypes", "os", "sys", "warnings")}
+    for cls, mem in members.items():
+        out.update(f"{cls}.{m}" for m in mem)
+    out.update({"volume", "nptype", "__version__"})
+    return out
+
+
 HEADERS = {
     "10.13": f"TensorRT 10.13 Python API names, from the tensorrt-stubs=={STUBS_VERSION} wheel "
     "(tensorrt_bindings/tensorrt.pyi, ast-parsed after patching; inherited members included).",
@@ -293,6 +310,8 @@ HEADERS = {
     f"tensorrt_lean_cu12_bindings=={LEAN_VERSION} wheel (imported in a subprocess, nothing "
     f"constructed); classes the lean module lacks (builder, network, parser) = the 10.13 names "
     f"minus those {REFERENCE} lists as removed in 11.0, plus those it lists as added in 11.x.",
+    "rtx1.7": f"TensorRT for RTX 1.7 Python API names: dir() of the real tensorrt_rtx_bindings module of "
+    f"tensorrt-rtx-cu12-bindings=={RTX_VERSION} (imported in a subprocess, nothing constructed).",
     "8.6": f"TensorRT 8.6 Python API names: the 10.13 names minus those {REFERENCE} lists as "
     "added after 8.6, plus those it lists as removed in 10.0/10.1 (binding API, max_workspace_size, "
     "build_engine, ...). Over-approximates: additions the reference does not list stay in.",
@@ -305,18 +324,31 @@ def render(line: str, entries: set[str]) -> str:
     return "\n".join(head + sorted(entries)) + "\n"
 
 
+def rtx_table() -> str | None:
+    """The rtx1.7 table rendered, or ``None`` when TensorRT for RTX 1.7 is not installed."""
+    api = lean_api("tensorrt_rtx_bindings")
+    if api is None or not str(api.get("version", "")).startswith("1.7"):
+        return None
+    return render("rtx1.7", derive_rtx(api))
+
+
 def build_tables() -> dict[str, str] | None:
-    """All three tables rendered, or ``None`` when the stubs or the lean wheel are not installed."""
+    """The tables rendered (rtx1.7 only where TensorRT for RTX is installed), or ``None`` when the
+    stubs or the lean wheel are not installed."""
     pyi = find_stubs()
     lean = lean_api()
     if pyi is None or lean is None or not str(lean.get("version", "")).startswith("11.4"):
         return None
     n1013, subclasses = stub_api(pyi)
-    return {
+    out = {
         "8.6": render("8.6", derive_86(n1013, subclasses)),
         "10.13": render("10.13", n1013),
         "11.4": render("11.4", derive_114(n1013, lean, subclasses)),
     }
+    rtx = rtx_table()
+    if rtx is not None:
+        out["rtx1.7"] = rtx
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

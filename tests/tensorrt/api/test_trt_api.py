@@ -23,9 +23,18 @@ SRC = HERE.parents[2] / "src" / "endoedge"
 HEAD = "from endoedge.tensorrt.compat import import_tensorrt, trt_version\n"
 
 
+CLASSIC = ("8.6", "10.13", "11.4")
+
+
 @pytest.fixture(scope="module")
-def tables() -> dict[str, checker.Table]:
+def all_tables() -> dict[str, checker.Table]:
     return checker.load_tables()
+
+
+@pytest.fixture(scope="module")
+def tables(all_tables) -> dict[str, checker.Table]:
+    """The three full-TensorRT lines (the snippet tests below spell out their violations)."""
+    return {k: v for k, v in all_tables.items() if k in CLASSIC}
 
 
 def bad(src: str, tables: dict[str, checker.Table]) -> set[tuple[str, str]]:
@@ -288,9 +297,10 @@ def test_sample_builder_fixture_is_clean_and_covers_many_names(tables):
 MUST_CHECK = ("_trt.py", "export/trt_build.py", "export/trt_calibrator.py", "runtime/tensorrt.py")
 
 
-def test_endoedge_tensorrt_modules_are_clean(tables):
-    """The real check over src/endoedge: the shim, the builder, the calibrator and the backend."""
-    modules, violations = checker.check_tree(SRC, tables)
+def test_endoedge_tensorrt_modules_are_clean(all_tables):
+    """The real check over src/endoedge, every line TensorRT for RTX included: the shim, the
+    builder, the calibrator, the RTX targets and the backends."""
+    modules, violations = checker.check_tree(SRC, all_tables)
     assert modules, "no TensorRT-using module found under src/endoedge: the check would check nothing"
     checked = {p.relative_to(SRC).as_posix() for p in modules}
     assert {m for m in MUST_CHECK if (SRC / m).is_file()} <= checked
@@ -372,3 +382,48 @@ def test_runtime_path_names_exist_in_the_real_11_4_lean_module(tables):
     assert [n for n in out["bare_missing"] if n not in builder_only] == []
     for cls, names in req.items():  # and the committed 11.4 table agrees with the live module
         assert all(tables["11.4"].has(f"{cls}.{n}") for n in names), cls
+
+
+# -- TensorRT for RTX (the rtx1.7 line: its table is dir() of the real wheel) -----------------
+@pytest.mark.parametrize(
+    ("entry", "present"),
+    [
+        ("ComputeCapability.SM86", {"rtx1.7"}),
+        ("IBuilderConfig.set_compute_capability", {"rtx1.7"}),
+        ("IBuilderConfig.num_compute_capabilities", {"rtx1.7"}),
+        ("Runtime.get_engine_validity", {"rtx1.7"}),
+        ("BuilderFlag.FP16", {"8.6", "10.13"}),
+        ("IInt8EntropyCalibrator2", {"8.6", "10.13"}),
+        ("NetworkDefinitionCreationFlag.STRONGLY_TYPED", {"10.13", "11.4", "rtx1.7"}),
+        ("IExecutionContext.execute_async_v3", {"8.6", "10.13", "11.4", "rtx1.7"}),
+        ("ParserError.node_operator", {"10.13", "11.4", "rtx1.7"}),
+    ],
+)
+def test_rtx_table_follows_the_wheel(all_tables, entry, present):
+    assert {line for line, t in all_tables.items() if t.has(entry)} >= present
+    assert not all_tables["rtx1.7"].has(entry) or "rtx1.7" in present
+
+
+def bad_all(src: str, all_tables) -> set[tuple[str, str]]:
+    return bad(src, all_tables)
+
+
+def test_rtx_line_flags_precision_flags_and_targets_elsewhere(all_tables):
+    assert bad_all("config.set_flag(trt.BuilderFlag.FP16)\n", all_tables) == {
+        ("trt.BuilderFlag.FP16", "11.4"), ("trt.BuilderFlag.FP16", "rtx1.7")}
+    assert bad_all("if ver.has_precision_flags:\n    config.set_flag(trt.BuilderFlag.FP16)\n", all_tables) == set()
+    # a major-version guard written for full TensorRT is wrong for RTX (1.x < 10)
+    assert bad_all("if ver.major < 11:\n    config.set_flag(trt.BuilderFlag.FP16)\n", all_tables) == {
+        ("trt.BuilderFlag.FP16", "rtx1.7")}
+    loose = "config.set_compute_capability(trt.ComputeCapability.SM86, 0)\n"
+    assert {line for _, line in bad_all(loose, all_tables)} == {"8.6", "10.13", "11.4"}
+    guarded = "if ver.has_compute_capabilities:\n    " + loose
+    assert bad_all(guarded, all_tables) == set()
+
+
+def test_rtx_table_matches_the_installed_wheel():
+    if importlib.util.find_spec("tensorrt_rtx_bindings") is None:
+        pytest.skip("tensorrt-rtx-cu12-bindings 1.7.1 not installed (the Makefile installs it where a wheel exists)")
+    text = regen.rtx_table()
+    assert text is not None, "the installed TensorRT for RTX is not 1.7"
+    assert (HERE / "names_rtx1.7.txt").read_text(encoding="utf-8") == text, "run python tests/tensorrt/api/regen.py"

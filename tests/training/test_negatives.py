@@ -1,0 +1,171 @@
+"""Training on polyp-free frames: domain augmentations, the loss on empty images, hard-negative
+draws, validation on held-out negatives, the CLI flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from endoedge.data.datasets import load_dataset, load_negatives
+from endoedge.errors import InputError
+from endoedge.training.augment import AugmentConfig, augment
+from endoedge.training.domain_augment import (
+    DomainAugConfig,
+    domain_augment,
+    fov_mask,
+    white_balance,
+)
+
+ALWAYS = DomainAugConfig(p_white_balance=1, p_blur=1, p_specular=1, p_osd=1, p_fov=1)
+
+
+@pytest.fixture(scope="module")
+def frame(sample_paths) -> np.ndarray:
+    from endoedge.data.imageio import read_image
+
+    return cv2.resize(read_image(sample_paths[0]), (320, 320), interpolation=cv2.INTER_AREA)
+
+
+def test_white_balance_is_a_per_channel_gain(frame):
+    gains = np.array([1.1, 0.9, 1.0])
+    ref = np.clip(np.floor(frame.astype(np.float32) * gains.astype(np.float32)), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(white_balance(frame, gains), ref)
+
+
+def test_fov_mask_blacks_out_the_corners(frame):
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        out = fov_mask(frame, rng)
+        assert out.shape == frame.shape
+        assert out[0, 0].max() == out[-1, -1].max() == out[0, -1].max() == out[-1, 0].max() == 0
+        np.testing.assert_array_equal(out[160, 160], frame[160, 160])
+
+
+def test_domain_augment_keeps_size_and_changes_pixels(frame):
+    rng = np.random.default_rng(1)
+    out = domain_augment(frame, rng, ALWAYS)
+    assert out.shape == frame.shape
+    assert out.dtype == np.uint8
+    assert np.abs(out.astype(int) - frame).mean() > 2
+    assert domain_augment(frame, rng, DomainAugConfig(0, 0.1, 0, 3, 0, 1, 0, 0)) is frame
+
+
+def test_domain_augmentations_leave_the_boxes_alone(frame):
+    box = np.array([[60, 80, 200, 210]], np.float32)
+    for seed in range(5):
+        plain = augment(frame, box, np.zeros(1, np.int64), 256, np.random.default_rng(seed), AugmentConfig())
+        dom = augment(frame, box, np.zeros(1, np.int64), 256, np.random.default_rng(seed),
+                      AugmentConfig(domain=ALWAYS))
+        np.testing.assert_array_equal(plain[1], dom[1])
+        assert dom[0].shape == (256, 256, 3)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, sample_paths):
+    """A 3-image boxed set and two polyp-free "sequences" of real colonoscopy frames."""
+    from endoedge.data.imageio import read_image
+
+    root = tmp_path_factory.mktemp("negdata")
+    (root / "kv" / "images").mkdir(parents=True)
+    ann = {}
+    for i in range(3):
+        img = cv2.resize(read_image(sample_paths[i])[100:1000, 450:1450], (160, 144))
+        cv2.ellipse(img, (70 + 10 * i, 70), (30, 25), 0, 0, 360, (60, 90, 200), -1)
+        cv2.imwrite(str(root / "kv" / "images" / f"k{i}.jpg"), img[..., ::-1])
+        ann[f"k{i}"] = {"height": 144, "width": 160,
+                        "bbox": [{"label": "polyp", "xmin": 40 + 10 * i, "ymin": 45, "xmax": 100 + 10 * i, "ymax": 95}]}
+    (root / "kv" / "kavsir_bboxes.json").write_text(json.dumps(ann))
+    for seq, idx in (("seq1_neg", (3, 4, 5)), ("seq2_neg", (6, 7))):
+        (root / "neg" / seq).mkdir(parents=True)
+        for j in idx:
+            img = cv2.resize(read_image(sample_paths[j]), (192, 108))
+            cv2.imwrite(str(root / "neg" / seq / f"f{j}.jpg"), img[..., ::-1])
+    return root
+
+
+def test_load_negatives_names_frames_by_sequence(data):
+    neg = load_negatives([data / "neg" / "seq1_neg", data / "neg" / "seq2_neg"], ("polyp",))
+    assert [s.stem for s in neg.samples] == ["seq1_neg/f3", "seq1_neg/f4", "seq1_neg/f5", "seq2_neg/f6", "seq2_neg/f7"]
+    assert all(s.boxes.shape == (0, 4) for s in neg.samples)
+    with pytest.raises(InputError, match="does not exist"):
+        load_negatives([data / "missing"], ("polyp",))
+
+
+def _cfg(out: Path, **kw):
+    from endoedge.training.trainer import TrainConfig
+
+    base = dict(arch="ssdlite320_efficientnet_lite0", out=str(out), imgsz=96, epochs=1, batch=2,
+                pretrained=False, warmup_epochs=0, threads=2, lr=2e-3, neg_ratio=1.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_empty_images_train_the_scores_down(data, tmp_path):
+    torch = pytest.importorskip("torch")
+    from endoedge.evaluation.coco import max_scores
+    from endoedge.training.loss import ssd_loss
+    from endoedge.training.trainer import Trainer
+
+    kv = load_dataset(data / "kv")
+    neg = load_negatives([data / "neg" / "seq1_neg"], kv.class_names)
+    t = Trainer(_cfg(tmp_path), kv, kv.subset([]), neg)
+    t.load_data()
+    assert t.steps_per_epoch == 3  # 3 boxed + 3 negatives, batch 2
+    x, targets = t._batch(np.array([3, 4]))  # two negatives
+    assert all(len(tg["boxes"]) == 0 for tg in targets)
+    t.model.train()
+
+    def cls_loss() -> float:
+        with torch.no_grad():
+            head = t.model.head(list(t.model.backbone(x).values()))
+            return float(ssd_loss(t.model, head, t.anchors, targets)["classification"])
+
+    before = cls_loss()
+    assert before > 0  # torchvision's mining would keep no negative anchor of an empty image
+    for _ in range(6):
+        t.train_step(x, targets)
+    assert cls_loss() < 0.8 * before
+    assert max_scores(t.model, [x]).shape == (2,)
+
+
+def test_hard_negatives_are_drawn_by_score(data, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from endoedge.training import trainer as trainer_mod
+
+    kv = load_dataset(data / "kv")
+    neg = load_negatives([data / "neg" / "seq1_neg"], kv.class_names)
+    t = trainer_mod.Trainer(_cfg(tmp_path, neg_ratio=20.0, hard_share=1.0), kv, kv.subset([]), neg)
+    t.load_data()
+    monkeypatch.setattr(trainer_mod, "max_scores", lambda model, batches: np.array([0.0, 0.0, 0.9]))
+    assert set(t._draw_negatives().tolist()) == {2}
+    t.cfg = _cfg(tmp_path, neg_ratio=20.0, hard_share=0.0)
+    assert set(t._draw_negatives().tolist()) == {0, 1, 2}
+
+
+def test_cli_trains_with_negatives_and_reports_them(data, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from endoedge.cli import main
+
+    out = tmp_path / "run"
+    common = ["train", "--data", str(data / "kv"), "--val-count", "1", "--epochs", "1", "--imgsz", "96",
+              "--batch", "2", "--no-pretrained", "--threads", "2", "--out", str(out)]
+    rc = main([*common, "--negatives", str(data / "neg" / "seq1_neg"),
+               "--val-negatives", str(data / "neg" / "seq2_neg"), "--save-epochs"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "negatives: 3 frames" in text
+    assert "negatives with a box" in text
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 <= record["neg_fa"] <= 1
+    assert (out / "epoch_001.pt").is_file()
+    # fine-tune from the checkpoint just written
+    rc = main([*common[:-1], str(tmp_path / "ft"), "--init", str(out / "last.pt")])
+    assert rc == 0
+    capsys.readouterr()
+    rc = main([*common, "--negatives", str(data / "neg"), "--val-negatives", str(data / "neg" / "seq2_neg")])
+    assert rc == 1
+    assert "both --negatives and --val-negatives" in capsys.readouterr().err
