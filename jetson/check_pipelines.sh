@@ -83,7 +83,7 @@ launch() {
 check() {
   local name=$1 desc
   shift
-  if ! desc=$("$PYTHON" -m endoedge.cli jetson pipeline "$@" --sink "$SINK"); then
+  if ! desc=$("$PYTHON" -m endoedge.cli jetson pipeline "$@" --sink "$SINK" --show-credentials); then
     SUMMARY+=("FAIL  $name (endoedge refused to build the pipeline)")
     FAILED=$((FAILED + 1))
     return

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 
 class EndoedgeError(Exception):
-    """Base class of every user-facing endoedge error."""
+    """Base class of every user-facing endoedge error.
+
+    Its text is always one line: line breaks (from a value quoted out of a damaged file, or a
+    library's multi-line message) are folded into spaces, so the CLI's error stays one line.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if "\n" in text or "\r" in text:
+            return " ".join(text.split())
+        return text
 
 
 class ModelFormatError(EndoedgeError):

@@ -535,6 +535,23 @@ def test_jetson_cli(capsys):
     assert json.loads(capsys.readouterr().out)["jetson"] in (True, False)
 
 
+def test_jetson_cli_masks_credentials_unless_asked(capsys):
+    from endoedge.cli import main as cli_main
+
+    url = "rtsp://admin:S3cret@cam/s?token=T0k"
+    assert cli_main(["jetson", "pipeline", url]) == 0
+    out = capsys.readouterr().out
+    assert 'location="rtsp://***@cam/s?token=***"' in out
+    assert "S3cret" not in out
+    assert "T0k" not in out
+    assert cli_main(["jetson", "pipeline", url, "--show-credentials"]) == 0  # piped to gst-launch
+    assert f'location="{url}"' in capsys.readouterr().out
+    assert cli_main(["jetson", "pipeline", "rtsp://u:S3cret@cam/\"s"]) == 1
+    err = capsys.readouterr().err
+    assert "percent-encode" in err
+    assert "S3cret" not in err
+
+
 # ----------------------------------------------------- desktop stand-ins, parsed with GStreamer
 
 DESKTOP_DECODERS = {"h264": "avdec_h264", "h265": "avdec_h265", "av1": "av1dec"}

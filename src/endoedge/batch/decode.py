@@ -24,21 +24,20 @@ half the time. The result is an area-filtered downscale (each decoded pixel summ
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from endoedge.data.imageio import _sniff_format
+from endoedge.data.imageio import _sniff_format, header_size, imdecode
+
+__all__ = ["MAX_PIXELS", "Decoded", "decode_bytes", "decode_file", "header_size"]
 from endoedge.errors import InputError
 
 #: Default limit of decoded pixels per image (100 Mpx, ~300 MB as BGR); larger JPEGs are decoded reduced.
 MAX_PIXELS = 100_000_000
 _REDUCED = ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4), (8, cv2.IMREAD_REDUCED_COLOR_8))
-# JPEG start-of-frame markers (baseline, progressive, lossless...); C4/C8/CC are not frames.
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 @dataclass(frozen=True)
@@ -57,44 +56,6 @@ class Decoded:
     scale: float = 1.0
 
 
-def header_size(data: bytes | np.ndarray, kind: str | None) -> tuple[int, int] | None:
-    """``(width, height)`` from a JPEG/PNG/BMP header without decoding, or ``None`` if unknown."""
-    buf = data.tobytes() if isinstance(data, np.ndarray) else data
-    try:
-        if kind == "PNG" and len(buf) >= 24 and buf[12:16] == b"IHDR":
-            w, h = struct.unpack(">II", buf[16:24])
-            return int(w), int(h)
-        if kind == "BMP" and len(buf) >= 26:
-            w, h = struct.unpack("<ii", buf[18:26])
-            return abs(int(w)), abs(int(h))
-        if kind == "JPEG":
-            return _jpeg_size(buf)
-    except struct.error:
-        return None
-    return None
-
-
-def _jpeg_size(buf: bytes) -> tuple[int, int] | None:
-    i = 2
-    n = len(buf)
-    while i + 9 < n:
-        if buf[i] != 0xFF:
-            return None
-        marker = buf[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", buf[i + 2 : i + 4])
-        if marker in _SOF:
-            h, w = struct.unpack(">HH", buf[i + 5 : i + 9])
-            return int(w), int(h)
-        i += 2 + length
-    return None
-
-
 def decode_bytes(data: np.ndarray, *, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Decoded:
     """Decode an encoded image (``uint8`` bytes of a file) to :class:`Decoded`.
 
@@ -110,7 +71,7 @@ def decode_bytes(data: np.ndarray, *, max_pixels: int = MAX_PIXELS, min_side: in
     if kind is None:
         raise InputError("not an image (no JPEG, PNG, BMP or TIFF signature)")
     flag, factor = cv2.IMREAD_COLOR, 1
-    size = header_size(data[: 1 << 20], kind)  # the frame header follows EXIF/ICC segments
+    size = header_size(data, kind)  # the frame header follows EXIF/ICC segments; a TIFF's IFD may be last
     if size is not None:
         pixels = size[0] * size[1]
         if pixels == 0:
@@ -127,11 +88,14 @@ def decode_bytes(data: np.ndarray, *, max_pixels: int = MAX_PIXELS, min_side: in
             for f, fl in _REDUCED:
                 if f > factor and -(-min(size) // f) >= min_side:
                     factor, flag = f, fl
-    image = cv2.imdecode(data, flag)
+    image = imdecode(data, flag, name=f"{kind} file")
     # OpenCV returns a grey-filled frame for a JPEG cut short; a complete one ends with EOI FF D9.
     if image is None or (kind == "JPEG" and data[-2:].tobytes() != b"\xff\xd9" and b"\xff\xd9" not in data.tobytes()):
         raise InputError(f"corrupt or truncated {kind} file")
     h, w = image.shape[:2]
+    if h * w > max_pixels:  # the header we read was not the frame the decoder used
+        raise InputError(f"{kind} decoded to {w} x {h} pixels, over the {max_pixels / 1e6:g} Mpx limit "
+                         "(--max-pixels), though its header said otherwise; the file is damaged")
     if factor == 1:
         return Decoded(image, w, h)
     sw, sh = size if size is not None else (w * factor, h * factor)

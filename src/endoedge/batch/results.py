@@ -33,7 +33,13 @@ def meta_path(out: Path) -> Path:
 
 
 def record_key(rec: Mapping[str, Any]) -> str:
-    """The input key of a record (see :attr:`endoedge.batch.sources.Item.key`)."""
+    """The input key of a record (see :attr:`endoedge.batch.sources.Item.key`).
+
+    Raises:
+        TypeError: ``rec`` is not a JSON object; KeyError: it has no ``path``.
+    """
+    if not isinstance(rec, Mapping):
+        raise TypeError(f"a result record is a JSON object, not {type(rec).__name__}")
     frame = rec.get("frame")
     return str(rec["path"]) if frame is None else f"{rec['path']}#{frame}"
 
@@ -64,7 +70,7 @@ def scan_results(path: Path, *, repair: bool = True) -> ScanResult:
         try:
             rec = json.loads(line)
             key = record_key(rec)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: deeply nested JSON
             if n == len(lines):  # the last line is torn even though it ended in a newline
                 end -= len(line) + 1
                 break
@@ -102,8 +108,8 @@ def check_settings(out: Path, settings: Mapping[str, Any]) -> None:
         )
     try:
         stored = json.loads(side.read_text(encoding="utf-8")).get("settings")
-    except (OSError, ValueError, AttributeError) as err:
-        raise InputError(f"cannot read '{side}' ({err}); use --overwrite to start again") from err
+    except (OSError, ValueError, AttributeError, RecursionError) as err:
+        raise InputError(f"cannot read '{side}' ({type(err).__name__}); use --overwrite to start again") from err
     want = json.loads(json.dumps(settings))
     diff = _first_difference(stored, want)
     if diff is not None:

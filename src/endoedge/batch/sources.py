@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from endoedge.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from endoedge.data.walk import walk_files
 from endoedge.errors import InputError
 
 #: Image suffixes a folder source picks up (case-insensitive).
@@ -115,13 +116,8 @@ def open_source(src: str | Path) -> Source:
 
 def _folder(root: Path) -> Source:
     root = root.resolve()
-    items = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames:
-            if name.lower().endswith(BATCH_SUFFIXES) and not name.startswith("."):
-                f = Path(dirpath) / name
-                items.append(Item(f.relative_to(root).as_posix(), f))
+    items = [Item(f.relative_to(root).as_posix(), f) for f in walk_files(root, suffixes=BATCH_SUFFIXES)
+             if not f.name.startswith(".")]  # symbolic links followed, loops skipped
     if not items:
         raise InputError(f"folder '{root}' holds no {'/'.join(s[1:] for s in BATCH_SUFFIXES)} images")
     items.sort(key=lambda it: it.path)

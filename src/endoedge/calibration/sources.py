@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from endoedge.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from endoedge.data.walk import unique_files, walk_files
 from endoedge.errors import CalibrationError
 
 logger = logging.getLogger(__name__)
@@ -70,14 +71,14 @@ def discover(source: str | Path, *, split: str | Path | None = None, role: str =
     text = str(source)
     p = Path(source)
     if not p.exists() and _GLOB_CHARS & set(text):
-        files = [Path(f) for f in sorted(globlib.glob(text, recursive=True))]
+        files = unique_files(sorted(globlib.glob(text, recursive=True)))  # a link loop: each file once
         items = _from_files([f for f in files if f.is_file()])
     elif not p.exists():
         raise CalibrationError(f"{role} '{p}' does not exist; {likely_causes(p)}")
     elif _is_labelled(p):
         items = _from_dataset(p)
     elif p.is_dir():
-        items = _from_files(sorted(f for f in p.rglob("*") if f.is_file()))
+        items = _from_files(walk_files(p))
     else:
         items = _from_files([p])
     if split is not None:

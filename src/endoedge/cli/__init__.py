@@ -2,7 +2,8 @@
 ``quantize``, ``build``, ``export-triton``, ``batch``, ``jetson``.
 
 User and environment errors (:class:`~endoedge.errors.EndoedgeError`) print one line and exit
-1; ``--debug`` shows the traceback instead.
+1; ``--debug`` shows the traceback instead. Log lines and the error line go through
+:func:`~endoedge.spec.redact.redact` (no camera password or token in any output).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from endoedge._version import __version__
 from endoedge.errors import EndoedgeError
+from endoedge.spec.redact import RedactingFilter, redact
 
 SUBCOMMANDS = (
     "export", "detect", "run", "bench", "demo", "train", "eval", "quantize", "build", "export-triton",
@@ -46,12 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # no credential in any log line (camera URLs)
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     try:
         return int(args.func(args) or 0)
     except EndoedgeError as err:
         if args.debug:
             raise
-        print(f"endoedge {args.command}: error: {err}", file=sys.stderr)
+        print(f"endoedge {args.command}: error: {redact(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"endoedge {args.command}: interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
 from endoedge.data.imageio import IMAGE_SUFFIXES
+from endoedge.data.walk import unique_files, walk_files
 from endoedge.errors import EndoedgeError, InputError
 
 if TYPE_CHECKING:
@@ -52,11 +53,11 @@ def expand_sources(sources: Sequence[str]) -> list[Path]:
     for src in sources:
         p = Path(src)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            found = walk_files(p, suffixes=IMAGE_SUFFIXES)
         elif p.is_file():
             found = [p]
         else:
-            found = sorted(Path(f) for f in glob.glob(src, recursive=True) if Path(f).is_file())
+            found = unique_files(sorted(Path(f) for f in glob.glob(src, recursive=True) if Path(f).is_file()))
         if not found:
             raise InputError(f"'{src}' matches no image file (looked for {', '.join(IMAGE_SUFFIXES)})")
         out.extend(found)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from endoedge.errors import InputError
 from endoedge.jetson.presets import pipeline_for_source
+from endoedge.spec.redact import redact
 
 if TYPE_CHECKING:
     from endoedge.cli._common import SubParsers
@@ -37,6 +38,9 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--codec", help="RTSP: h264 (default) or h265; file: auto (default), h264, ...")
     p.add_argument("--latency-ms", type=int, default=100, help="RTSP jitter-buffer latency")
     p.add_argument("--num-buffers", type=int, help="stop a camera after N frames")
+    p.add_argument("--show-credentials", action="store_true",
+                   help="print an RTSP URL's user:password@ and token=... as given (default: masked, ***), "
+                   "for piping the string into gst-launch-1.0")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--live", dest="live", action="store_true", default=None)
     mode.add_argument("--offline", dest="live", action="store_false")
@@ -63,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
         codec=args.codec,
     )
     if desc is None:
-        raise InputError(f"no Jetson preset for source {args.source!r}; give csi://N, /dev/videoN, rtsp://... or a video file")
-    print(desc)
+        raise InputError(f"no Jetson preset for source {redact(repr(args.source))}; give csi://N, /dev/videoN, rtsp://... or a video file")
+    print(desc if args.show_credentials else redact(desc))
     return 0

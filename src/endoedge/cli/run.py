@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
 from endoedge.cli._jetson_opts import add_jetson_options, jetson_monitoring
 from endoedge.errors import EndoedgeError, InputError
+from endoedge.spec.redact import redact
 
 if TYPE_CHECKING:
     from endoedge.cli._common import SubParsers
@@ -192,14 +193,25 @@ def run(args: argparse.Namespace) -> int:
         if det is not None:
             det.close()
     stats = pipeline.stats
+    if failure is not None:  # the report says why the run ended (credentials masked)
+        source_info["error"] = redact(failure)
     final = report(stats)
     if jetson:
         final["jetson"] = jetson
     if report_path is not None:
         write_json(report_path, final)
+    if stats.frames + stats.warmup_frames == 0:  # no frame at all: one line, no empty table
+        if failure is not None:
+            raise failure
+        if interrupted:
+            print("endoedge run: interrupted before the first frame", file=sys.stderr)
+            return 130
+        raise InputError(f"{spec.describe()} delivered no frame")
     if plot_path is not None and stats.frames:
         plot_latency(plot_arrays(stats, source_info["mode"]), plot_path,
                      title=f"{Path(args.model).name} on {spec.describe()}")
+    elif plot_path is not None:
+        plot_path = None  # every frame was a warm-up frame: nothing to plot
     split = final["e2e_split"]
     rows = {**final["stages"], "e2e: queue": split["queue"], "e2e: process": split["process"]}
     print(format_table(rows, title=f"latency per frame, ms ({stats.frames} frames after {stats.warmup_frames} "

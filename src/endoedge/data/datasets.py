@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from endoedge.data.media import IMAGE_SUFFIXES
+from endoedge.data.walk import walk_files
 from endoedge.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def load_yolo(root: str | Path, class_names: Sequence[str] | None = None) -> Dat
     img_dir, lab_dir = root / "images", root / "labels"
     if not img_dir.is_dir() or not lab_dir.is_dir():
         raise InputError(f"YOLO dataset {root} needs images/ and labels/ folders")
-    images = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = walk_files(img_dir, suffixes=IMAGE_SUFFIXES)
     samples = []
     max_label = -1
     for path in images:
@@ -298,9 +299,11 @@ def read_stems(path: str | Path) -> list[str]:
     """
     p = Path(path)
     try:
-        lines = p.read_text().splitlines()
+        lines = p.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise InputError(f"cannot read split file '{p}': {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"split file '{p}' is not UTF-8 text (byte {err.start}); one image stem a line") from err
     stems = [s for s in (ln.split("#")[0].strip() for ln in lines) if s]
     if not stems:
         raise InputError(f"split file '{p}' lists no image stems")

@@ -4,6 +4,7 @@ writer, the Jetson presets): quoting property values."""
 from __future__ import annotations
 
 from endoedge.errors import InputError
+from endoedge.spec.redact import redact
 
 
 def quote(value: str, what: str = "location", fix: str = "rename it or use a symlink without it") -> str:
@@ -22,11 +23,11 @@ def quote(value: str, what: str = "location", fix: str = "rename it or use a sym
         InputError: ``value`` is empty or contains ``"``, ``\\`` or a control character.
     """
     if not isinstance(value, str) or not value:
-        raise InputError(f"{what} must be a non-empty string, got {value!r}")
+        raise InputError(f"{what} must be a non-empty string, got {redact(repr(value))}")
     bad = [c for c in value if c in '"\\' or ord(c) < 32 or ord(c) == 127]
     if bad:
         raise InputError(
-            f"{what} {value!r} contains {bad[0]!r}, which cannot be passed safely in a GStreamer "
+            f"{what} {redact(repr(value))} contains {bad[0]!r}, which cannot be passed safely in a GStreamer "
             f"pipeline string; {fix}"
         )
     return f'"{value}"'

@@ -5,7 +5,9 @@ Conventions: images are ``numpy.ndarray`` in OpenCV layout, ``H x W x 3`` ``uint
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -13,7 +15,11 @@ import numpy as np
 from endoedge.data.media import IMAGE_SUFFIXES
 from endoedge.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "read_image", "to_bgr8"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "header_size", "imdecode", "read_image", "to_bgr8"]
+
+#: Largest image :func:`read_image` decodes (100 Mpx, ~300 MB as BGR), judged from the file header
+#: before decoding: a decompression bomb (a small file claiming a huge size) never allocates its pixels.
+MAX_PIXELS = 100_000_000
 
 
 def to_bgr8(image: object, *, name: str = "image") -> np.ndarray:
@@ -63,7 +69,11 @@ def read_image(path: str | Path) -> np.ndarray:
     if data.size == 0:
         raise InputError(f"image '{p}' is an empty (zero-byte) file")
     kind = _sniff_format(data[:12].tobytes())
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    size = header_size(data, kind)
+    if size is not None and not 0 < size[0] * size[1] <= MAX_PIXELS:
+        raise InputError(f"image '{p}' claims {size[0]} x {size[1]} pixels in its {kind} header; "
+                         f"endoedge reads images of 1 to {MAX_PIXELS / 1e6:g} Mpx")
+    image = imdecode(data, cv2.IMREAD_UNCHANGED, name=f"image '{p}'")
     if image is None and kind is None:
         raise InputError(
             f"image '{p}' is not an image OpenCV can decode (its content has no JPEG, PNG, "
@@ -93,4 +103,94 @@ def _sniff_format(head: bytes) -> str | None:
     for magic, name in _SIGNATURES:
         if head.startswith(magic):
             return name
+    return None
+
+
+def imdecode(data: np.ndarray, flags: int, *, name: str = "image") -> np.ndarray | None:
+    """``cv2.imdecode``, with OpenCV's own refusals (a size over its limits, a damaged header:
+    ``cv2.error``) turned into an :class:`InputError` naming ``name``; None when it cannot decode."""
+    try:
+        return cv2.imdecode(data, flags)
+    except cv2.error as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "cv2.error"
+        raise InputError(f"{name}: OpenCV refuses to decode it ({reason[:160]})") from err
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless...); C4/C8/CC are not frames.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def header_size(data: bytes | np.ndarray, kind: str | None) -> tuple[int, int] | None:
+    """``(width, height)`` from a JPEG/PNG/BMP/TIFF/WebP header without decoding, or ``None``
+    if unknown (``kind`` as :func:`_sniff_format` names it). Reads no copy of ``data``."""
+    buf = memoryview(cast(Any, data)).cast("B")
+    try:
+        if kind == "PNG" and len(buf) >= 24 and buf[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", buf[16:24])
+            return int(w), int(h)
+        if kind == "BMP" and len(buf) >= 26:
+            w, h = struct.unpack("<ii", buf[18:26])
+            return abs(int(w)), abs(int(h))
+        if kind == "JPEG":
+            return _jpeg_size(buf)
+        if kind == "TIFF":
+            return _tiff_size(buf)
+        if kind == "WebP":
+            return _webp_size(buf)
+    except struct.error:
+        return None
+    return None
+
+
+def _jpeg_size(buf: memoryview) -> tuple[int, int] | None:
+    """The first start-of-frame's size, found as libjpeg finds it: bytes between segments that
+    are not a marker are skipped ("extraneous bytes before marker"), not taken as the end."""
+    i = 2
+    n = len(buf)
+    while i + 9 < n:
+        if buf[i] != 0xFF:
+            i += 1
+            continue
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", buf[i + 2 : i + 4])
+        if marker in _SOF:
+            h, w = struct.unpack(">HH", buf[i + 5 : i + 9])
+            return int(w), int(h)
+        i += 2 + length
+    return None
+
+
+def _tiff_size(buf: memoryview) -> tuple[int, int] | None:
+    """ImageWidth (tag 256) and ImageLength (257) of the first IFD (the page OpenCV decodes)."""
+    order = "<" if buf[:2] == b"II" else ">"
+    (offset,) = struct.unpack(order + "I", buf[4:8])
+    (count,) = struct.unpack(order + "H", buf[offset : offset + 2])
+    found: dict[int, int] = {}
+    for k in range(count):
+        e = offset + 2 + 12 * k
+        tag, kind = struct.unpack(order + "HH", buf[e : e + 4])
+        if tag in (256, 257):
+            fmt = "H" if kind == 3 else "I"  # SHORT or LONG
+            found[tag] = int(struct.unpack(order + fmt, buf[e + 8 : e + 8 + struct.calcsize(fmt)])[0])
+            if len(found) == 2:
+                return found[256], found[257]
+    return None
+
+
+def _webp_size(buf: memoryview) -> tuple[int, int] | None:
+    """Canvas size of a WebP: extended (VP8X), lossless (VP8L) or lossy (VP8) bitstream."""
+    chunk = bytes(buf[12:16])
+    if chunk == b"VP8X" and len(buf) >= 30:
+        return 1 + int.from_bytes(buf[24:27], "little"), 1 + int.from_bytes(buf[27:30], "little")
+    if chunk == b"VP8L" and len(buf) >= 25 and buf[20] == 0x2F:
+        bits = int.from_bytes(buf[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(buf) >= 30:
+        return int.from_bytes(buf[26:28], "little") & 0x3FFF, int.from_bytes(buf[28:30], "little") & 0x3FFF
     return None

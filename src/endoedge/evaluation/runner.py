@@ -23,6 +23,7 @@ import numpy as np
 from endoedge.data.datasets import Dataset, Sample
 from endoedge.data.imageio import IMAGE_SUFFIXES, read_image
 from endoedge.data.masks import read_mask
+from endoedge.data.walk import walk_files
 from endoedge.errors import EndoedgeError, InputError
 from endoedge.evaluation import metrics
 from endoedge.evaluation.metrics import Prediction
@@ -52,7 +53,7 @@ def negative_samples(folder: str | Path) -> list[Sample]:
     d = Path(folder)
     if not d.is_dir():
         raise InputError(f"--negatives '{d}' is not a folder")
-    paths = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = walk_files(d, suffixes=IMAGE_SUFFIXES)
     if not paths:
         raise InputError(f"--negatives '{d}' holds no image ({', '.join(IMAGE_SUFFIXES)})")
     return [Sample(p.stem, p, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for p in paths]

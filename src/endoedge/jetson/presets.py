@@ -38,6 +38,7 @@ from endoedge.data.gst_syntax import quote
 from endoedge.errors import InputError
 from endoedge.jetson.platform import JetsonInfo, is_jetson, jetson_info
 from endoedge.jetson.probe import DEMUXERS, container_from_extension, sniff_codec, sniff_container
+from endoedge.spec.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +338,7 @@ def rtsp(
     (``protocols=tcp``) for networks that drop UDP.
     """
     if not isinstance(url, str) or not url.lower().startswith(RTSP_SCHEMES):
-        raise InputError(f"RTSP URL must start with rtsp:// (or rtsps://), got {url!r}")
+        raise InputError(f"RTSP URL must start with rtsp:// (or rtsps://), got {redact(repr(url))}")
     depay = RTP_DEPAY[_codec(codec, tuple(RTP_DEPAY))]
     src = (
         f"rtspsrc location={quote(url, 'RTSP URL', 'percent-encode it (%22, %5C)')} "
@@ -380,7 +381,7 @@ def pipeline_for_source(
     if source.startswith("csi://"):
         sensor = source[len("csi://") :] or "0"
         if not sensor.isdigit():
-            raise InputError(f"CSI source must be csi://N with a sensor number, got {source!r}")
+            raise InputError(f"CSI source must be csi://N with a sensor number, got {redact(repr(source))}")
         return csi_camera(
             int(sensor), w, h, rate, appsink=appsink, live=live_default, num_buffers=num_buffers
         )

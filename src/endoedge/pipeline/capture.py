@@ -19,11 +19,17 @@ from typing import Any
 from endoedge.errors import EndoedgeError, InputError, SourceStalled
 from endoedge.pipeline.frames import Frame, StopFlag
 from endoedge.pipeline.gst import BufferView, gst
+from endoedge.spec.redact import redact
 
 logger = logging.getLogger(__name__)
 
 
 def _describe_gst_error(err: Any, debug: str | None, location: str) -> str:
+    """One line for a GStreamer error (credentials masked: a URL may be quoted in the message)."""
+    return redact(_gst_error_line(err, debug, redact(location)))
+
+
+def _gst_error_line(err: Any, debug: str | None, location: str) -> str:
     msg = str(err.message)
     text = f"{msg} {debug or ''}".lower()
     if "missing" in text and "plug" in text or "no suitable plugins" in text or "missing decoder" in text:
@@ -45,14 +51,14 @@ class GstCapture:
 
     Args:
         description: gst-launch pipeline description.
-        location: what to name in error messages (file, device, URL).
+        location: what to name in error messages (file, device, URL; credentials are masked).
         live: the source runs in real time (capture delay measured against the pipeline clock).
         stall_timeout_s: :meth:`read` raises :class:`SourceStalled` after this long without a frame.
     """
 
     def __init__(self, description: str, *, location: str, live: bool, stall_timeout_s: float = 5.0) -> None:
         self.description = description
-        self.location = location
+        self.location = redact(location)
         self.live = live
         self.stall_timeout_s = stall_timeout_s
         self.dropped_upstream = 0
@@ -75,7 +81,7 @@ class GstCapture:
         try:
             self._pipeline = g.Gst.parse_launch(self.description)
         except Exception as err:  # noqa: BLE001 - GLib.Error
-            raise InputError(f"bad GStreamer pipeline ({err}); pipeline was: {self.description}") from err
+            raise InputError(redact(f"bad GStreamer pipeline ({err}); pipeline was: {self.description}")) from err
         self._sink = self._pipeline.get_by_name("sink")
         if self._sink is None:
             raise InputError("the pipeline has no element named 'sink'; end it with 'appsink name=sink'")

@@ -32,6 +32,7 @@ from endoedge.data.gst_syntax import quote
 from endoedge.data.imageio import IMAGE_SUFFIXES
 from endoedge.data.media import natural_key
 from endoedge.errors import InputError
+from endoedge.spec.redact import redact
 
 if TYPE_CHECKING:
     from endoedge.pipeline.frames import CaptureSource
@@ -72,11 +73,17 @@ class SourceSpec:
         """Whether the source produces frames in real time (default mode ``--live``)."""
         return self.kind in LIVE_KINDS
 
+    @property
+    def display_location(self) -> str:
+        """``location`` with URI credentials masked (:func:`~endoedge.spec.redact.redact`): what
+        messages, reports and titles show; only GStreamer gets ``location`` itself."""
+        return redact(self.location)
+
     def describe(self) -> str:
-        """Short human-readable description."""
+        """Short human-readable description (credentials masked)."""
         if self.kind == "folder":
-            return f"folder {self.location} ({len(self.files)} images)"
-        return f"{self.kind} {self.location}"
+            return f"folder {self.display_location} ({len(self.files)} images)"
+        return f"{self.kind} {self.display_location}"
 
 
 def parse_source(
@@ -119,22 +126,22 @@ def parse_source(
         return SourceSpec("rtsp", text, **common)  # type: ignore[arg-type]
     if lowered.startswith("csi://"):
         if not text[6:].isdigit():
-            raise InputError(f"'{text}': CSI cameras are csi://N with the sensor number, e.g. csi://0")
+            raise InputError(f"'{redact(text)}': CSI cameras are csi://N with the sensor number, e.g. csi://0")
         return SourceSpec("csi", text, **common)  # type: ignore[arg-type]
     if lowered.startswith(("udp://", "rtp://")):
         if not re.fullmatch(r"(udp|rtp)://[^:/]*:\d+", lowered):
-            raise InputError(f"'{text}': RTP sources look like rtp://HOST:PORT (H.264 payload)")
+            raise InputError(f"'{redact(text)}': RTP sources look like rtp://HOST:PORT (H.264 payload)")
         return SourceSpec("rtp", text, **common)  # type: ignore[arg-type]
     if text.startswith("/dev/video"):
         if not Path(text).exists():
-            raise InputError(f"capture device {text} does not exist; is the card plugged in? (ls /dev/video*)")
+            raise InputError(f"capture device {redact(text)} does not exist; is the card plugged in? (ls /dev/video*)")
         return SourceSpec("v4l2", text, **common)  # type: ignore[arg-type]
     path = Path(text)
     if path.is_dir():
         files = sorted((f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
                        key=natural_key)
         if not files:
-            raise InputError(f"folder '{text}' has no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(f"folder '{redact(text)}' has no images ({', '.join(IMAGE_SUFFIXES)})")
         return SourceSpec("folder", text, files=files, **common)  # type: ignore[arg-type]
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -144,9 +151,9 @@ def parse_source(
         matches = sorted((Path(f) for f in glob.glob(text, recursive=True)), key=natural_key)
         files = [f for f in matches if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
         if not files:
-            raise InputError(f"'{text}' matches no image file")
+            raise InputError(f"'{redact(text)}' matches no image file")
         return SourceSpec("folder", text, files=files, **common)  # type: ignore[arg-type]
-    raise InputError(f"source '{text}' not found: not a file, folder, glob, device, URL, 'test' or pipeline")
+    raise InputError(f"source '{redact(text)}' not found: not a file, folder, glob, device, URL, 'test' or pipeline")
 
 
 def appsink_description(live: bool, *, max_buffers: int = 4) -> str:
@@ -233,8 +240,9 @@ def make_capture_factory(
     from endoedge.pipeline.capture import GstCapture
 
     description = _jetson_pipeline(spec, live=live, mode=jetson) or build_pipeline(spec, live=live)
-    logger.info("pipeline: %s", description)
-    return lambda: GstCapture(description, location=spec.location, live=live, stall_timeout_s=stall_timeout_s)
+    logger.debug("pipeline: %s", redact(description))
+    location = spec.display_location
+    return lambda: GstCapture(description, location=location, live=live, stall_timeout_s=stall_timeout_s)
 
 
 def _jetson_pipeline(spec: SourceSpec, *, live: bool, mode: JetsonMode) -> str | None:

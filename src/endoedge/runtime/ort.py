@@ -12,6 +12,7 @@ import numpy as np
 from endoedge._optional import require
 from endoedge.errors import BackendUnavailableError, InputError, ModelFormatError
 from endoedge.runtime.base import Backend
+from endoedge.spec import load_onnx_proto
 from endoedge.spec.device import parse_device
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class OnnxRuntimeBackend(Backend):
         ort = require("onnxruntime", extra="gpu", purpose="the onnxruntime backend")
         if not self.model_path.is_file():
             raise ModelFormatError(f"model '{self.model_path}' does not exist")
+        load_onnx_proto(self.model_path)  # refuses external data outside the model's folder
         providers = providers_for(self.device, ort.get_available_providers())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

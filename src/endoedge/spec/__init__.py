@@ -184,9 +184,9 @@ class ModelSpec:
                 cannot be parsed.
         """
         if PREFIX + "decoder" in props:
-            return _from_endoedge_metadata(props, where)
+            return _checked(_from_endoedge_metadata(props, where), where)
         if "names" in props and "imgsz" in props:
-            return _from_ultralytics_metadata(props, where)
+            return _checked(_from_ultralytics_metadata(props, where), where)
         raise ModelFormatError(
             f"{where} has no endoedge or Ultralytics metadata, so its pre-processing and output "
             "layout are unknown; re-export it with `endoedge export`, or describe it with "
@@ -200,25 +200,44 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     Raises:
         ModelFormatError: the file is missing or not a parseable ONNX model.
     """
-    model = load_onnx_proto(path)
-    return {prop.key: prop.value for prop in model.metadata_props}
+    return metadata_dict(load_onnx_proto(path), where=str(path))
+
+
+def metadata_dict(model: Any, *, where: str = "model") -> dict[str, str]:
+    """An ``onnx.ModelProto``'s ``metadata_props`` as a dict of text.
+
+    Raises:
+        ModelFormatError: a key or value is not UTF-8 text (protobuf hands such strings over as bytes).
+    """
+    props: dict[str, str] = {}
+    for prop in model.metadata_props:
+        key, value = prop.key, prop.value
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ModelFormatError(f"{where}: metadata entry {key[:40]!r} is not UTF-8 text; the file is damaged")
+        props[key] = value
+    return props
 
 
 def load_onnx_proto(path: str | Path) -> Any:
     """The ``onnx.ModelProto`` of a file, without externally stored weights.
 
     Raises:
-        ModelFormatError: the file is missing or not a parseable ONNX model.
+        ModelFormatError: the file is missing or not a parseable ONNX model, or names external
+            data outside its folder (:func:`~endoedge.spec.external_data.check_external_data`).
     """
     import onnx
+
+    from endoedge.spec.external_data import check_external_data
 
     p = Path(path)
     if not p.is_file():
         raise ModelFormatError(f"model '{p}' does not exist or is not a file")
     try:
-        return onnx.load(str(p), load_external_data=False)
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise ModelFormatError(f"'{p}' is not a readable ONNX file ({type(err).__name__})") from err
+    check_external_data(model, p)
+    return model
 
 
 def validate_thresholds(score: float, iou: float, max_det: int) -> None:
@@ -246,6 +265,8 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
     _check_schema(props.get(PREFIX + "schema"), props.get(PREFIX + "version"), where)
     try:
         params = json.loads(get("decoder_params"))
+        if not isinstance(params, dict):
+            raise ValueError("decoder_params is not a JSON object")
         if "priors_b64" in params:
             raw = base64.b64decode(params.pop("priors_b64"))
             shape = tuple(params.pop("priors_shape"))
@@ -277,9 +298,9 @@ def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
         )
     except ModelFormatError:
         raise
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, RecursionError) as err:  # RecursionError: deeply nested JSON
         raise ModelFormatError(
-            f"{where}: endoedge metadata cannot be parsed ({err}); re-export the model"
+            f"{where}: endoedge metadata cannot be parsed ({_short(err)}); re-export the model"
         ) from err
 
 
@@ -306,8 +327,8 @@ def _config(text: str | None, key: str, where: str) -> dict[str, Any] | None:
         "endoscopy": EndoscopyConfig, "stabilize": StabilizeConfig}
     try:
         return kinds[key].from_dict(json.loads(text)).to_dict()
-    except (InputError, ValueError, AttributeError) as err:
-        raise ModelFormatError(f"{where}: {PREFIX}{key} metadata is invalid ({err})") from err
+    except (InputError, ValueError, AttributeError, TypeError, RecursionError) as err:
+        raise ModelFormatError(f"{where}: {PREFIX}{key} metadata is invalid ({_short(err)})") from err
 
 
 def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpec:
@@ -316,21 +337,26 @@ def _from_ultralytics_metadata(props: Mapping[str, str], where: str) -> ModelSpe
         task = props.get("task", "detect")
         if task != "detect":
             raise ModelFormatError(
-                f"{where} is an Ultralytics '{task}' model; endoedge runs detection models only"
+                f"{where} is an Ultralytics {task[:40]!r} model; endoedge runs detection models only"
             )
         names = ast.literal_eval(props["names"])
         imgsz = ast.literal_eval(props["imgsz"])
         if isinstance(imgsz, int):
             imgsz = [imgsz, imgsz]
+        if not isinstance(imgsz, list | tuple) or len(imgsz) not in (1, 2):
+            raise ValueError(f"imgsz {props['imgsz'][:40]!r} is not N or [H, W]")
+        size = (int(imgsz[0]), int(imgsz[-1]))
+        if not isinstance(names, dict):
+            raise ValueError("names is not a {id: name} dict")
         # YOLO26 / YOLOv10 exported NMS-free (nms=False): one B x 300 x 6 output, no NMS needed
         end2end = bool(ast.literal_eval(props.get("end2end", "False")))
         class_names = tuple(str(names[i]) for i in sorted(names))
     except ModelFormatError:
         raise
-    except (ValueError, SyntaxError, KeyError, TypeError) as err:
-        raise ModelFormatError(f"{where}: Ultralytics metadata cannot be parsed ({err})") from err
+    except (ValueError, SyntaxError, KeyError, TypeError, RecursionError, MemoryError) as err:
+        raise ModelFormatError(f"{where}: Ultralytics metadata cannot be parsed ({_short(err)})") from err
     return spec_for_foreign_yolo(
-        "yolo_end2end" if end2end else "yolov8", class_names, (int(imgsz[0]), int(imgsz[1])), producer="ultralytics",
+        "yolo_end2end" if end2end else "yolov8", class_names, size, producer="ultralytics",
         arch=_ultralytics_arch(props.get("description", "")),
     )
 
@@ -374,6 +400,32 @@ def spec_for_foreign_yolo(
     )
 
 
+#: The largest network input side endoedge accepts from metadata, in pixels.
+MAX_INPUT_SIDE = 16384
+
+
+def _checked(spec: ModelSpec, where: str) -> ModelSpec:
+    """Refuse parsed metadata whose values are out of range (sizes, thresholds, pad value)."""
+    from endoedge.errors import InputError
+
+    h, w = spec.preprocess.input_size
+    if not (0 < h <= MAX_INPUT_SIDE and 0 < w <= MAX_INPUT_SIDE):
+        raise ModelFormatError(f"{where}: metadata input size {h} x {w} is out of range (1..{MAX_INPUT_SIDE} px)")
+    if not 0 <= spec.preprocess.pad_value <= 255:
+        raise ModelFormatError(f"{where}: metadata pad_value {spec.preprocess.pad_value} is not 0..255")
+    try:
+        validate_thresholds(spec.score_threshold, spec.iou_threshold, spec.max_detections)
+    except InputError as err:
+        raise ModelFormatError(f"{where}: metadata {err}") from err
+    return spec
+
+
+def _short(err: BaseException) -> str:
+    """An exception as one short line (a parser's message may quote a long or multi-line value)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _check_schema(text: str | None, writer: str | None, where: str) -> None:
     """Refuse metadata written in a newer ``endoedge.schema`` than this reader knows."""
     if not text:
@@ -381,8 +433,8 @@ def _check_schema(text: str | None, writer: str | None, where: str) -> None:
     try:
         version = int(text)
     except ValueError:
-        raise ModelFormatError(f"{where}: metadata 'endoedge.schema' is '{text}', not a whole number") from None
-    if version > SCHEMA_VERSION:
+        raise ModelFormatError(f"{where}: metadata 'endoedge.schema' is {text[:40]!r}, not a whole number") from None
+    if version > SCHEMA_VERSION:  # (a huge number is refused here too)
         by = f" (written by endoedge {writer})" if writer else ""
         raise ModelFormatError(
             f"{where} uses metadata schema {version}{by}, but this endoedge {__version__} reads up to "
@@ -393,7 +445,7 @@ def _check_schema(text: str | None, writer: str | None, where: str) -> None:
 def _decoder_name(value: str) -> DecoderName:
     """A decoder name as written; whether it is registered is checked when the decoder is built."""
     if not value or not value.replace("_", "").replace("-", "").isalnum():
-        raise ModelFormatError(f"metadata 'decoder' is '{value}'; expected a decoder name such as ssd or yolov8")
+        raise ModelFormatError(f"metadata 'decoder' is {value[:40]!r}; expected a decoder name such as ssd or yolov8")
     return DecoderName(value)
 
 
@@ -410,11 +462,11 @@ def _frozen(value: Any) -> Any:
 
 def _choice(value: str, allowed: tuple[str, ...], key: str) -> str:
     if value not in allowed:
-        raise ModelFormatError(f"metadata '{key}' is '{value}'; expected one of {', '.join(allowed)}")
+        raise ModelFormatError(f"metadata '{key}' is {value[:40]!r}; expected one of {', '.join(allowed)}")
     return value
 
 
 def _triple(values: Any) -> tuple[float, float, float]:
     if len(values) != 3:
-        raise ValueError(f"expected 3 per-channel values, got {values}")
+        raise ValueError(f"expected 3 per-channel values, got {str(values)[:80]!r}")
     return (float(values[0]), float(values[1]), float(values[2]))

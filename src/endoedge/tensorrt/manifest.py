@@ -152,7 +152,7 @@ def load_manifest(path: str | Path, *, engine: str | Path, partial: bool = False
     path, engine = Path(path), Path(engine)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: deeply nested JSON
         raise ModelFormatError(f"engine manifest '{path}' cannot be read ({err}); rebuild the engine with "
                                f"`{_build_command(engine)}`") from err
     onnx = data.get("onnx_path") if isinstance(data, dict) else None

@@ -385,7 +385,8 @@ class Trainer:
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as err:  # noqa: BLE001 - any failure means an unusable state file
-            raise ModelFormatError(f"cannot resume from {path}: {type(err).__name__}: {err}") from err
+            first = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
+            raise ModelFormatError(f"cannot resume from {path}: {type(err).__name__}: {first}") from err
         if tuple(state["class_names"]) != tuple(self.class_names):
             raise ModelFormatError(f"{path} was trained on classes {state['class_names']}, not {self.class_names}")
         saved = json.loads(state["config"])
