@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,7 +37,7 @@ def _start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
     if missing:
         pytest.skip(f"GStreamer X11 elements missing: {missing} (gstreamer1.0-x, gstreamer1.0-plugins-good)")
     read, write = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"],
                             pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(write)
     number = b""
@@ -50,6 +51,17 @@ def _start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
     if not number.strip():
         proc.kill()
         pytest.skip("Xvfb did not start")
+    # -noreset: an X server resets when its last client disconnects, and an X sink that connects during
+    # the reset fails with "Could not initialise X output" (seen in a full run). -displayfd answers when
+    # the server is up; also wait until its socket accepts a client.
+    sock_path = f"/tmp/.X11-unix/X{number.strip().decode()}"
+    while time.monotonic() < deadline + 15:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(sock_path)
+            break
+        except OSError:
+            time.sleep(0.1)
     return proc, f":{number.strip().decode()}"
 
 
