@@ -3,9 +3,13 @@
 # boxes and masks (data/splits kvasir_seg_train/val) + the PolypGen polyp-free train sequences as
 # 'normal' frames with empty masks (val sequences held out for validation; test sequences never seen),
 # a quarter of all samples degraded into 'unclear' frames. Resumable: run it again to continue from
-# OUT/train_state.pt. Meant for a GPU (DEVICE=cuda); on a CPU use FREEZE=11 THREADS=1 and expect days.
+# OUT/train_state.pt. Meant for a GPU (DEVICE=cuda); on a CPU, start from the shipped box-only detector
+# (INIT=...: its backbone and SSD heads fill the multi-task model, the RFB, mask decoder and triage head
+# start fresh) with FREEZE=11 and a few epochs:
 #
 #   OUT=runs/multitask nice -n 10 benchmarks/train_multitask.sh > runs/multitask.log 2>&1 &
+#   INIT=src/endoedge/models/weights/polyp_ssdlite320_effl0_kvasir_polypgen.pt FREEZE=11 EPOCHS=8 LR=1e-3 \
+#     WARMUP=0.3 THREADS=1 OUT=runs/multitask benchmarks/train_multitask.sh
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-$REPO/../shared/data}
@@ -21,11 +25,12 @@ if [[ -f $SPLITS/polypgen_neg_train.txt ]]; then
   mapfile -t val_seqs < <(grep -v '^#' "$SPLITS/polypgen_neg_val.txt")
 fi
 args=()
+if [[ -n ${INIT:-} ]]; then args+=(--init "$INIT"); fi
 for s in "${train_seqs[@]}"; do args+=(--negatives "$NEG/$s"); done
 for s in "${val_seqs[@]}"; do args+=(--val-negatives "$NEG/$s"); done
 exec "$PY" -m endoedge.cli train --data "$DATA/kvasir-seg" --split "$REPO/data/splits" "${args[@]}" \
   --arch ssdlite320_efficientnet_lite0_multitask --imgsz 320 --epochs "${EPOCHS:-60}" --batch "${BATCH:-16}" \
-  --lr "${LR:-1.5e-3}" --warmup-epochs 2 --final-lr 0.02 --freeze "${FREEZE:-0}" --seed 0 \
+  --lr "${LR:-1.5e-3}" --warmup-epochs "${WARMUP:-2}" --final-lr 0.02 --freeze "${FREEZE:-0}" --seed 0 \
   --threads "${THREADS:-0}" --device "${DEVICE:-auto}" \
   --unclear-ratio 0.25 --mask-weight 1.0 --frame-weight 0.5 --resume --out "$OUT" \
   --notes "endoedge: multi-task SSDLite320 EfficientNet-Lite0 (RFB, mask attention, normal/unclear/polyp triage) trained on Kvasir-SEG images, boxes and masks (research and educational use only; cite Jha et al. 2020) + PolypGen centre A/B polyp-free sequences (CC BY-NC-SA 4.0; Ali et al. 2023) and degraded copies of both. The weights carry both terms: non-commercial research and education only, share-alike, attribute both."

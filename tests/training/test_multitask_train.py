@@ -121,3 +121,33 @@ def test_cli_train_routes_multitask_archs(tiny_seg, tmp_path, capsys):
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"dice", "iou", "triage_acc", "map50"} <= set(record)
     assert json.loads(__import__("torch").load(out / "train_state.pt", weights_only=True)["config"])["focal"]
+
+
+def test_init_from_box_only_checkpoint(tiny_seg, tmp_path, capsys, caplog):
+    """``--init`` with the box-only SSD fills the multi-task model's backbone and SSD heads (the
+    new parts start fresh); a multi-task checkpoint cannot initialise the box-only SSD."""
+    torch = pytest.importorskip("torch")
+    from endoedge.cli import main
+    from endoedge.models.checkpoint import load_checkpoint
+
+    root, normal_dir = tiny_seg
+    common = ["train", "--data", str(root), "--val-count", "1", "--imgsz", "64", "--epochs", "1", "--batch", "4",
+              "--no-pretrained", "--threads", "1", "--warmup-epochs", "0"]
+    box = tmp_path / "box"
+    assert main([*common, "--out", str(box)]) == 0
+    multi = tmp_path / "multi"
+    with caplog.at_level("INFO", logger="endoedge.training.trainer"):
+        rc = main([*common, "--arch", "ssdlite320_efficientnet_lite0_multitask", "--negatives", str(normal_dir),
+                   "--init", str(box / "last.pt"), "--freeze", "16", "--out", str(multi)])
+    assert rc == 0
+    assert "initialised 462 of 592 tensors" in caplog.text
+    before = load_checkpoint(box / "last.pt").model.state_dict()
+    after = load_checkpoint(multi / "last.pt").model.state_dict()
+    frozen = "backbone.stem.1.weight"  # the stem: frozen, so it must be the init's exactly
+    assert frozen in before
+    torch.testing.assert_close(after[frozen], before[frozen])
+    capsys.readouterr()
+    rc = main([*common, "--init", str(multi / "last.pt"), "--out", str(tmp_path / "back")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "do not fit ssdlite320_efficientnet_lite0" in err

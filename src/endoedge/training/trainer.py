@@ -143,10 +143,7 @@ class Trainer:
             if tuple(init.spec.class_names) != tuple(self.class_names):
                 raise ModelFormatError(f"--init {cfg.init} detects {init.spec.class_names}, the data "
                                        f"{self.class_names}")
-            if init.arch.name != self.arch.name:
-                raise ModelFormatError(f"--init {cfg.init} is a {init.arch.name}, not a {cfg.arch}")
-            model.load_state_dict(init.model.state_dict())
-            logger.info("fine-tuning from %s", cfg.init)
+            _load_init(model, init.model.state_dict(), str(cfg.init), init.arch.name, cfg.arch)
         elif cfg.focal:
             init_focal_bias(model)
         self.model: Any = model.to(self.device)
@@ -417,3 +414,22 @@ def train(cfg: TrainConfig, train_set: Dataset, val_set: Dataset, *, resume: boo
           neg_set: Dataset | None = None, val_neg_set: Dataset | None = None) -> dict[str, Any]:
     """Train (or resume from ``cfg.out/train_state.pt`` if ``resume`` and it exists)."""
     return Trainer(cfg, train_set, val_set, neg_set, val_neg_set).resume_fit(resume)
+
+
+def _load_init(model: Any, state: dict[str, Any], path: str, init_arch: str, arch: str) -> None:
+    """Load ``--init`` weights into ``model``: the same architecture loads whole; a different one
+    (e.g. the box-only SSD into its multi-task extension) loads when every one of its tensors has
+    the same name and shape in ``model``, the rest of ``model`` keeping its fresh initialisation."""
+    if init_arch == arch:
+        model.load_state_dict(state)
+        logger.info("fine-tuning from %s", path)
+        return
+    own = model.state_dict()
+    misfit = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    if misfit:
+        raise ModelFormatError(f"--init {path} is a {init_arch} whose weights do not fit {arch} "
+                               f"({len(misfit)} tensors differ, e.g. {misfit[0]}); use a checkpoint of "
+                               f"{arch} or of an architecture it extends")
+    model.load_state_dict(state, strict=False)
+    logger.info("initialised %d of %d tensors of %s from %s (a %s); the other %d start fresh",
+                len(state), len(own), arch, path, init_arch, len(own) - len(state))
