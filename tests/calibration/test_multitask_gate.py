@@ -64,3 +64,39 @@ def test_fp16_multitask_passes_the_agreement_gate(multitask, frames, tmp_path, c
     if rep["passed"]:
         assert "mask Dice vs the reference" in gate
         assert "frame-label agreement" in gate
+
+
+def test_labelled_gate_compares_mask_dice_and_triage(multitask, frames, tmp_path):
+    """``eval --compare`` / ``quantize --eval`` on a labelled set with masks: a multi-task copy is
+    also judged by its mean mask Dice and triage accuracy against the labels."""
+    from endoedge.calibration.compare import (
+        compare_models,
+        format_compare,
+        labelled_multitask_criteria,
+    )
+    from endoedge.calibration.operating_point import GateLimits
+    from endoedge.evaluation import EvalSet
+    from tests.evaluation.test_multitask_eval import _seg_set
+
+    _, _, onnx_path = multitask
+    data = _seg_set(tmp_path / "kvasir", frames)
+    result = compare_models(onnx_path, onnx_path, EvalSet(data), device="cpu")
+    crit = {c.name: c for c in result.gate.criteria}
+    assert crit["mask_dice_drop"].value == 0.0
+    assert crit["mask_dice_drop"].passed
+    assert crit["triage_accuracy_drop"].value == 0.0
+    assert crit["triage_accuracy_drop"].passed
+    text = format_compare(result)
+    assert "mean mask Dice (vs labels)" in text
+    assert "frame-triage accuracy" in text
+    # a copy whose Dice falls 3 points fails; triage within the bound passes; box-only: unchanged
+    ref = {"mask": {"dice": 0.86}, "triage": {"accuracy": 0.92}}
+    cand = {"mask": {"dice": 0.83}, "triage": {"accuracy": 0.915}}
+    judged = labelled_multitask_criteria(result.gate, ref, cand, GateLimits(max_drop=1.0))
+    by = {c.name: c for c in judged.criteria}
+    assert not by["mask_dice_drop"].passed
+    assert by["mask_dice_drop"].value == pytest.approx(3.0)
+    assert by["triage_accuracy_drop"].passed
+    assert not judged.passed
+    assert "mask Dice drop +3.00 points" in judged.reason
+    assert labelled_multitask_criteria(result.gate, {}, {}, GateLimits()) is result.gate

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_DROP", "compare_models", "format_compare", "gate_result", "headline"]
+__all__ = ["DEFAULT_MAX_DROP", "compare_models", "format_compare", "gate_result", "headline", "labelled_multitask_criteria"]
 
 
 def headline(report: Mapping[str, Any]) -> GateMetrics:
@@ -63,6 +63,33 @@ def gate_result(ref: Mapping[str, Any], cand: Mapping[str, Any], max_drop: float
     return GateResult(reference=r, candidate=c, delta_points=GateMetrics(**delta), metric="map50",
                       max_drop_points=max_drop, drop_points=round(drop, 3),
                       passed=bool(drop <= max_drop + 1e-9))
+
+
+def _multitask_values(ref: Mapping[str, Any], cand: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{"mask_dice": (ref, cand), "triage_accuracy": (ref, cand)}`` for what both reports hold."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, part, key in (("mask_dice", "mask", "dice"), ("triage_accuracy", "triage", "accuracy")):
+        r, c = (ref.get(part) or {}).get(key), (cand.get(part) or {}).get(key)
+        if r is not None and c is not None:
+            out[name] = (float(r), float(c))
+    return out
+
+
+def labelled_multitask_criteria(gate: GateResult, ref: Mapping[str, Any], cand: Mapping[str, Any],
+                       limits: GateLimits) -> GateResult:
+    """``gate`` plus, for multi-task models, the drops of mean mask Dice and of frame-triage
+    accuracy against the labels (reference minus candidate, points; each at most
+    ``limits.max_drop``, the mAP@0.5 bound). Box-only reports leave ``gate`` unchanged."""
+    from dataclasses import replace
+
+    from endoedge.calibration.report import Criterion
+
+    values = _multitask_values(ref, cand)
+    if not values:
+        return gate
+    crit = [*gate.criteria, *(Criterion.judge(f"{name}_drop", round(100 * (r - c), 3), limits.max_drop)
+                              for name, (r, c) in values.items())]
+    return replace(gate, criteria=tuple(crit), passed=all(x.passed for x in crit))
 
 
 def compare_models(
@@ -108,7 +135,8 @@ def compare_models(
     threshold = float(ref.report["conf"])  # the reference's operating point, for both models
     cand = evaluate_run(candidate, dataset.data, conf=threshold, **opts)
     op = operating_point(ref, cand, threshold)
-    gate = judge(op, gate_result(ref.report, cand.report, limits.max_drop), limits)
+    gate = labelled_multitask_criteria(judge(op, gate_result(ref.report, cand.report, limits.max_drop), limits),
+                              ref.report, cand.report, limits)
     raw = raw_errors_on_dataset(reference, candidate, dataset, device=device, endoscopy=endoscopy,
                                 spec=load_options.get("spec"))
     split = dataset.split
@@ -131,6 +159,9 @@ def format_compare(result: CompareResult) -> str:
     r, c, d = g.reference, g.candidate, g.delta_points
     lines.append(f"secondary (all thresholds): COCO mAP@0.5 {_f(r.map50)} -> {_f(c.map50)} ({_d(d.map50)} points), "
                  f"mAP@0.5:0.95 {_f(r.map50_95)} -> {_f(c.map50_95)} ({_d(d.map50_95)} points)")
+    for name, (rv, cv) in _multitask_values(result.reference, result.candidate).items():
+        label = "mean mask Dice (vs labels)" if name == "mask_dice" else "frame-triage accuracy"
+        lines.append(f"{label} {rv:.3f} -> {cv:.3f} ({100 * (cv - rv):+.2f} points)")
     raw = result.raw_heads
     if raw.skipped is None:
         lines.append(f"raw heads on the same pre-processed inputs ({raw.n_images} images):")

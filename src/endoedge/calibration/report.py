@@ -58,6 +58,8 @@ _CRITERIA = {
     "map50_drop": ("mAP@0.5 drop", " points", "max"),
     "mask_dice": ("mask Dice vs the reference", "", "min"),
     "frame_label_agreement": ("frame-label agreement", "", "min"),
+    "mask_dice_drop": ("mask Dice drop", " points", "max"),
+    "triage_accuracy_drop": ("triage accuracy drop", " points", "max"),
 }
 
 
@@ -70,7 +72,9 @@ class Criterion:
             ``sensitivity_drop`` (frame sensitivity, reference minus candidate, points),
             ``false_alarm_rise`` (false-alarm share on polyp-free frames, candidate minus
             reference, points) or ``map50_drop`` (COCO mAP@0.5, reference minus candidate,
-            points); the last three at most ``limit``.
+            points); the last three at most ``limit``. Multi-task models add ``mask_dice_drop``
+            (mean mask Dice against the ground truth) and ``triage_accuracy_drop`` (frame-triage
+            accuracy), reference minus candidate in points, at most ``limit``.
         value: the measured value (``None`` = could not be measured: fails).
         limit: the bound.
         passed: ``value`` is within ``limit``.
