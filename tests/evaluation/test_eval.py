@@ -298,3 +298,17 @@ def test_eval_cli_operating_point_and_video_metrics(ssdlite, kvasir_like, tmp_pa
     rc = main(["eval", str(ssdlite[2]), str(kvasir_like), "--target-fa", "0.1"])
     assert rc == 1
     assert "--negatives" in capsys.readouterr().err
+    # the other way round: the quietest threshold that keeps a sensitivity target
+    rc = main(["eval", str(ssdlite[1]), str(kvasir_like), "--negatives", str(kvasir_like / "negatives"),
+               "--target-sensitivity", "0.4", "--save-operating-point", str(out_pt), "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "<- chosen: sensitivity >= 40%" in captured.out
+    point = json.loads(out_json.read_text())["operating_point"]
+    assert point["sensitivity"] >= 0.4
+    assert point["target_sensitivity"] == 0.4
+    assert load_checkpoint(out_pt).spec.score_threshold == pytest.approx(point["score_threshold"])
+    rc = main(["eval", str(ssdlite[2]), str(kvasir_like), "--target-fa", "0.1", "--target-sensitivity", "0.9",
+               "--negatives", str(kvasir_like / "negatives")])
+    assert rc == 1
+    assert "not both" in capsys.readouterr().err

@@ -14,7 +14,13 @@ import pytest
 
 from endoedge.data.datasets import Sample
 from endoedge.evaluation.metrics import Prediction
-from endoedge.evaluation.operating import Curve, choose_threshold, format_curve, hit_scores
+from endoedge.evaluation.operating import (
+    Curve,
+    choose_for_sensitivity,
+    choose_threshold,
+    format_curve,
+    hit_scores,
+)
 from endoedge.evaluation.video import runs, video_metrics
 from endoedge.evaluation.video_runner import find_sequences
 
@@ -107,6 +113,31 @@ def test_chosen_threshold_is_the_lowest_that_meets_the_target():
     table = format_curve(curve, 0.25, point)
     assert "<- model's threshold" in table
     assert "<- chosen" in table
+
+
+def test_sensitivity_point_is_the_highest_threshold_that_keeps_the_target():
+    from endoedge.errors import InputError
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        n = int(rng.integers(5, 200))
+        hit = rng.beta(5, 1, n) * (rng.random(n) > 0.05)  # some frames never get a box on the polyp
+        curve = Curve(hit=hit, frame=hit, negative=rng.beta(1, 4, 50))
+        target = float(rng.choice([0.5, 0.8, 0.9]))
+        if (hit > 0).mean() < target:
+            with pytest.raises(InputError, match="cannot be met"):
+                choose_for_sensitivity(curve, target)
+            continue
+        point = choose_for_sensitivity(curve, target)
+        assert (hit >= point.score_threshold).mean() >= target - 1e-12
+        assert (hit >= point.score_threshold + 1e-4).mean() < target  # one step higher misses it
+        assert point.sensitivity == pytest.approx((hit >= point.score_threshold).mean())
+        assert point.false_alarm_share == pytest.approx((curve.negative >= point.score_threshold).mean())
+        assert point.target_sensitivity == target
+        assert point.target_false_alarm_share is None
+    assert "<- chosen: sensitivity >= 90%" in format_curve(curve, 0.25, choose_for_sensitivity(curve, 0.9))
+    with pytest.raises(InputError, match="within"):
+        choose_for_sensitivity(curve, 0.0)
 
 
 def test_operating_point_survives_checkpoint_and_onnx(tmp_path):

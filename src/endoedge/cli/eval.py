@@ -67,8 +67,12 @@ def add_parser(sub: SubParsers) -> None:
     op.add_argument("--target-fa", type=float, metavar="SHARE",
                     help="choose the lowest score threshold at which at most this share of the polyp-free "
                     "frames shows a box (e.g. 0.02), and report the sensitivity it costs")
+    op.add_argument("--target-sensitivity", type=float, metavar="SHARE",
+                    help="instead: choose the highest score threshold at which at least this share of the "
+                    "labelled polyp frames has a box on the polyp (e.g. 0.9), and report the false alarms it "
+                    "leaves on --negatives")
     op.add_argument("--save-operating-point", metavar="OUT.pt",
-                    help="with --target-fa: write a copy of the checkpoint MODEL whose default threshold is "
+                    help="with --target-fa or --target-sensitivity: write a copy of the checkpoint MODEL whose default threshold is "
                     "the chosen one, with the choice recorded in its metadata (exports carry it)")
     vid = p.add_argument_group("video metrics (ordered frame folders or videos; MODEL alone is enough)")
     vid.add_argument("--video-negatives", action="append", default=[], metavar="PATH",
@@ -122,9 +126,15 @@ def run(args: argparse.Namespace) -> int:
         return _compare(args)
     if args.target_fa is not None and not (args.negatives and len(args.paths) == 2):
         raise InputError("--target-fa chooses the threshold on polyp-free frames: give MODEL DATA --negatives DIR")
+    if args.target_sensitivity is not None:
+        if args.target_fa is not None:
+            raise InputError("give one of --target-fa and --target-sensitivity, not both")
+        if len(args.paths) != 2:
+            raise InputError("--target-sensitivity chooses the threshold on labelled polyp frames: give MODEL DATA")
     if args.save_operating_point:
-        if args.target_fa is None:
-            raise InputError("--save-operating-point stores the point --target-fa chooses: add --target-fa")
+        if args.target_fa is None and args.target_sensitivity is None:
+            raise InputError("--save-operating-point stores the point --target-fa or --target-sensitivity chooses: "
+                             "add one of them")
         check_output_file(args.save_operating_point, "--save-operating-point", inputs=args.paths, force=True,
                           allowed_suffixes=(".pt",))
     if args.fps <= 0:
@@ -148,6 +158,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     """MODEL DATA: the table, the operating curve with negatives; the report."""
     from endoedge.evaluation import evaluate_run
     from endoedge.evaluation.operating import (
+        choose_for_sensitivity,
         choose_threshold,
         curve_from_run,
         format_curve,
@@ -167,18 +178,21 @@ def _evaluate(args: argparse.Namespace) -> dict:
     report["header"] = f"endoedge eval: {args.model} [{report['backend']}] on {args.data}{split}"
     print(format_table(report))
     curve = curve_from_run(run)
-    if curve.negative.size:
-        where = f"{args.negatives or args.data}: {curve.negative.size} polyp-free frames"
-        chosen = (choose_threshold(curve, args.target_fa, chosen_on=where + f"; {args.data}{split}: "
-                                   f"{curve.hit.size} polyp frames") if args.target_fa is not None else None)
+    if curve.negative.size or args.target_sensitivity is not None:
+        where = (f"{args.negatives or args.data}: {curve.negative.size} polyp-free frames; {args.data}{split}: "
+                 f"{curve.hit.size} polyp frames")
+        chosen = (choose_threshold(curve, args.target_fa, chosen_on=where) if args.target_fa is not None else
+                  choose_for_sensitivity(curve, args.target_sensitivity, chosen_on=where)
+                  if args.target_sensitivity is not None else None)
         print(format_curve(curve, report["conf"], chosen))
         report["operating_curve"] = curve.table([report["conf"]] + ([chosen.score_threshold] if chosen else []))
         if chosen is not None:
             report["operating_point"] = chosen.to_dict()
             sens = "n/a" if chosen.sensitivity is None else f"{100 * chosen.sensitivity:.1f}%"
-            print(f"operating point: score >= {chosen.score_threshold:g} shows a box on "
-                  f"{100 * chosen.false_alarm_share:.1f}% of the polyp-free frames (target "
-                  f"{100 * chosen.target_false_alarm_share:g}%); sensitivity {sens}")
+            fa = (f"{100 * chosen.false_alarm_share:.1f}% of the {chosen.n_negative} polyp-free frames"
+                  if chosen.n_negative else "no polyp-free frames given (--negatives)")
+            print(f"operating point ({chosen.describe()}): score >= {chosen.score_threshold:g} shows a box on "
+                  f"{fa}; sensitivity {sens}")
             if args.save_operating_point:
                 out = save_operating_point(args.model, chosen, args.save_operating_point)
                 print(f"checkpoint with this operating point written to {out}")

@@ -14,6 +14,9 @@ a low threshold:
 :func:`choose_threshold` picks the lowest threshold whose false-alarm share on the given
 negatives stays within a target: the most sensitive setting that meets it. The choice depends on
 the negatives only; pick it on validation sequences and report it on others.
+:func:`choose_for_sensitivity` picks the other way round, as CADe systems are usually tuned: the
+highest threshold that keeps a target sensitivity on labelled polyp frames (the quietest setting
+that meets it); its false-alarm share is then measured, not chosen.
 """
 
 from __future__ import annotations
@@ -81,27 +84,38 @@ class Curve:
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A score threshold chosen to meet a false-alarm target, and what it costs.
+    """A score threshold chosen to meet a false-alarm target (or a sensitivity target), and what
+    it costs.
 
     Attributes:
         score_threshold: the chosen threshold (a box is shown when its score is >= it).
-        target_false_alarm_share: the target on polyp-free frames (0..1).
+        target_false_alarm_share: the target on polyp-free frames (0..1); ``None`` when the
+            point was chosen for ``target_sensitivity``.
         false_alarm_share: the share measured at the threshold on the negatives it was chosen on.
         sensitivity: polyp frames with a box on the polyp (IoU >= 0.5) at the threshold, or
             ``None`` without labelled polyp frames.
         frame_sensitivity: polyp frames with any box at the threshold.
         n_negative, n_positive: frames behind the shares.
         chosen_on: what the negatives and positives were (free text).
+        target_sensitivity: the sensitivity target (box on the polyp, 0..1) the point was
+            chosen for by :func:`choose_for_sensitivity`; ``None`` for a false-alarm target.
     """
 
     score_threshold: float
-    target_false_alarm_share: float
+    target_false_alarm_share: float | None
     false_alarm_share: float
     sensitivity: float | None
     frame_sensitivity: float | None
     n_negative: int
     n_positive: int
     chosen_on: str = ""
+    target_sensitivity: float | None = None
+
+    def describe(self) -> str:
+        """``false alarms <= 2%`` or ``sensitivity >= 90%``: the rule it was chosen by."""
+        if self.target_sensitivity is not None:
+            return f"sensitivity >= {100 * self.target_sensitivity:g}%"
+        return f"false alarms <= {100 * (self.target_false_alarm_share or 0.0):g}%"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (what checkpoints and ONNX metadata store)."""
@@ -131,6 +145,33 @@ def choose_threshold(curve: Curve, target: float, *, floor: float = 0.05, chosen
                           at["frame_sensitivity"], int(neg.size), int(curve.hit.size), chosen_on)
 
 
+def choose_for_sensitivity(curve: Curve, target: float, *, chosen_on: str = "") -> OperatingPoint:
+    """The highest threshold (rounded down to 1e-4) at which at least ``target`` of the polyp
+    frames have a box on the polyp (IoU >= 0.5): the quietest setting that keeps the sensitivity.
+    Its false-alarm share is measured on ``curve.negative`` when there are negatives (0 otherwise).
+
+    Raises:
+        InputError: no labelled polyp frames, ``target`` outside (0, 1], or the model never
+            reaches ``target`` at any threshold.
+    """
+    if not 0.0 < target <= 1.0:
+        raise InputError(f"the sensitivity target must be within (0, 1], got {target}")
+    hits = np.sort(curve.hit)[::-1]
+    if not hits.size:
+        raise InputError("choosing a threshold for a sensitivity target needs labelled polyp frames (MODEL DATA)")
+    need = int(math.ceil(target * hits.size - 1e-9))  # frames that must keep a box on the polyp
+    s = float(hits[need - 1])
+    if s <= 0.0:
+        reached = float((curve.hit > 0).mean())
+        raise InputError(f"the model puts a box on the polyp in only {100 * reached:.1f}% of the frames at any "
+                         f"threshold: a {100 * target:g}% sensitivity target cannot be met")
+    threshold = max(1e-4, math.floor(s * 1e4) / 1e4)
+    at = curve.at(threshold)
+    return OperatingPoint(threshold, None, float(at["false_alarm_share"] or 0.0), at["sensitivity"],
+                          at["frame_sensitivity"], int(curve.negative.size), int(hits.size), chosen_on,
+                          target_sensitivity=target)
+
+
 def format_curve(curve: Curve, model_threshold: float, chosen: OperatingPoint | None = None) -> str:
     """The curve as a table, the model's own threshold and the chosen point marked."""
     extra = [model_threshold] + ([chosen.score_threshold] if chosen else [])
@@ -148,7 +189,7 @@ def format_curve(curve: Curve, model_threshold: float, chosen: OperatingPoint | 
         if abs(t - model_threshold) < 1e-9:
             marks.append("<- model's threshold")
         if chosen and abs(t - chosen.score_threshold) < 1e-9:
-            marks.append(f"<- chosen: false alarms <= {100 * chosen.target_false_alarm_share:g}%")
+            marks.append(f"<- chosen: {chosen.describe()}")
         lines.append(f"  {t:>9.4g} {pct(row['sensitivity']):>11} {pct(row['frame_sensitivity']):>11} "
                      f"{pct(row['false_alarm_share']):>12}  {' '.join(marks)}".rstrip())
     return "\n".join(lines)
