@@ -3,7 +3,9 @@
 * Masks: per image with a ground-truth mask, Dice ``2|P∩G| / (|P| + |G|)`` and IoU
   ``|P∩G| / |P∪G|`` of the predicted mask thresholded at 0.5 (source pixels) against the
   ground truth; reported as means over images (the polyp-segmentation convention: mDice, mIoU)
-  and as pooled pixel totals. Two empty masks count as 1 (a perfect empty prediction).
+  and as pooled pixel totals. Two empty masks count as 1 (a perfect empty prediction). The eval
+  report takes Dice / IoU over the frames with a polyp in their mask and counts the polyp-free
+  frames with any predicted mask pixel separately (an empty-frame Dice is all or nothing).
 * Triage: the confusion matrix (rows = truth, columns = prediction, in ``classes`` order), the
   overall accuracy, and per class the one-vs-rest accuracy, precision, recall and F1 (``None``
   where a ratio's denominator is 0).
@@ -85,9 +87,11 @@ def format_multitask(report: dict[str, Any]) -> list[str]:
 
     m = report.get("mask")
     if m:
-        lines.append(f"Mask ({m['n_images']} images with a ground-truth mask, threshold 0.5): mean Dice "
-                     f"{f(m['dice'])}   mean IoU {f(m['iou'])}   pooled Dice {f(m['pooled_dice'])}   "
+        lines.append(f"Mask ({m['n_images']} images with a polyp in their ground-truth mask, threshold 0.5): mean "
+                     f"Dice {f(m['dice'])}   mean IoU {f(m['iou'])}   pooled Dice {f(m['pooled_dice'])}   "
                      f"pooled IoU {f(m['pooled_iou'])}")
+        if m.get("n_empty"):
+            lines.append(f"  polyp-free frames with any predicted mask pixel: {m['empty_with_mask']} of {m['n_empty']}")
     t = report.get("triage")
     if t:
         classes = t["classes"]

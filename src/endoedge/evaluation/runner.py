@@ -273,8 +273,11 @@ def run_detector(
 def _multitask_report(pos: Collected, neg: Collected, unclear: Collected, classes: Any) -> dict[str, Any]:
     """``mask`` and ``triage`` parts of the report (empty for box-only models)."""
     out: dict[str, Any] = {}
-    if pos.mask_counts or neg.mask_counts:
-        out["mask"] = mask_summary(pos.mask_counts + neg.mask_counts)
+    counts = pos.mask_counts + neg.mask_counts
+    if counts:  # Dice / IoU over frames with a polyp in their mask; polyp-free frames: any mask is an alarm
+        empty = [c for c in counts if c[2] == 0]
+        out["mask"] = {**mask_summary([c for c in counts if c[2] > 0]), "n_empty": len(empty),
+                       "empty_with_mask": sum(1 for c in empty if c[1] > 0)}
     labels = pos.frame_labels + neg.frame_labels + unclear.frame_labels
     if classes and labels and all(x is not None for x in labels):
         truth = (["polyp" if len(s.boxes) else "normal" for s in pos.samples] + ["normal"] * len(neg.samples)

@@ -24,6 +24,14 @@ frames grouped out of the held-out split (``data/splits/wcebleedgen``); its scor
 the operating threshold chosen for a stated frame sensitivity, and the ``.json`` beside it holds
 that rule and the held-out metrics. **Licence**: WCEBleedGen is CC BY 4.0; the weights are a
 derivative to be credited as ``weights/NOTICE.md`` says.
+
+``polyp_multitask_ssdlite320_effl0_kvasir_polypgen`` is the multi-task SSD of the studies
+(``ssdlite320_efficientnet_lite0_multitask``: RFB modules, a polyp mask fused into the shallowest
+detection layer, normal / unclear / polyp frame triage), initialised from the polyp detector and
+trained on Kvasir-SEG images, boxes and masks plus the same PolypGen polyp-free sequences (as
+``normal`` frames) and degraded copies of both (as ``unclear``). Its score threshold is the
+operating point chosen for a stated sensitivity; the ``.json`` beside it holds the rule and the
+held-out numbers. Same licence as the polyp detector (Kvasir-SEG + PolypGen terms).
 """
 
 from __future__ import annotations
@@ -41,7 +49,9 @@ POLYP_DETECTOR_KVASIR_ONLY = "polyp_ssdlite320_effl0_kvasir"
 POLYP_DETECTOR_ENDOSCOPY = "all"
 #: The shipped capsule bleeding detector (WCEBleedGen, CC BY 4.0).
 CAPSULE_BLEEDING_DETECTOR = "capsule_bleeding_ssdlite320_effl0_wcebleedgen"
-SHIPPED = (POLYP_DETECTOR, POLYP_DETECTOR_KVASIR_ONLY, CAPSULE_BLEEDING_DETECTOR)
+#: The multi-task SSD (boxes + polyp mask + normal / unclear / polyp triage; Kvasir-SEG + PolypGen terms).
+POLYP_MULTITASK = "polyp_multitask_ssdlite320_effl0_kvasir_polypgen"
+SHIPPED = (POLYP_DETECTOR, POLYP_DETECTOR_KVASIR_ONLY, CAPSULE_BLEEDING_DETECTOR, POLYP_MULTITASK)
 
 
 def shipped_checkpoint(name: str = POLYP_DETECTOR) -> Path:
