@@ -1,7 +1,7 @@
 """Drawing detections onto frames (OpenCV), one polyline call per class.
 
-Multi-task models add the polyp mask's contour (at probability 0.5) and the frame label in the
-top-left corner; on an ``unclear`` frame every box label says so (``polyp 0.71 (unclear frame)``)
+Multi-task models add the polyp mask's contour (at probability 0.5, inside the shown boxes only)
+and the frame label in the top-left corner; on an ``unclear`` frame every box label says so (``polyp 0.71 (unclear frame)``)
 and boxes are drawn grey-tinted, so an alarm on an unreadable view is not taken at face value.
 """
 
@@ -26,10 +26,24 @@ FRAME_COLORS = {"normal": (80, 200, 80), "unclear": (0, 200, 255), "polyp": (60,
 UNCLEAR = "unclear"
 
 
+def _corners(det: Detections) -> np.ndarray:
+    """The boxes as N x 4 x 2 int32 polygon corners (source pixels)."""
+    b = np.rint(det.boxes).astype(np.int32)
+    return np.stack([b[:, [0, 1]], b[:, [2, 1]], b[:, [2, 3]], b[:, [0, 3]]], axis=1)
+
+
 def draw_frame_outputs(image: np.ndarray, det: Detections, thickness: int) -> None:
-    """The mask contour and the frame label of a multi-task model (nothing for box-only models)."""
-    if det.mask is not None:
+    """The mask contour and the frame label of a multi-task model (nothing for box-only models).
+
+    The contour is drawn only inside the frame's boxes (the shown detections): mask pixels with no
+    box around them are not an alarm the overlay should show (a cart stays silent on normal
+    mucosa); ``Detections.mask`` itself keeps every pixel.
+    """
+    if det.mask is not None and len(det):
         binary = (det.mask > 0.5).astype(np.uint8)
+        inside = np.zeros_like(binary)
+        cv2.fillPoly(inside, list(_corners(det)), 1)
+        binary &= inside
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         if contours:
             cv2.drawContours(image, contours, -1, MASK_COLOR, thickness, cv2.LINE_AA)
@@ -54,9 +68,7 @@ def draw_detections(image: np.ndarray, det: Detections, *, thickness: int = 0) -
         return image
     unclear = det.frame_label == UNCLEAR
     b = np.rint(det.boxes).astype(np.int32)
-    corners = np.stack(
-        [b[:, [0, 1]], b[:, [2, 1]], b[:, [2, 3]], b[:, [0, 3]]], axis=1
-    )  # N x 4 x 2
+    corners = _corners(det)  # N x 4 x 2
     for cid in np.unique(det.class_ids):
         base = PALETTE[cid % len(PALETTE)]
         color = tuple(int(v) for v in ((base + 160) // 2 if unclear else base))  # greyed on unclear frames

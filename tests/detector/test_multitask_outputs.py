@@ -143,3 +143,27 @@ def test_overlay_draws_contour_and_marks_unclear_frames():
     radius = np.hypot(xs - 160, ys - 120)
     assert np.abs(radius - 50).max() < 4
     assert not np.array_equal(a, b)  # the unclear frame's boxes and labels look different
+
+
+def test_overlay_draws_the_mask_only_inside_shown_boxes():
+    """A mask blob with no box around it (e.g. on normal mucosa) is not drawn; with no box at all
+    nothing of the mask is; the Detections keep the full mask."""
+    from endoedge.detector import Detections
+    from endoedge.render import MASK_COLOR, draw_detections
+
+    mask = np.zeros((240, 320), np.float32)
+    cv2.circle(mask, (80, 120), 30, 1.0, -1)  # inside the box
+    cv2.circle(mask, (260, 120), 30, 1.0, -1)  # stray blob, no box
+    boxed = Detections(boxes=np.array([[40, 80, 120, 160]], np.float32), scores=np.array([0.8], np.float32),
+                       class_ids=np.zeros(1, np.int64), labels=["polyp"], mask=mask, frame_label="polyp",
+                       frame_scores={"normal": 0.1, "unclear": 0.1, "polyp": 0.8})
+    a = draw_detections(np.zeros((240, 320, 3), np.uint8), boxed)
+    ys, xs = np.nonzero((a == np.array(MASK_COLOR, np.uint8)).all(2))
+    assert len(xs) > 50
+    assert xs.max() < 125  # only the boxed blob's outline
+    empty = Detections(boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32),
+                       class_ids=np.zeros(0, np.int64), labels=[], mask=mask, frame_label="normal",
+                       frame_scores={"normal": 0.9, "unclear": 0.05, "polyp": 0.05})
+    b = draw_detections(np.zeros((240, 320, 3), np.uint8), empty)
+    assert not (b == np.array(MASK_COLOR, np.uint8)).all(2).any()
+    assert empty.mask is mask
