@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, help="pickle of the raw detections: written once, reused after "
                     "(outside the repo: it is derived from the frames)")
+    ap.add_argument("--json", type=Path, default=RAW, help=f"summary JSON (default {RAW.relative_to(RAW.parents[2])})")
+    ap.add_argument("--no-results", action="store_true", help="leave RESULTS.md alone (e.g. for another model)")
     args = ap.parse_args()
     det = endoedge.load(args.model, device="cpu")
     if args.cache is not None and args.cache.is_file():
@@ -143,12 +145,12 @@ def main() -> None:
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{platform.machine()}, "
             f"{platform.node()}", "model": Path(args.model).name, "threshold": det.spec.score_threshold,
             "clip_frames": args.clip_frames, "seed": args.seed, "smooth": 0.5, "iou": 0.3}
-    RAW.parent.mkdir(exist_ok=True)
-    RAW.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    args.json.parent.mkdir(exist_ok=True)
+    args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     table = render(meta, rows)
     print(table)
     text = RESULTS.read_text()
-    if START in text and END in text:
+    if not args.no_results and START in text and END in text:
         head, rest = text.split(START, 1)
         RESULTS.write_text(head + START + "\n" + table + "\n" + END + rest.split(END, 1)[1])
 

@@ -34,6 +34,10 @@ TERMS = (
     "and education only, share-alike, attribute both. Not a medical device; not clinically validated."
 )
 
+CHOSEN_ON = ("Kvasir-SEG val split (data/splits/kvasir_seg_val.txt, {n_pos} polyp frames) for the sensitivity; false "
+             "alarms measured on the PolypGen VAL sequences (data/splits/polypgen_negatives/polypgen_neg_val.txt, "
+             "{n_neg} frames); frame cleaning 'all'; endoedge eval --target-sensitivity")
+
 
 def _seqs(part: str) -> list[Path]:
     lines = (SPLITS / "polypgen_negatives" / f"polypgen_neg_{part}.txt").read_text().splitlines()
@@ -47,6 +51,7 @@ def _cli(*args: str) -> None:
 
 
 def main() -> int:
+    from endoedge.evaluation.operating import OperatingPoint, save_operating_point
     from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -67,6 +72,8 @@ def main() -> int:
              "--negatives", str(val_neg), "--endoscopy", "all", "--target-sensitivity", str(args.sensitivity),
              "--save-operating-point", str(args.out), "--json", str(t / "choose.json"))
         chosen = json.loads((t / "choose.json").read_text())["operating_point"]
+        chosen["chosen_on"] = CHOSEN_ON.format(n_neg=chosen["n_negative"], n_pos=chosen["n_positive"])
+        save_operating_point(args.out, OperatingPoint(**chosen), args.out)  # without the temporary paths
         triage = args.triage_set
         if triage is None:
             triage = t / "triage"
@@ -79,7 +86,7 @@ def main() -> int:
         held = json.loads((t / "held.json").read_text())
     meta = {
         "model": args.out.name, "arch": loaded.arch.name, "classes": list(loaded.spec.class_names),
-        "frame_classes": ["normal", "unclear", "polyp"], "source_checkpoint": str(args.checkpoint),
+        "frame_classes": ["normal", "unclear", "polyp"], "source_checkpoint": args.checkpoint.name,
         "operating_threshold": chosen["score_threshold"], "operating_point": chosen,
         "held_out": {"polyp_frames": "Kvasir-SEG val split (120)",
                      "normal_frames": "PolypGen TEST sequences " + ", ".join(f"{s.parent.name}/{s.name}" for s in _seqs("test")),
