@@ -76,8 +76,11 @@ def motion_clip(image: np.ndarray, n: int, rng: np.random.Generator) -> list[np.
 
 
 def detect_all(det, frames) -> list:
-    """Raw detections of each frame (a list of Detections)."""
-    return [det.detect(f) for f in frames]
+    """Raw detections of each frame (a list of Detections; a multi-task model's masks dropped: the
+    stabilizer works on boxes, and 4,500 source-size masks would not fit in memory)."""
+    from dataclasses import replace
+
+    return [replace(d, mask=None) if d.mask is not None else d for d in (det.detect(f) for f in frames)]
 
 
 def replay(raw_seqs: list[list], config, class_names) -> tuple[list[np.ndarray], list[float]]:
