@@ -251,6 +251,8 @@ def test_eval_cli_without_negatives_says_why_auc_is_missing(ssdlite, kvasir_like
         (["{data}", "--split", "{tmp}/unknown.txt"], "split entries are not in"),
         (["{data}", "--negatives", "{tmp}/nowhere"], "is not a folder"),
         (["{data}", "--conf", "1.5"], "[0, 1]"),
+        (["{data}", "--target-sensitivity", "1.5"], "within (0, 1]"),
+        (["--target-sensitivity", "0.9", "--video-negatives", "{tmp}"], "give MODEL DATA"),
     ],
 )
 def test_eval_cli_bad_input_is_one_line_error(ssdlite, kvasir_like, tmp_path, capsys, args, message):

@@ -38,7 +38,8 @@ def add_gate_options(group: argparse._ArgumentGroup) -> None:
                        help="largest rise of the share of polyp-free frames (--negatives) with a box, in points "
                        f"(default {DEFAULT_MAX_FALSE_ALARM_RISE:g})")
     group.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="POINTS",
-                       help=f"largest allowed COCO mAP@0.5 drop in points (default {DEFAULT_MAX_DROP:g})")
+                       help=f"largest allowed COCO mAP@0.5 drop in points (default {DEFAULT_MAX_DROP:g}); with labels, "
+                       "also the largest mask Dice and triage accuracy drop of a multi-task model")
 
 
 def gate_limits(args: argparse.Namespace) -> GateLimits:

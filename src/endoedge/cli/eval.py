@@ -131,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("give one of --target-fa and --target-sensitivity, not both")
         if len(args.paths) != 2:
             raise InputError("--target-sensitivity chooses the threshold on labelled polyp frames: give MODEL DATA")
+        if not 0.0 < args.target_sensitivity <= 1.0:  # before any detection pass (NaN fails too)
+            raise InputError(f"--target-sensitivity must be a share within (0, 1], e.g. 0.9; got {args.target_sensitivity}")
     if args.save_operating_point:
         if args.target_fa is None and args.target_sensitivity is None:
             raise InputError("--save-operating-point stores the point --target-fa or --target-sensitivity chooses: "
