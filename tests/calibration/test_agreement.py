@@ -102,7 +102,7 @@ def test_agree_on_a_folder_with_a_symlink_and_on_a_video(ssdlite, scaled, frames
                  "--json", str(report)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith(f"10 frames of {frames_dir}; at score >= 0.5")
-    assert out[-2] == "agreement gate: PASS: box agreement 1.000 (min 0.95)"
+    assert out[-2] == "agreement gate: PASS: box agreement 1.000 (min 0.95), boxes the copy adds 0.000 (max 0.05)"
     rep = json.loads(report.read_text())
     assert rep["n_frames"] == 10
     assert str(frames_dir / "b" / "linked.png") in rep["frames"]
@@ -135,7 +135,8 @@ def test_quantize_agree_fails_int8_through_the_fallback(ssdlite, sets, frames_di
     assert rc == 1
     line = _one_line(captured.err, "quantize")
     assert line.startswith("endoedge quantize: gate FAILED: box agreement ")
-    assert line.endswith(f"(min 0.95); {out} is kept for inspection")
+    assert "(min 0.95); boxes the copy adds " in line
+    assert line.endswith(f"(max 0.05); {out} is kept for inspection")
     text = captured.out
     assert f"agreement gate: {out} vs FP32 reference {ssdlite[2]}\n4 frames of {frames_dir}; at score >= 0.5" in text
     assert "INT8 fails the gate: ranking layers by sensitivity on 2 calibration images ..." in text

@@ -43,7 +43,8 @@ OP_METRICS = {"sensitivity": None, "precision": None, "recall": None, "false_ala
 OPERATING_POINT = {"threshold": None, "n_images": None, "n_negative_images": None, "reference": OP_METRICS,
                    "candidate": OP_METRICS, "delta_points": OP_METRICS, "agreement": AGREEMENT}
 AGREE_GATE = {"reference_model": None, "candidate_model": None, "source": None, "held_out": None, "n_frames": None,
-              "frames": [None], "skipped": [], "agreement": AGREEMENT, "min_agreement": None, "passed": None,
+              "frames": [None], "skipped": [], "agreement": AGREEMENT, "min_agreement": None,
+              "added_boxes": {"name": None, "value": None, "limit": None, "passed": None}, "passed": None,
               "reason": None}
 INT8 = {"model": None, "output": None, "precision": None, "calibration": CALIBRATION, "method": None,
         "qdq": None, "qdq_violations": [], "metadata": METADATA}
@@ -144,7 +145,9 @@ def test_quantize_gated_holds_out_calibration_frames_without_eval_or_agree(ssdli
     assert lines[4] == f"agreement gate: {out} vs FP32 reference {ssdlite[2]}"
     assert lines[5].startswith("5 frames of ")
     assert "(held out of calibration)" in lines[5]
-    assert lines[-1] == f"agreement gate: PASS: box agreement {report.agreement.agreement.box_agreement:.3f} (min 0)"
+    a = report.agreement.agreement
+    assert lines[-1] == (f"agreement gate: PASS: box agreement {a.box_agreement:.3f} (min 0), "
+                         f"boxes the copy adds {a.added_share:.3f} (max 1)")
     assert report.passed is True
     assert report.agreement.held_out
     assert report.agreement.frames == [it.describe() for it in held]

@@ -62,3 +62,35 @@ def test_agreement_gate_in_the_report():
     assert (d["passed"], d["agreement"]["reason"]) == (False, "FAIL: box agreement 0.900 (min 0.95)")
     assert rep.failures == ["box agreement 0.900 (min 0.95)"]
     json.dumps(d)
+
+
+def test_added_boxes_fail_a_copy_that_keeps_every_box():
+    """Box agreement read the other way: new borderline boxes (false alarms on a cart's polyp-free
+    frames) fail the gate even when every FP32 box is kept."""
+    import numpy as np
+
+    from endoedge.calibration.report import AgreementResult, Criterion, added_boxes_criterion
+    from endoedge.evaluation.agreement import AgreementCounter
+    from endoedge.evaluation.metrics import Prediction
+
+    box = np.array([[10.0, 10.0, 50.0, 50.0]])
+    new = np.array([[100.0, 100.0, 140.0, 140.0]])
+    counter = AgreementCounter(0.5)
+    for i in range(20):  # every frame: FP32's box kept; every 4th frame: one new box
+        ref = Prediction(box, np.array([0.9]), np.array([0]))
+        extra = i % 4 == 0
+        cand = Prediction(np.concatenate([box, new]) if extra else box, np.array([0.9, 0.6][:1 + extra]),
+                          np.zeros(1 + extra, np.int64))
+        counter.add(ref, cand)
+    agree = counter.result()
+    assert agree.box_agreement == 1.0
+    assert agree.added_share == 5 / 25
+    crit = added_boxes_criterion(agree, 0.95)
+    assert (crit.name, crit.value, crit.limit, crit.passed) == ("added_boxes", 0.2, 0.05, False)
+    result = AgreementResult("m.onnx", "q.onnx", "frames", False, ["f"] * 20, [], agree,
+                             Criterion.judge("box_agreement", agree.box_agreement, 0.95), added=crit)
+    assert not result.passed
+    assert result.reason == "FAIL: boxes the copy adds 0.200 (max 0.05)"
+    assert result.to_dict()["added_boxes"] == {"name": "added_boxes", "value": 0.2, "limit": 0.05, "passed": False}
+    silent = AgreementCounter(0.5).result()  # no box either side: nothing added
+    assert added_boxes_criterion(silent, 0.95).passed

@@ -7,7 +7,8 @@ recursively, a glob, a video or a folder of videos: the calibration sources'
 decoded once and run through both models at the detection pass threshold; the candidate's
 boxes are then compared with FP32's at FP32's operating threshold
 (:class:`~endoedge.evaluation.agreement.Agreement`), and the gate passes when the box
-agreement reaches ``min_agreement``. Without ``--eval`` or ``--agree``, ``endoedge quantize``
+agreement reaches ``min_agreement`` and at most ``1 - min_agreement`` of the copy's boxes are
+new (``added_boxes``: extra false alarms). Without ``--eval`` or ``--agree``, ``endoedge quantize``
 holds out part of the calibration frames (:func:`hold_out`) and gates on them.
 
 Example::
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from endoedge.calibration.report import AgreementResult, Criterion
+from endoedge.calibration.report import AgreementResult, Criterion, added_boxes_criterion
 from endoedge.calibration.sources import Item, discover, select
 from endoedge.errors import InputError
 
@@ -163,7 +164,8 @@ class AgreementGate:
             reference_model=str(self.reference), candidate_model=str(candidate), source=self.source,
             held_out=self.held_out, frames=[it.describe() for it in ref.read], skipped=list(ref.skipped),
             agreement=agree, criterion=Criterion.judge("box_agreement", agree.box_agreement, self.min_agreement),
-            extra=multitask_criteria(ref.frame_outputs, frame_outputs))
+            extra=multitask_criteria(ref.frame_outputs, frame_outputs),
+            added=added_boxes_criterion(agree, self.min_agreement))
 
     def _open(self, candidate: str | Path) -> tuple[ExitStack, list[Detector], _Reference]:
         """The detectors to run, at the detection pass threshold (``[reference, candidate]`` the

@@ -27,6 +27,7 @@ from endoedge.calibration.report import (
     GateResult,
     OperatingMetrics,
     OperatingPoint,
+    added_boxes_criterion,
 )
 from endoedge.errors import InputError
 
@@ -113,11 +114,13 @@ def judge(op: OperatingPoint, gate: GateResult, limits: GateLimits) -> GateResul
     """``gate`` (the mAP@0.5 comparison) with every criterion applied; ``passed`` = all passed.
 
     The sensitivity criterion applies when both sensitivities are defined, the false-alarm
-    criterion when there are polyp-free frames; the box agreement always (``None`` fails).
+    criterion when there are polyp-free frames; the box agreement (``None`` fails) and the
+    added boxes always.
     """
     from dataclasses import replace
 
-    crit = [Criterion.judge("box_agreement", op.agreement.box_agreement, limits.min_agreement)]
+    crit = [Criterion.judge("box_agreement", op.agreement.box_agreement, limits.min_agreement),
+            added_boxes_criterion(op.agreement, limits.min_agreement)]
     d = op.delta_points
     if d.sensitivity is not None:
         crit.append(Criterion.judge("sensitivity_drop", -d.sensitivity, limits.max_sensitivity_drop))

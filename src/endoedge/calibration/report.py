@@ -53,6 +53,7 @@ class GateMetrics:
 # name -> (label, unit, whether the value is a minimum or a maximum)
 _CRITERIA = {
     "box_agreement": ("box agreement", "", "min"),
+    "added_boxes": ("boxes the copy adds", "", "max"),
     "sensitivity_drop": ("frame sensitivity drop", " points", "max"),
     "false_alarm_rise": ("false-alarm rise", " points", "max"),
     "map50_drop": ("mAP@0.5 drop", " points", "max"),
@@ -72,7 +73,9 @@ class Criterion:
             ``sensitivity_drop`` (frame sensitivity, reference minus candidate, points),
             ``false_alarm_rise`` (false-alarm share on polyp-free frames, candidate minus
             reference, points) or ``map50_drop`` (COCO mAP@0.5, reference minus candidate,
-            points); the last three at most ``limit``. Multi-task models add ``mask_dice_drop``
+            points); the last three at most ``limit``. ``added_boxes`` (share of the candidate's
+            boxes that match no reference box: new false alarms, at most ``1 - min_agreement``)
+            is the box agreement read the other way. Multi-task models add ``mask_dice_drop``
             (mean mask Dice against the ground truth) and ``triage_accuracy_drop`` (frame-triage
             accuracy), reference minus candidate in points, at most ``limit``.
         value: the measured value (``None`` = could not be measured: fails).
@@ -104,6 +107,13 @@ class Criterion:
     def to_dict(self) -> dict[str, object]:
         """JSON-ready ``{"name", "value", "limit", "passed"}``."""
         return asdict(self)
+
+
+def added_boxes_criterion(agree: Agreement, min_agreement: float) -> Criterion:
+    """``added_boxes``: the share of the candidate's boxes at the operating point that match no
+    reference box, at most ``1 - min_agreement`` (the box agreement read the other way: a copy
+    that keeps every box but adds new ones raises false alarms the box agreement cannot see)."""
+    return Criterion.judge("added_boxes", agree.added_share, round(1.0 - min_agreement, 6))
 
 
 def verdict(criteria: tuple[Criterion, ...] | list[Criterion]) -> str:
@@ -232,6 +242,7 @@ class AgreementResult:
         skipped: frames that could not be read (``path: reason``).
         agreement: :class:`~endoedge.evaluation.agreement.Agreement` at the operating threshold.
         criterion: the ``box_agreement`` :class:`Criterion`.
+        added: the ``added_boxes`` :class:`Criterion` (the candidate's boxes FP32 does not have).
         extra: multi-task models: the ``mask_dice`` (mean Dice of the candidate's mask against the
             reference's, both at 0.5) and ``frame_label_agreement`` (share of frames with the
             reference's frame label) criteria; empty for box-only models.
@@ -246,21 +257,27 @@ class AgreementResult:
     agreement: Agreement
     criterion: Criterion
     extra: list[Criterion] = field(default_factory=list)
+    added: Criterion | None = None
+
+    @property
+    def criteria(self) -> list[Criterion]:
+        """Every criterion: box agreement, added boxes, then the multi-task ones."""
+        return [self.criterion, *([] if self.added is None else [self.added]), *self.extra]
 
     @property
     def passed(self) -> bool:
-        """The box agreement (and, for multi-task models, mask and frame label) reached the minimum."""
-        return self.criterion.passed and all(c.passed for c in self.extra)
+        """The box agreement, the added boxes (and, for multi-task models, mask and frame label) held."""
+        return all(c.passed for c in self.criteria)
 
     @property
     def reason(self) -> str:
         """The one-line verdict."""
-        return verdict([self.criterion, *self.extra])
+        return verdict(self.criteria)
 
     @property
     def failures(self) -> list[str]:
         """The failed criteria, described (empty when the gate passed)."""
-        return [c.describe() for c in (self.criterion, *self.extra) if not c.passed]
+        return [c.describe() for c in self.criteria if not c.passed]
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready ``{"reference_model", ..., "agreement", "min_agreement", "passed", "reason"}``."""
@@ -268,6 +285,7 @@ class AgreementResult:
                 "source": self.source, "held_out": self.held_out, "n_frames": len(self.frames),
                 "frames": list(self.frames), "skipped": list(self.skipped),
                 "agreement": self.agreement.to_dict(), "min_agreement": self.criterion.limit,
+                **({"added_boxes": self.added.to_dict()} if self.added is not None else {}),
                 "passed": self.passed, "reason": self.reason,
                 **({"multitask": [c.to_dict() for c in self.extra]} if self.extra else {})}
 

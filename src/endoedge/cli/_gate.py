@@ -30,7 +30,8 @@ def add_gate_options(group: argparse._ArgumentGroup) -> None:
                        f"(default {DEFAULT_AGREE_IMAGES})")
     group.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, metavar="SHARE",
                        help="smallest share of the reference's boxes (score >= its threshold) the copy must keep "
-                       f"(same class, IoU >= 0.5; default {DEFAULT_MIN_AGREEMENT:g})")
+                       f"(same class, IoU >= 0.5; default {DEFAULT_MIN_AGREEMENT:g}); at most 1 - SHARE of the "
+                       "copy's boxes may be new (extra boxes = new false alarms)")
     group.add_argument("--max-sensitivity-drop", type=float, default=DEFAULT_MAX_SENSITIVITY_DROP, metavar="POINTS",
                        help="largest frame-sensitivity drop at the threshold, in points "
                        f"(default {DEFAULT_MAX_SENSITIVITY_DROP:g})")

@@ -130,6 +130,11 @@ class Agreement:
         return self.candidate_boxes - self.kept
 
     @property
+    def added_share(self) -> float:
+        """:attr:`extra_share`, 0 where the candidate has no box at all (it added none)."""
+        return self.extra_share or 0.0
+
+    @property
     def cost(self) -> float:
         """One number to minimise (the float-fallback ranking): ``(1 - box_agreement) +
         extra_share + |mean_score_shift|``, each term 0 where undefined."""
