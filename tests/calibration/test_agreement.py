@@ -139,7 +139,7 @@ def test_quantize_agree_fails_int8_through_the_fallback(ssdlite, sets, frames_di
     assert line.endswith(f"(max 0.05); {out} is kept for inspection")
     text = captured.out
     assert f"agreement gate: {out} vs FP32 reference {ssdlite[2]}\n4 frames of {frames_dir}; at score >= 0.5" in text
-    assert "INT8 fails the gate: ranking layers by sensitivity on 2 calibration images ..." in text
+    assert "INT8 fails the gate: ranking layers by sensitivity on 2 --agree frames ..." in text
     rep = json.loads(report.read_text())
     assert "gate" not in rep  # no labelled set
     assert rep["agreement"]["held_out"] is False

@@ -84,7 +84,8 @@ class QuantOptions:
         max_sensitivity_drop: largest frame-sensitivity drop, in points.
         max_false_alarm_rise: largest false-alarm share rise on ``negatives``, in points.
         max_fallback: INT8: most layers to keep in float to pass the gate (0 = none).
-        sensitivity_images: calibration images the per-layer ranking measures on.
+        sensitivity_images: frames the per-layer ranking measures on: the agreement gate's
+            (``agree`` or held-out) frames when that gate runs, else calibration images.
     """
 
     precision: str = "int8"
@@ -333,15 +334,17 @@ class _Workflow:
         from endoedge.calibration.sensitivity import greedy_fallback, rank_layers
 
         o = self.opts
-        n_batches = max(1, -(-o.sensitivity_images // data.batch_size))
-        n_images = min(n_batches * data.batch_size, data.num_images)
-        self.say(f"INT8 fails the gate: ranking layers by sensitivity on {n_images} calibration images ...")
+        rank_data, where = self._ranking_frames(data)
+        n_batches = max(1, -(-o.sensitivity_images // rank_data.batch_size))
+        n_images = min(n_batches * rank_data.batch_size, rank_data.num_images)
+        self.say(f"INT8 fails the gate: ranking layers by sensitivity on {n_images} {where} ...")
 
         def progress(done: int, total: int) -> None:
             if done % 10 == 0 or done == total:
                 logger.info("sensitivity: %d/%d layers", done, total)
 
-        ranking = rank_layers(self.model, self.out, data, n_batches=n_batches, progress=progress, threshold=o.conf)
+        ranking = rank_layers(self.model, self.out, rank_data, n_batches=n_batches, progress=progress,
+                              threshold=o.conf)
         self.say(f"  full INT8 operating-point cost (proxy) {ranking.full_int8_error:.4g}; most costly layers:")
         self.say(f"  {'node':<40}{'op':>6}{'cost if float':>16}{'gain':>12}")
         for x in ranking.layers[:10]:
@@ -366,6 +369,23 @@ class _Workflow:
         self.report.qdq = qdq.summary()
         names = ", ".join(result.float_nodes) or "none"
         self.say(f"kept in float ({len(result.float_nodes)}): {names}; {qdq.summary()}")
+
+
+    def _ranking_frames(self, data: CalibrationData) -> tuple[CalibrationData, str]:
+        """The frames the layers are ranked on, and how to name them: the agreement gate's frames
+        (``--agree``, or the held-out calibration frames) when there is that gate, so the fallback
+        repairs what the gate measured there (e.g. extra boxes on the cart's polyp-free frames, which
+        calibration images need not show); else the calibration images."""
+        from endoedge.calibration.data import CalibrationData
+        from endoedge.calibration.sources import select
+
+        o, gate = self.opts, self.agree_gate
+        if gate is None or not gate.items:
+            return data, "calibration images"
+        items = select(gate.items, min(len(gate.items), o.sensitivity_images), o.seed)
+        frames = CalibrationData(data.spec, items, source=str(gate.source), batch_size=data.batch_size,
+                                 input_name=data.input_name)
+        return frames, "held-out calibration frames" if gate.held_out else "--agree frames"
 
 
 def _refuse_overlap(data: CalibrationData, eval_data: str | Path, opts: QuantOptions) -> None:

@@ -69,7 +69,8 @@ def add_parser(sub: SubParsers) -> None:
     gate.add_argument("--max-fallback", type=int, default=10,
                       help="INT8: most layers to keep in float to pass the gate (default 10; 0 = none)")
     gate.add_argument("--sensitivity-images", type=int, default=32,
-                      help="calibration images the per-layer ranking measures on (default 32, spread)")
+                      help="frames the per-layer ranking measures on (default 32, spread): the --agree or "
+                      "held-out frames when that gate runs, else calibration images")
     p.add_argument("--json", metavar="PATH", help="report path (default: OUTPUT with .quant.json)")
     p.set_defaults(func=run)
 
