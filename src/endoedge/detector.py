@@ -24,7 +24,7 @@ from endoedge.data.media import ENGINE_SUFFIXES
 from endoedge.endoscopy import EndoscopyConfig, FrameCleaner, to_source
 from endoedge.errors import InputError, ModelFormatError
 from endoedge.postprocess import RawDetections, make_decoder
-from endoedge.postprocess.mask import frame_scores, mask_to_source, paste, rle_encode
+from endoedge.postprocess.mask import frame_scores, mask_to_source, rle_encode
 from endoedge.preprocess import Geometry, Preprocessor
 from endoedge.runtime import Backend, auto_backend, check_available
 from endoedge.runtime.model import ModelRunner
@@ -294,8 +294,8 @@ class Detector(ModelRunner):
         mask = label = scores = None
         if self._mask_output is not None:
             prob = outputs[self._mask_output][row].reshape(outputs[self._mask_output].shape[-2:])
-            src = mask_to_source(prob, self.spec.preprocess.input_size, geom.scale, geom.pad, geom.source_size)
-            mask = paste(src, offset, (int(frame_size[0]), int(frame_size[1])))
+            mask = mask_to_source(prob, self.spec.preprocess.input_size, geom.scale, geom.pad, geom.source_size,
+                                  offset=offset, frame_size=(int(frame_size[0]), int(frame_size[1])))
         if self._frame_output is not None:
             probs = frame_scores(outputs[self._frame_output][row])
             names = self._frame_classes or tuple(str(k) for k in range(len(probs)))

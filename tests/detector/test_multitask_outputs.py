@@ -107,6 +107,20 @@ def test_letterbox_mask_mapping_is_exact_on_a_linear_map():
     pasted = paste(out, (10, 20), (600, 1000))
     np.testing.assert_array_equal(pasted[20:560, 10:970], out)
     assert pasted[:20].max() == 0
+    # written straight into the frame (the detector's path) = mapped, then pasted
+    for offset, frame in (((10, 20), (600, 1000)), ((0, 0), (hs, ws)), ((50, 100), (600, 1000))):
+        direct = mask_to_source(prob, (big, big), scale, pad, (hs, ws), offset=offset, frame_size=frame)
+        np.testing.assert_allclose(direct, paste(out, offset, frame), atol=1e-3)  # the last: cut by the edge
+        assert direct.dtype == np.float32
+        assert direct.shape == frame
+    stretched = mask_to_source(prob, (big, big), (1 / 3, 320 / 540), (0.0, 0.0), (hs, ws), offset=(5, 7),
+                               frame_size=(560, 980))
+    np.testing.assert_allclose(stretched, paste(mask_to_source(prob, (big, big), (1 / 3, 320 / 540), (0.0, 0.0),
+                                                               (hs, ws)), (5, 7), (560, 980)), atol=1e-3)
+    saturated = mask_to_source(np.ones((small, small), np.float32), (big, big), scale, pad, (hs, ws),
+                               offset=(10, 20), frame_size=(600, 1000))
+    assert saturated.max() <= 1.0
+    assert saturated.min() == 0.0
 
 
 def test_rle_matches_pycocotools():

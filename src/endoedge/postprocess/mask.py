@@ -25,6 +25,9 @@ def mask_to_source(
     scale: tuple[float, float],
     pad: tuple[float, float],
     source_size: tuple[int, int],
+    *,
+    offset: tuple[int, int] = (0, 0),
+    frame_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Map an ``h x w`` probability map over the network input to ``source_size`` pixels.
 
@@ -33,24 +36,47 @@ def mask_to_source(
         input_size: network input ``(height, width)``.
         scale, pad: the pre-processing geometry, ``(x, y)`` pairs (``network = source * scale + pad``).
         source_size: ``(height, width)`` of the source image.
+        offset, frame_size: when the source is a cropped view of a larger frame (its top-left at
+            ``offset`` ``(x, y)`` in a ``frame_size`` ``(height, width)`` frame), the map is
+            written straight into a frame-size array, zero outside the view (one bilinear warp;
+            :func:`paste` of the source-size map up to interpolation rounding, without a second
+            full-size array and copy).
 
     Returns:
-        ``source_size`` float32 in 0..1 (bilinear; edges replicated).
+        ``source_size`` (or ``frame_size``) float32 in 0..1 (bilinear; edges replicated;
+        probabilities above ``1 - 2**-20`` are clipped to it).
     """
     h, w = prob.shape
     big_h, big_w = input_size
     hs, ws = source_size
-    prob = np.ascontiguousarray(prob, dtype=np.float32)
-    if pad == (0.0, 0.0) or pad == (0, 0):
-        out = cv2.resize(prob, (ws, hs), interpolation=cv2.INTER_LINEAR)
-    else:
-        rx, ry = big_w / w, big_h / h
-        # source pixel centre x + 0.5 -> network (x + 0.5) sx + px -> map cell coordinate / r - 0.5
-        m = np.array([[scale[0] / rx, 0.0, (0.5 * scale[0] + pad[0]) / rx - 0.5],
-                      [0.0, scale[1] / ry, (0.5 * scale[1] + pad[1]) / ry - 0.5]], np.float64)
-        out = cv2.warpAffine(prob, m, (ws, hs), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_REPLICATE)
-    return np.clip(out, 0.0, 1.0, out=out)
+    # 0..1 and a hair below 1, so the bilinear result stays in 0..1 without a pass over the big map
+    prob = np.clip(np.asarray(prob, np.float32), 0.0, _TOP)
+    rx, ry = big_w / w, big_h / h
+    # source pixel centre x + 0.5 -> network (x + 0.5) sx + px -> map cell coordinate / r - 0.5
+    m = np.array([[scale[0] / rx, 0.0, (0.5 * scale[0] + pad[0]) / rx - 0.5],
+                  [0.0, scale[1] / ry, (0.5 * scale[1] + pad[1]) / ry - 0.5]], np.float64)
+    if frame_size is None or (tuple(offset) == (0, 0) and (hs, ws) == tuple(frame_size)):
+        if pad == (0.0, 0.0) or pad == (0, 0):
+            return cv2.resize(prob, (ws, hs), interpolation=cv2.INTER_LINEAR)
+        return cv2.warpAffine(prob, m, (ws, hs), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+    # Straight into the frame: frame pixel X is source pixel X - offset. The map gets a 1-cell
+    # replicated ring (edges as BORDER_REPLICATE inside the view); outside the view is zeroed.
+    fh, fw = int(frame_size[0]), int(frame_size[1])
+    x0, y0 = offset
+    m[:, 2] += 1.0 - m[:, :2] @ np.array([x0, y0], np.float64)
+    ring = cv2.copyMakeBorder(prob, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+    out = cv2.warpAffine(ring, m, (fw, fh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    y1, x1 = min(fh, y0 + hs), min(fw, x0 + ws)
+    out[:y0] = 0.0
+    out[y1:] = 0.0
+    out[y0:y1, :x0] = 0.0
+    out[y0:y1, x1:] = 0.0
+    return out
+
+
+_TOP = np.float32(1.0 - 2.0**-20)  # probabilities are clipped here: see mask_to_source
 
 
 def paste(mask: np.ndarray, offset: tuple[int, int], frame_size: tuple[int, int]) -> np.ndarray:
