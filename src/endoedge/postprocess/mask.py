@@ -64,11 +64,18 @@ def mask_to_source(
     # replicated ring (edges as BORDER_REPLICATE inside the view); outside the view is zeroed.
     fh, fw = int(frame_size[0]), int(frame_size[1])
     x0, y0 = offset
-    m[:, 2] += 1.0 - m[:, :2] @ np.array([x0, y0], np.float64)
-    ring = cv2.copyMakeBorder(prob, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
-    out = cv2.warpAffine(ring, m, (fw, fh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     y1, x1 = min(fh, y0 + hs), min(fw, x0 + ws)
+    if (pad == (0.0, 0.0) or pad == (0, 0)) and (y1 - y0, x1 - x0) == (hs, ws):
+        out: np.ndarray = np.empty((fh, fw), np.float32)  # stretched, view inside the frame: resize into it
+        view = out[y0:y1, x0:x1]
+        got = cv2.resize(prob, (ws, hs), dst=view, interpolation=cv2.INTER_LINEAR)
+        if not np.shares_memory(got, view):  # OpenCV allocated after all: place it
+            view[...] = got
+    else:
+        m[:, 2] += 1.0 - m[:, :2] @ np.array([x0, y0], np.float64)
+        ring = cv2.copyMakeBorder(prob, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+        out = cv2.warpAffine(ring, m, (fw, fh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     out[:y0] = 0.0
     out[y1:] = 0.0
     out[y0:y1, :x0] = 0.0
