@@ -10,6 +10,9 @@
 #   OUT=runs/multitask nice -n 10 benchmarks/train_multitask.sh > runs/multitask.log 2>&1 &
 #   INIT=src/endoedge/models/weights/polyp_ssdlite320_effl0_kvasir_polypgen.pt FREEZE=11 EPOCHS=8 LR=1e-3 \
 #     WARMUP=0.3 THREADS=1 OUT=runs/multitask benchmarks/train_multitask.sh
+#
+# then unfreeze in steps (the shipped weights: the README's "Shipped checkpoint" lists all three stages), e.g.
+#   INIT=runs/multitask_ft/last.pt FREEZE=3 EPOCHS=8 LR=4e-4 WARMUP=0.2 THREADS=2 OUT=runs/multitask_s3 ...
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-$REPO/../shared/data}
