@@ -370,7 +370,6 @@ class _Workflow:
         names = ", ".join(result.float_nodes) or "none"
         self.say(f"kept in float ({len(result.float_nodes)}): {names}; {qdq.summary()}")
 
-
     def _ranking_frames(self, data: CalibrationData) -> tuple[CalibrationData, str]:
         """The frames the layers are ranked on, and how to name them: the agreement gate's frames
         (``--agree``, or the held-out calibration frames) when there is that gate, so the fallback

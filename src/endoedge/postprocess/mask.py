@@ -55,8 +55,9 @@ def mask_to_source(
     # source pixel centre x + 0.5 -> network (x + 0.5) sx + px -> map cell coordinate / r - 0.5
     m = np.array([[scale[0] / rx, 0.0, (0.5 * scale[0] + pad[0]) / rx - 0.5],
                   [0.0, scale[1] / ry, (0.5 * scale[1] + pad[1]) / ry - 0.5]], np.float64)
+    stretched = pad == (0.0, 0.0) or pad == (0, 0)
     if frame_size is None or (tuple(offset) == (0, 0) and (hs, ws) == tuple(frame_size)):
-        if pad == (0.0, 0.0) or pad == (0, 0):
+        if stretched:
             return cv2.resize(prob, (ws, hs), interpolation=cv2.INTER_LINEAR)
         return cv2.warpAffine(prob, m, (ws, hs), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
@@ -65,7 +66,7 @@ def mask_to_source(
     fh, fw = int(frame_size[0]), int(frame_size[1])
     x0, y0 = offset
     y1, x1 = min(fh, y0 + hs), min(fw, x0 + ws)
-    if (pad == (0.0, 0.0) or pad == (0, 0)) and (y1 - y0, x1 - x0) == (hs, ws):
+    if stretched and (y1 - y0, x1 - x0) == (hs, ws):
         out: np.ndarray = np.empty((fh, fw), np.float32)  # stretched, view inside the frame: resize into it
         view = out[y0:y1, x0:x1]
         got = cv2.resize(prob, (ws, hs), dst=view, interpolation=cv2.INTER_LINEAR)
