@@ -66,6 +66,8 @@ def make_copy(model: Path, recipe: str, out: Path, calib_images: int) -> float:
         cmd += ["--method", "minmax"]
     elif recipe == "int8-nobc":  # the default before bias correction: entropy, output layers float
         cmd += ["--no-bias-correction"]
+    elif recipe.startswith("int8-d"):  # ablation: the layers within N weighted layers of an output float
+        cmd += ["--float-output-depth", recipe.removeprefix("int8-d")]
     if recipe != "fp16":
         cmd += ["--calib", str(KVASIR), "--calib-split", str(SPLITS / "kvasir_seg_train.txt"),
                 "--num-images", str(calib_images)]
@@ -213,9 +215,10 @@ def main() -> None:
             ap.error(f"--model {m!r}: give NAME=PATH of an existing FP32 .onnx")
         models[name] = Path(path)
     recipes = args.recipes.split(",")
-    unknown = sorted(set(recipes) - {"fp16", "int8", "int8-old", "int8-minmax", "int8-nobc"})
+    unknown = sorted(r for r in set(recipes) - {"fp16", "int8", "int8-old", "int8-minmax", "int8-nobc"}
+                     if not (r.startswith("int8-d") and r.removeprefix("int8-d").isdigit()))
     if unknown:
-        ap.error(f"unknown recipe(s) {unknown}; use fp16, int8, int8-old, int8-minmax, int8-nobc")
+        ap.error(f"unknown recipe(s) {unknown}; use fp16, int8, int8-old, int8-minmax, int8-nobc, int8-dN (N layers float from the outputs)")
     if args.calib_images < 1:
         ap.error("--calib-images must be >= 1")
     work = Path(args.work)

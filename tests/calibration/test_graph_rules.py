@@ -20,6 +20,10 @@ def test_ssd_keeps_exactly_the_last_head_convs(ssdlite):
     assert found == heads
     assert len(found) == 12  # 6 feature maps x (classification, regression)
     assert all(n.op_type == "Conv" for n in graph.node if n.name in found)
+    # depth 2 adds the conv before each of those: torchvision's SSDLite head block is a depthwise
+    # conv (".0.0/Conv") feeding that last 1x1 conv
+    two = output_layers(graph, DEFAULT_OP_TYPES, depth=2)
+    assert set(two) - set(found) == {n.name for n in convs if "/head/" in n.name and n.name.endswith(".0.0/Conv")}
 
 
 def test_rule_ignores_shape_paths_and_stops_at_weighted_layers():
@@ -37,6 +41,9 @@ def test_rule_ignores_shape_paths_and_stops_at_weighted_layers():
     ]
     graph = helper.make_graph(nodes, "g", [x], [y, z], initializer=[w])
     assert output_layers(graph, DEFAULT_OP_TYPES) == ["last", "decode"]
+    # depth: the weighted layers within N of an output (a value crossing "last" is one layer away)
+    assert output_layers(graph, DEFAULT_OP_TYPES, depth=2) == ["body", "last", "decode"]
+    assert output_layers(graph, DEFAULT_OP_TYPES, depth=0) == []
 
 
 @pytest.mark.ultralytics

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from endoedge.calibration.compare import gate_result
 from endoedge.calibration.report import QuantReport, RawHeadErrors
 from endoedge.calibration.sensitivity import FallbackResult, FallbackStep, LayerCost, LayerRanking
@@ -39,7 +41,8 @@ def test_int8_with_fallback_in_the_report_order():
     assert len(d["sensitivity"]["layers"]) == 50
     assert d["sensitivity"]["layers"][0] == {"node": "n0", "op_type": "Conv", "error_if_float": 0.4, "gain": 0.1}
     assert d["fallback"] == {"steps": [{"float_nodes": ["n0"], "drop_points": 0.88, "passed": True,
-                                        "box_agreement": None}], "float_nodes": ["n0"]}
+                                        "box_agreement": None, "kept": True, "shortfall": None}],
+                             "float_nodes": ["n0"]}
     assert d["qdq_violations"] == []
     json.dumps(d)  # JSON-ready without default=str
     assert rep.passed is True
@@ -94,3 +97,16 @@ def test_added_boxes_fail_a_copy_that_keeps_every_box():
     assert result.to_dict()["added_boxes"] == {"name": "added_boxes", "value": 0.2, "limit": 0.05, "passed": False}
     silent = AgreementCounter(0.5).result()  # no box either side: nothing added
     assert added_boxes_criterion(silent, 0.95).passed
+
+
+def test_shortfall_measures_how_far_a_failing_gate_is_in_points():
+    from endoedge.calibration.report import Criterion, shortfall
+
+    assert Criterion.judge("box_agreement", 0.97, 0.95).shortfall == 0.0
+    assert Criterion.judge("box_agreement", 0.93, 0.95).shortfall == pytest.approx(2.0)  # a share: 100 points
+    assert Criterion.judge("added_boxes", 0.08, 0.05).shortfall == pytest.approx(3.0)
+    assert Criterion.judge("false_alarm_rise", 1.7, 0.5).shortfall == pytest.approx(1.2)  # already points
+    assert Criterion.judge("map50_drop", None, 0.5).shortfall == float("inf")
+    crit = [Criterion.judge("box_agreement", 0.93, 0.95), Criterion.judge("sensitivity_drop", 0.0, 1.0),
+            Criterion.judge("false_alarm_rise", 1.7, 0.5)]
+    assert shortfall(crit) == pytest.approx(3.2)

@@ -143,3 +143,17 @@ def test_quantize_output_layers_flag_is_int8_only(ssdlite, tmp_path, capsys):
                  "--quantize-output-layers"]) == 1
     assert "--quantize-output-layers is an INT8 option" in _err(capsys)
     assert not out.exists()
+
+
+def test_float_output_depth_and_fallback_tries_are_checked_before_any_work(ssdlite, folder, tmp_path, capsys):
+    m, out = str(ssdlite[2]), tmp_path / "q.onnx"
+    base = ["quantize", m, "-o", str(out), "--calib", str(folder)]
+    assert main([*base, "--float-output-depth", "0"]) == 1
+    assert "--float-output-depth must be at least 1, got 0" in _err(capsys)
+    assert main([*base, "--float-output-depth", "2", "--quantize-output-layers"]) == 1
+    assert "contradict each other" in _err(capsys)
+    assert main(["quantize", m, "-o", str(out), "--precision", "fp16", "--float-output-depth", "2"]) == 1
+    assert "--float-output-depth is an INT8 option" in _err(capsys)
+    assert main([*base, "--fallback-tries", "0"]) == 1
+    assert "--fallback-tries must be at least 1, got 0" in _err(capsys)
+    assert not out.exists()

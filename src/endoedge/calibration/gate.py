@@ -65,6 +65,8 @@ class QuantOptions:
         method: calibration method, one of :data:`~endoedge.calibration.quantize.METHODS`.
         float_output_layers: keep the layers that feed the outputs directly in float
             (:func:`~endoedge.calibration.graph_rules.output_layers`; INT8; default on).
+        float_output_depth: with ``float_output_layers``: 1 = the layers that feed the outputs
+            directly; 2 adds the weighted layers that feed those, and so on.
         bias_correction: INT8: correct the quantized Convs' float biases so their per-channel
             output means match FP32's on calibration frames
             (:mod:`~endoedge.calibration.bias_correction`; default on).
@@ -84,6 +86,8 @@ class QuantOptions:
         max_sensitivity_drop: largest frame-sensitivity drop, in points.
         max_false_alarm_rise: largest false-alarm share rise on ``negatives``, in points.
         max_fallback: INT8: most layers to keep in float to pass the gate (0 = none).
+        fallback_tries: INT8: most layers tried in float (``None`` = ``2 * max_fallback``); a
+            layer stays float only when the copy comes closer to passing.
         sensitivity_images: frames the per-layer ranking measures on: the agreement gate's
             (``agree`` or held-out) frames when that gate runs, else calibration images.
     """
@@ -93,6 +97,7 @@ class QuantOptions:
     calib_split: str | Path | None = None
     method: str = "entropy"
     float_output_layers: bool = True
+    float_output_depth: int = 1
     bias_correction: bool = True
     num_images: int = 500
     batch: int | None = None
@@ -110,6 +115,7 @@ class QuantOptions:
     max_sensitivity_drop: float = DEFAULT_MAX_SENSITIVITY_DROP
     max_false_alarm_rise: float = DEFAULT_MAX_FALSE_ALARM_RISE
     max_fallback: int = 10
+    fallback_tries: int | None = None
     sensitivity_images: int = 32
 
     @property
@@ -126,11 +132,17 @@ class Verdict:
         passed: every gate passed.
         drop_points: mAP@0.5 drop in points (``None`` without an evaluation set).
         box_agreement: the agreement gate's box agreement, else the labelled gate's.
+        shortfall: how far from passing, in points, summed over every gate's criteria (0 =
+            passed; :func:`~endoedge.calibration.report.shortfall`): the fallback keeps the
+            candidate that is closest.
+        text: the gates' printed report of this candidate.
     """
 
     passed: bool
     drop_points: float | None
     box_agreement: float | None
+    shortfall: float = 0.0
+    text: str = ""
 
 
 def quantize_gated(
@@ -264,7 +276,8 @@ class _Workflow:
                 self.say(f"note: {len(shared)} --agree frames are also calibration images")
         cache = tmp / "ranges.json"
         result = quantize_int8(self.model, self.out, data, method=o.method, cache_path=cache,
-                               float_output_layers=o.float_output_layers, bias_correction=o.bias_correction)
+                               float_output_layers=o.float_output_layers, float_output_depth=o.float_output_depth,
+                          bias_correction=o.bias_correction)
         qdq = check_qdq(self.out)
         self.say(f"wrote {self.out} (INT8 Q/DQ, {o.method} calibration); {qdq.summary()}")
         if "endoedge.quant_bias_correction" in result.metadata:
@@ -310,7 +323,9 @@ class _Workflow:
         return Verdict(passed=(cmp is None or cmp.gate.passed) and (agr is None or agr.passed),
                        drop_points=None if cmp is None else cmp.gate.drop_points,
                        box_agreement=agr.criterion.value if agr is not None else
-                       cmp.gate.box_agreement if cmp is not None else None)
+                       cmp.gate.box_agreement if cmp is not None else None,
+                       shortfall=(0.0 if cmp is None else cmp.gate.shortfall)
+                       + (0.0 if agr is None else agr.shortfall), text=self.last_text)
 
     def gate(self, *, data: CalibrationData | None, cache: Path | None) -> None:
         """Run the gates; for INT8 that fails, fall back layer by layer."""
@@ -325,10 +340,12 @@ class _Workflow:
             return
         if verdict.passed or data is None or self.opts.max_fallback <= 0:
             return
-        self.fallback(data, cache)
+        self.fallback(data, cache, verdict)
 
-    def fallback(self, data: CalibrationData, cache: Path | None) -> None:
-        """Rank the quantized layers, then keep the worst in float until the gates pass."""
+    def fallback(self, data: CalibrationData, cache: Path | None, first: Verdict) -> None:
+        """Rank the quantized layers, then keep in float, one at a time in rank order, those that
+        bring the copy closer to passing, until the gates pass; the file left is the closest copy
+        measured (the first one when no layer helped)."""
         from endoedge.calibration.qdq_check import check_qdq
         from endoedge.calibration.quantize import quantize_int8
         from endoedge.calibration.sensitivity import greedy_fallback, rank_layers
@@ -353,7 +370,8 @@ class _Workflow:
 
         def quantize(nodes: list[str]) -> Path:
             quantize_int8(self.model, self.out, data, method=o.method, nodes_to_exclude=nodes, cache_path=cache,
-                          float_output_layers=o.float_output_layers, bias_correction=o.bias_correction)
+                          float_output_layers=o.float_output_layers, float_output_depth=o.float_output_depth,
+                          bias_correction=o.bias_correction)
             return self.out
 
         def gate(path: Path) -> Verdict:
@@ -361,9 +379,18 @@ class _Workflow:
             assert verdict is not None  # the first check ran a gate, so every later one does
             return verdict
 
-        result = greedy_fallback(ranking, quantize, gate, max_layers=o.max_fallback)
+        result = greedy_fallback(ranking, quantize, gate, max_layers=o.max_fallback,
+                                 max_tries=o.fallback_tries, first=first)
         self.report.fallback = result
-        if result.steps:
+        tried, kept = len(result.steps), len(result.float_nodes)
+        if result.steps and not result.passed:
+            self.say(f"  tried {tried} layer(s) in float, {kept} brought the copy closer to passing; "
+                     + ("none did: writing the first copy again" if not kept else
+                        "writing the closest copy (" + ("re-measured" if result.rewritten else "the last tried")
+                        + ")"))
+        if result.rewritten:  # the file on disk is the best step again: measure it so the report is its own
+            self.check(self.out, show=True)
+        elif result.steps:
             self.say(self.last_text)
         qdq = check_qdq(self.out)
         self.report.qdq = qdq.summary()

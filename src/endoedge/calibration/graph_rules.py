@@ -26,13 +26,15 @@ WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 SHAPE_OPS = frozenset({"Shape", "Size"})
 
 
-def output_layers(graph: Any, op_types: Iterable[str]) -> list[str]:
+def output_layers(graph: Any, op_types: Iterable[str], depth: int = 1) -> list[str]:
     """Names of the nodes of ``op_types`` whose outputs reach a graph output through value paths
-    that pass no weighted layer (see the module docstring), in graph order.
+    that pass fewer than ``depth`` other weighted layers (see the module docstring), in graph order.
 
     Args:
         graph: an ``onnx.GraphProto`` (topologically sorted, as ONNX requires).
         op_types: the op types the quantizer would quantize.
+        depth: 1 = the layers that feed the outputs directly (the rule); 2 adds the weighted
+            layers feeding those, and so on (0 = none).
     """
     wanted = set(op_types)
     outputs = {o.name for o in graph.output}
@@ -40,14 +42,15 @@ def output_layers(graph: Any, op_types: Iterable[str]) -> list[str]:
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    # reaches[t]: tensor t flows into a graph output without crossing a weighted layer.
+    # hops[t]: the fewest weighted layers a value of tensor t crosses on its way to a graph output.
     # Walk the nodes backwards (reverse topological order) so every consumer is decided first.
-    reaches: dict[str, bool] = {}
+    never = 1 << 30
+    hops: dict[str, int] = {}
     for node in reversed(graph.node):
         for t in node.output:
-            reaches[t] = t in outputs or any(
-                c.op_type not in WEIGHTED_OPS and c.op_type not in SHAPE_OPS
-                and any(reaches.get(o, False) for o in c.output)
-                for c in consumers.get(t, ())
-            )
-    return [n.name for n in graph.node if n.op_type in wanted and any(reaches.get(t, False) for t in n.output)]
+            hops[t] = 0 if t in outputs else min(
+                (min((hops.get(o, never) for o in c.output), default=never) + (c.op_type in WEIGHTED_OPS)
+                 for c in consumers.get(t, ()) if c.op_type not in SHAPE_OPS),
+                default=never)
+    return [n.name for n in graph.node
+            if n.op_type in wanted and min((hops.get(t, never) for t in n.output), default=never) < depth]

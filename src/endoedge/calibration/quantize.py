@@ -99,6 +99,7 @@ def quantize_int8(
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     cache_path: str | Path | None = None,
     float_output_layers: bool = True,
+    float_output_depth: int = 1,
     bias_correction: bool = False,
     bias_correction_images: int = 16,
 ) -> QuantResult:
@@ -118,6 +119,8 @@ def quantize_int8(
             regression, DFL and decode arithmetic) in floating point
             (:func:`~endoedge.calibration.graph_rules.output_layers`); the default, measured in
             benchmarks/RESULTS.md ("INT8/FP16 across centres").
+        float_output_depth: with ``float_output_layers``: 1 = the layers that feed the outputs
+            directly; 2 adds the weighted layers that feed those, and so on.
         bias_correction: correct the float biases of the quantized Convs so their per-channel
             output means match FP32's on the first ``bias_correction_images`` calibration images
             (:func:`~endoedge.calibration.bias_correction.correct_biases`; needs ``data``).
@@ -168,7 +171,8 @@ def quantize_int8(
         except Exception as err:  # noqa: BLE001 - fall back to the file as it is
             logger.info("quant_pre_process failed (%s); quantizing the file as it is", err)
             prepped = Path(model_path)
-        outputs = (output_layers(_onnx().load(str(prepped), load_external_data=False).graph, op_types)
+        outputs = (output_layers(_onnx().load(str(prepped), load_external_data=False).graph, op_types,
+                                 float_output_depth)
                    if float_output_layers else [])
         excluded = list(dict.fromkeys([*nodes_to_exclude, *outputs]))
         try:

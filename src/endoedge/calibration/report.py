@@ -12,6 +12,7 @@ verdict of every criterion).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,18 @@ class Criterion:
         ok = value is not None and (value >= limit - 1e-9 if minimum else value <= limit + 1e-9)
         return cls(name, None if value is None else round(value, 6), limit, bool(ok))
 
+    @property
+    def shortfall(self) -> float:
+        """How far the value is outside its limit, in points (a share counts 100 points): 0 when
+        passed, ``inf`` when not measured. Summed over a gate's criteria it orders failing
+        candidates (:func:`shortfall`)."""
+        if self.value is None:
+            return float("inf")
+        if self.passed:
+            return 0.0
+        minimum, scale = _CRITERIA[self.name][2] == "min", 1.0 if _CRITERIA[self.name][1] else 100.0
+        return scale * max(0.0, (self.limit - self.value) if minimum else (self.value - self.limit))
+
     def describe(self) -> str:
         """E.g. ``box agreement 0.712 (min 0.95)`` or ``mAP@0.5 drop +0.16 points (max 1)``."""
         label, unit, kind = _CRITERIA[self.name]
@@ -114,6 +127,11 @@ def added_boxes_criterion(agree: Agreement, min_agreement: float) -> Criterion:
     reference box, at most ``1 - min_agreement`` (the box agreement read the other way: a copy
     that keeps every box but adds new ones raises false alarms the box agreement cannot see)."""
     return Criterion.judge("added_boxes", agree.added_share, round(1.0 - min_agreement, 6))
+
+
+def shortfall(criteria: Iterable[Criterion]) -> float:
+    """The sum of the criteria's :attr:`Criterion.shortfall` (0 = all passed; points)."""
+    return float(sum(c.shortfall for c in criteria))
 
 
 def verdict(criteria: tuple[Criterion, ...] | list[Criterion]) -> str:
@@ -163,8 +181,16 @@ class GateResult:
     @property
     def failures(self) -> list[str]:
         """The failed criteria, described (empty when the gate passed)."""
-        crit = self.criteria or (Criterion.judge("map50_drop", self.drop_points, self.max_drop_points),)
-        return [c.describe() for c in crit if not c.passed]
+        return [c.describe() for c in self._judged if not c.passed]
+
+    @property
+    def shortfall(self) -> float:
+        """How far the candidate is from passing, in points (:func:`shortfall`; 0 = passed)."""
+        return shortfall(self._judged)
+
+    @property
+    def _judged(self) -> tuple[Criterion, ...]:
+        return self.criteria or (Criterion.judge("map50_drop", self.drop_points, self.max_drop_points),)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready, keys in the report's order (``criteria`` and ``reason`` last)."""
@@ -278,6 +304,11 @@ class AgreementResult:
     def failures(self) -> list[str]:
         """The failed criteria, described (empty when the gate passed)."""
         return [c.describe() for c in self.criteria if not c.passed]
+
+    @property
+    def shortfall(self) -> float:
+        """How far the candidate is from passing, in points (:func:`shortfall`; 0 = passed)."""
+        return shortfall(self.criteria)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready ``{"reference_model", ..., "agreement", "min_agreement", "passed", "reason"}``."""

@@ -10,10 +10,11 @@ extra-box share + |mean score shift|``. The node whose exclusion lowers the cost
 most (the raw-head error this replaced misses a uniform score shift that drops boxes below the
 threshold).
 
-Fallback (:func:`greedy_fallback`): the most costly nodes are kept in float one more at a
-time, re-quantizing from the cached calibration ranges, until the caller's gate (the
-operating-point and mAP criteria, or the label-free agreement) passes or ``max_layers`` is
-reached.
+Fallback (:func:`greedy_fallback`): the most costly nodes are tried in float one more at a
+time, re-quantizing from the cached calibration ranges; a node stays float only when the
+caller's gate (the operating-point and mAP criteria, or the label-free agreement) comes closer
+to passing, until it passes or ``max_layers`` are float; the closest copy measured is the
+file left.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class GateVerdict(Protocol):
     @property
     def box_agreement(self) -> float | None: ...
 
+    @property
+    def shortfall(self) -> float: ...
+
 
 @dataclass(frozen=True)
 class FallbackStep:
@@ -112,23 +116,27 @@ class FallbackStep:
     drop_points: float | None
     passed: bool
     box_agreement: float | None = None
+    kept: bool = True
+    shortfall: float | None = None
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready ``{"float_nodes", "drop_points", "passed", "box_agreement"}``."""
+        """JSON-ready ``{"float_nodes", "drop_points", "passed", "box_agreement", "kept", "shortfall"}``."""
         return {"float_nodes": list(self.float_nodes), "drop_points": self.drop_points, "passed": self.passed,
-                "box_agreement": self.box_agreement}
+                "box_agreement": self.box_agreement, "kept": self.kept, "shortfall": self.shortfall}
 
 
 @dataclass
 class FallbackResult:
-    """:func:`greedy_fallback`'s result: the state after its last step.
+    """:func:`greedy_fallback`'s result: the closest state it measured.
 
     Attributes:
-        passed: the last step passed the gate (``False`` when no step ran).
-        float_nodes: nodes kept in float in the last step.
-        steps: every step, in order.
-        path: the model the last step wrote (``None`` when no step ran).
-        gate: the last step's gate verdict (``None`` when no step ran).
+        passed: the kept state passed the gate (``False`` when no step ran).
+        float_nodes: the nodes kept in float (empty: no layer brought the copy closer).
+        steps: every step tried, in order (``kept`` says which stayed).
+        path: the model file of the kept state (``None`` when no step was kept and none rewritten).
+        gate: the kept state's verdict (the first copy's when no step was kept).
+        rewritten: the kept state was quantized again after the last step (the last try was
+            not kept), so ``path`` holds it.
     """
 
     passed: bool = False
@@ -136,6 +144,7 @@ class FallbackResult:
     steps: list[FallbackStep] = field(default_factory=list)
     path: Path | None = None
     gate: GateVerdict | None = None
+    rewritten: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready ``{"steps", "float_nodes"}`` (what the quantize report stores)."""
@@ -275,32 +284,57 @@ def greedy_fallback(
     gate: Callable[[Path], GateVerdict],
     *,
     max_layers: int = 10,
+    max_tries: int | None = None,
+    first: GateVerdict | None = None,
 ) -> FallbackResult:
-    """Keep the most costly layers in float, one more each step, until ``gate`` passes.
+    """Keep layers in float, in rank order, while each one brings the copy closer to passing,
+    until ``gate`` passes.
+
+    A layer's rank is what bypassing it alone buys on the fully quantized copy; re-quantized
+    without it (new ranges downstream, new bias corrections) the copy can end up worse. So each
+    candidate is tried on top of the layers already kept and kept only when the gate's
+    ``shortfall`` falls (a pass always counts); otherwise it goes back to INT8 and the next is
+    tried. When the last model written is not the closest one, the closest is written again
+    (``rewritten``), so a failing fallback never leaves a worse file than it measured.
 
     Args:
         ranking: :func:`rank_layers` output (only layers with a positive gain are tried).
         quantize: writes the INT8 model with the given nodes kept float; returns its path.
-        gate: evaluates a model; returns a :class:`GateVerdict` (e.g.
-            :class:`~endoedge.calibration.report.GateResult`).
+        gate: evaluates a model; returns a :class:`GateVerdict`.
         max_layers: the most nodes to keep in float.
+        max_tries: the most candidates to try (default ``2 * max_layers``); each costs one
+            quantization and one gate run.
+        first: the verdict of the copy with no layer in float (``None``: any step is closer).
 
     Returns:
-        the :class:`FallbackResult` of the last step.
+        the :class:`FallbackResult`: every step tried, and the closest state.
     """
-    order = [x.node for x in ranking.layers if x.gain > 0][:max_layers]
-    result = FallbackResult()
-    for k in range(1, len(order) + 1):
-        nodes = order[:k]
+    tries = 2 * max_layers if max_tries is None else max_tries
+    order = [x.node for x in ranking.layers if x.gain > 0][:max(0, tries)]
+    result = FallbackResult(gate=first)
+    best = float("inf") if first is None else first.shortfall
+    kept: list[str] = []
+    last: list[str] | None = None
+    for node in order:
+        if len(kept) >= max_layers or result.passed:
+            break
+        nodes = [*kept, node]
         path = quantize(nodes)
         g = gate(path)
-        result.steps.append(FallbackStep(nodes, g.drop_points, g.passed, g.box_agreement))
+        last = nodes
+        closer = g.passed or g.shortfall < best
+        result.steps.append(FallbackStep(nodes, g.drop_points, g.passed, g.box_agreement, kept=closer,
+                                         shortfall=None if g.shortfall == float("inf") else round(g.shortfall, 4)))
         measured = ", ".join(part for part in (
             None if g.drop_points is None else f"mAP@0.5 drop {g.drop_points:.2f} points",
-            None if g.box_agreement is None else f"box agreement {g.box_agreement:.3f}") if part)
-        logger.info("float fallback %d layer(s) (%s): %s -> %s", k, nodes[-1], measured or "no measure",
-                    "pass" if g.passed else "fail")
-        result.passed, result.float_nodes, result.path, result.gate = g.passed, nodes, path, g
-        if g.passed:
-            break
+            None if g.box_agreement is None else f"box agreement {g.box_agreement:.3f}",
+            f"{g.shortfall:.3g} points short") if part)
+        logger.info("float fallback +%s (%d in float): %s -> %s", node, len(nodes), measured,
+                    "pass" if g.passed else "closer, kept" if closer else "not closer, back to INT8")
+        if closer:
+            kept, best = nodes, g.shortfall
+            result.passed, result.float_nodes, result.path, result.gate = g.passed, nodes, path, g
+    if last is not None and last != kept:
+        result.path = quantize(kept)
+        result.rewritten = True
     return result

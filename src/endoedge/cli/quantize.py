@@ -50,6 +50,9 @@ def add_parser(sub: SubParsers) -> None:
     cal.add_argument("--quantize-output-layers", action="store_true",
                      help="also quantize the layers that feed the outputs directly (class/box head convs, "
                      "DFL, decode arithmetic); by default they stay float (benchmarks/RESULTS.md)")
+    cal.add_argument("--float-output-depth", type=int, default=None, metavar="N",
+                     help="INT8: keep the layers within N weighted layers of an output in float (default 1: "
+                     "those that feed the outputs directly; 2 adds the layers feeding those, ...)")
     cal.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                      help="INT8: correct the quantized convolutions' float biases so their per-channel output "
                      "means match FP32's on 16 calibration frames (default on; benchmarks/RESULTS.md)")
@@ -68,6 +71,9 @@ def add_parser(sub: SubParsers) -> None:
                       help="without --eval/--agree: do not hold calibration frames out and gate on them")
     gate.add_argument("--max-fallback", type=int, default=10,
                       help="INT8: most layers to keep in float to pass the gate (default 10; 0 = none)")
+    gate.add_argument("--fallback-tries", type=int, metavar="N",
+                      help="INT8: most layers to try in float (each one re-quantizes and re-runs the gates; a "
+                      "layer stays float only when the copy comes closer to passing; default 2 x --max-fallback)")
     gate.add_argument("--sensitivity-images", type=int, default=32,
                       help="frames the per-layer ranking measures on (default 32, spread): the --agree or "
                       "held-out frames when that gate runs, else calibration images")
@@ -104,14 +110,15 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(json_path, "--json", inputs=[*inputs, out], force=True)
     options = QuantOptions(
         precision=args.precision, calib=args.calib, calib_split=args.calib_split, method=args.method,
-        float_output_layers=not args.quantize_output_layers, bias_correction=args.bias_correction is not False,
+        float_output_layers=not args.quantize_output_layers, float_output_depth=args.float_output_depth or 1,
+        bias_correction=args.bias_correction is not False,
         num_images=args.num_images, batch=args.batch,
         seed=args.seed, eval_data=args.eval,
         split=args.split, fmt=args.format, negatives=args.negatives, conf=args.conf, agree=args.agree,
         agree_images=args.agree_images, holdout=not args.no_gate, max_drop=limits.max_drop,
         min_agreement=limits.min_agreement, max_sensitivity_drop=limits.max_sensitivity_drop,
         max_false_alarm_rise=limits.max_false_alarm_rise, max_fallback=args.max_fallback,
-        sensitivity_images=args.sensitivity_images,
+        fallback_tries=args.fallback_tries, sensitivity_images=args.sensitivity_images,
     )
     report = quantize_gated(model, out, options, spec=spec, echo=print)
     with open_output(json_path) as fh:
@@ -126,12 +133,17 @@ def run(args: argparse.Namespace) -> int:
 def _check_numbers(args: argparse.Namespace) -> None:
     """Counts, limits and option combinations are checked before any work."""
     for flag, value, low in (("--num-images", args.num_images, 1), ("--batch", args.batch, 1),
-                             ("--max-fallback", args.max_fallback, 0), ("--sensitivity-images", args.sensitivity_images, 1)):
+                             ("--max-fallback", args.max_fallback, 0), ("--float-output-depth", args.float_output_depth, 1),
+                             ("--fallback-tries", args.fallback_tries, 1),
+                             ("--sensitivity-images", args.sensitivity_images, 1)):
         if value is not None and value < low:
             raise InputError(f"{flag} must be at least {low}, got {value}")
     if args.no_gate and (args.eval or args.agree):
         raise InputError("--no-gate skips the held-out agreement gate; it contradicts --eval/--agree (drop one)")
+    if args.quantize_output_layers and args.float_output_depth is not None:
+        raise InputError("--quantize-output-layers and --float-output-depth contradict each other (drop one)")
     for flag, on in (("--quantize-output-layers", args.quantize_output_layers),
+                     ("--float-output-depth", args.float_output_depth is not None),
                      ("--bias-correction", args.bias_correction is not None)):
         if on and args.precision != "int8":
             raise InputError(f"{flag} is an INT8 option; drop it for --precision fp16")
