@@ -204,7 +204,8 @@ def main() -> None:
                     "int8-nobc (the default without bias correction)")
     ap.add_argument("--calib-images", type=int, default=500)
     ap.add_argument("--work", default="/tmp/endoedge-xcentre")
-    ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--no-write", action="store_true", help="print only (and --save-json)")
+    ap.add_argument("--save-json", metavar="PATH", help="also write this run's raw records here")
     args = ap.parse_args()
     if not KVASIR.is_dir():
         raise SystemExit(f"needs the shared data folder {SHARED} (absent in a user's clone)")
@@ -225,6 +226,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     res = run(models, recipes, args.calib_images, work)
     print(table(res))
+    if args.save_json:
+        Path(args.save_json).write_text(json.dumps(res, indent=1) + "\n")
     if not args.no_write:
         write_results(res)
 

@@ -386,8 +386,7 @@ class _Workflow:
         if result.steps and not result.passed:
             self.say(f"  tried {tried} layer(s) in float, {kept} brought the copy closer to passing; "
                      + ("none did: writing the first copy again" if not kept else
-                        "writing the closest copy (" + ("re-measured" if result.rewritten else "the last tried")
-                        + ")"))
+                        "writing the closest copy" + (" again" if result.rewritten else "")))
         if result.rewritten:  # the file on disk is the best step again: measure it so the report is its own
             self.check(self.out, show=True)
         elif result.steps:
@@ -396,6 +395,10 @@ class _Workflow:
         self.report.qdq = qdq.summary()
         names = ", ".join(result.float_nodes) or "none"
         self.say(f"kept in float ({len(result.float_nodes)}): {names}; {qdq.summary()}")
+        if result.passed:
+            self.say(f"note: the fallback chose these layers on the gate's own frames ({tried} tried), so this pass "
+                     f"is optimistic; confirm on frames it did not see: endoedge eval --compare {self.model} "
+                     f"{self.out} --agree FRAMES")
 
     def _ranking_frames(self, data: CalibrationData) -> tuple[CalibrationData, str]:
         """The frames the layers are ranked on, and how to name them: the agreement gate's frames
