@@ -135,14 +135,12 @@ class Verdict:
         shortfall: how far from passing, in points, summed over every gate's criteria (0 =
             passed; :func:`~endoedge.calibration.report.shortfall`): the fallback keeps the
             candidate that is closest.
-        text: the gates' printed report of this candidate.
     """
 
     passed: bool
     drop_points: float | None
     box_agreement: float | None
     shortfall: float = 0.0
-    text: str = ""
 
 
 def quantize_gated(
@@ -325,7 +323,7 @@ class _Workflow:
                        box_agreement=agr.criterion.value if agr is not None else
                        cmp.gate.box_agreement if cmp is not None else None,
                        shortfall=(0.0 if cmp is None else cmp.gate.shortfall)
-                       + (0.0 if agr is None else agr.shortfall), text=self.last_text)
+                       + (0.0 if agr is None else agr.shortfall))
 
     def gate(self, *, data: CalibrationData | None, cache: Path | None) -> None:
         """Run the gates; for INT8 that fails, fall back layer by layer."""
