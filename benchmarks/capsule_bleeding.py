@@ -82,7 +82,9 @@ def main() -> int:
     scores = np.array([p.frame_score for p in run.predictions], np.float64)
     pos_sorted = np.sort(scores[positive])[::-1]
     k = math.ceil(args.sensitivity * len(pos_sorted))
-    threshold = float(pos_sorted[k - 1])
+    # Rounded down to the 1e-4 the checkpoint stores, so the stored threshold still keeps that frame
+    # (rounding 0.30728 up to 0.3073 lost it); the rates below are those of the stored value.
+    threshold = max(1e-4, math.floor(float(pos_sorted[k - 1]) * 1e4) / 1e4)
     rep = run.report
     out = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
