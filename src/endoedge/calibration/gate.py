@@ -140,7 +140,7 @@ class Verdict:
     passed: bool
     drop_points: float | None
     box_agreement: float | None
-    shortfall: float = 0.0
+    shortfall: float
 
 
 def quantize_gated(
@@ -275,7 +275,7 @@ class _Workflow:
         cache = tmp / "ranges.json"
         result = quantize_int8(self.model, self.out, data, method=o.method, cache_path=cache,
                                float_output_layers=o.float_output_layers, float_output_depth=o.float_output_depth,
-                          bias_correction=o.bias_correction)
+                               bias_correction=o.bias_correction)
         qdq = check_qdq(self.out)
         self.say(f"wrote {self.out} (INT8 Q/DQ, {o.method} calibration); {qdq.summary()}")
         if "endoedge.quant_bias_correction" in result.metadata:
