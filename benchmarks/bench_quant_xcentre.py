@@ -66,6 +66,8 @@ def make_copy(model: Path, recipe: str, out: Path, calib_images: int) -> float:
         cmd += ["--method", "minmax"]
     elif recipe == "int8-nobc":  # the default before bias correction: entropy, output layers float
         cmd += ["--no-bias-correction"]
+    elif recipe == "int8-wr":  # the default + output-aware weight rounding
+        cmd += ["--weight-rounding"]
     elif recipe.startswith("int8-d"):  # ablation: the layers within N weighted layers of an output float
         cmd += ["--float-output-depth", recipe.removeprefix("int8-d")]
     if recipe != "fp16":
@@ -201,7 +203,8 @@ def main() -> None:
     ap.add_argument("--recipes", default="fp16,int8-old,int8-nobc,int8",
                     help="fp16, int8 (today's default: entropy, output layers float, bias correction), int8-old (minmax, output "
                     "layers quantized: the recipe before issue 14), int8-minmax (minmax, output layers float), "
-                    "int8-nobc (the default without bias correction)")
+                    "int8-nobc (the default without bias correction), int8-wr (the default + --weight-rounding), "
+                    "int8-dN (N layers float from the outputs)")
     ap.add_argument("--calib-images", type=int, default=500)
     ap.add_argument("--work", default="/tmp/endoedge-xcentre")
     ap.add_argument("--no-write", action="store_true", help="print only (and --save-json)")
@@ -216,10 +219,10 @@ def main() -> None:
             ap.error(f"--model {m!r}: give NAME=PATH of an existing FP32 .onnx")
         models[name] = Path(path)
     recipes = args.recipes.split(",")
-    unknown = sorted(r for r in set(recipes) - {"fp16", "int8", "int8-old", "int8-minmax", "int8-nobc"}
+    unknown = sorted(r for r in set(recipes) - {"fp16", "int8", "int8-old", "int8-minmax", "int8-nobc", "int8-wr"}
                      if not (r.startswith("int8-d") and r.removeprefix("int8-d").isdigit()))
     if unknown:
-        ap.error(f"unknown recipe(s) {unknown}; use fp16, int8, int8-old, int8-minmax, int8-nobc, int8-dN (N layers float from the outputs)")
+        ap.error(f"unknown recipe(s) {unknown}; use fp16, int8, int8-old, int8-minmax, int8-nobc, int8-wr, int8-dN (N layers float from the outputs)")
     if args.calib_images < 1:
         ap.error("--calib-images must be >= 1")
     work = Path(args.work)

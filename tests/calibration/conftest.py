@@ -50,7 +50,8 @@ def int8(ssdlite, calib, tmp_path_factory):
     from endoedge.calibration.quantize import quantize_int8
 
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
-    return quantize_int8(ssdlite[2], out, calib, method="minmax")
+    # the ranges are kept beside it (``ranges.json``): tests that re-quantize reuse them
+    return quantize_int8(ssdlite[2], out, calib, method="minmax", cache_path=out.parent / "ranges.json")
 
 
 @pytest.fixture

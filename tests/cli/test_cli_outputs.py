@@ -142,6 +142,8 @@ def test_quantize_output_layers_flag_is_int8_only(ssdlite, tmp_path, capsys):
     assert main(["quantize", str(ssdlite[2]), "-o", str(out), "--precision", "fp16",
                  "--quantize-output-layers"]) == 1
     assert "--quantize-output-layers is an INT8 option" in _err(capsys)
+    assert main(["quantize", str(ssdlite[2]), "-o", str(out), "--precision", "fp16", "--weight-rounding"]) == 1
+    assert "--weight-rounding is an INT8 option" in _err(capsys)
     assert not out.exists()
 
 

@@ -70,6 +70,8 @@ class QuantOptions:
         bias_correction: INT8: correct the quantized Convs' float biases so their per-channel
             output means match FP32's on calibration frames
             (:mod:`~endoedge.calibration.bias_correction`; default on).
+        weight_rounding: INT8: re-round the quantized Convs' weights for the least output error
+            on calibration frames (:mod:`~endoedge.calibration.weight_rounding`).
         num_images: calibration images, spread over the source.
         batch: calibration batch size (``None`` = 8, or the model's fixed batch).
         seed: selection seed (calibration, held-out and agreement frames).
@@ -99,6 +101,7 @@ class QuantOptions:
     float_output_layers: bool = True
     float_output_depth: int = 1
     bias_correction: bool = True
+    weight_rounding: bool = False
     num_images: int = 500
     batch: int | None = None
     seed: int = 0
@@ -275,13 +278,18 @@ class _Workflow:
         cache = tmp / "ranges.json"
         result = quantize_int8(self.model, self.out, data, method=o.method, cache_path=cache,
                                float_output_layers=o.float_output_layers, float_output_depth=o.float_output_depth,
-                               bias_correction=o.bias_correction)
+                               bias_correction=o.bias_correction, weight_rounding=o.weight_rounding)
         qdq = check_qdq(self.out)
         self.say(f"wrote {self.out} (INT8 Q/DQ, {o.method} calibration); {qdq.summary()}")
         if "endoedge.quant_bias_correction" in result.metadata:
             bc = json.loads(result.metadata["endoedge.quant_bias_correction"])
             self.say(f"corrected the float biases of {bc['layers']} quantized layer(s) on {bc['images']} calibration "
                      "frames (their output means now match FP32's; --no-bias-correction skips this)")
+        if "endoedge.quant_weight_rounding" in result.metadata:
+            wr = json.loads(result.metadata["endoedge.quant_weight_rounding"])
+            self.say(f"re-rounded the INT8 weights of {wr['layers']} layer(s) for the least output error on "
+                     f"{wr['images']} calibration frames ({wr['flipped']} weights moved to their other grid "
+                     f"neighbour; output-error variance {wr['error_before']:.4g} -> {wr['error_after']:.4g})")
         if result.output_layers:
             self.say(f"kept {len(result.output_layers)} output layer(s) in float (they feed the scores/boxes "
                      "directly; --quantize-output-layers quantizes them too)")
@@ -369,7 +377,7 @@ class _Workflow:
         def quantize(nodes: list[str]) -> Path:
             quantize_int8(self.model, self.out, data, method=o.method, nodes_to_exclude=nodes, cache_path=cache,
                           float_output_layers=o.float_output_layers, float_output_depth=o.float_output_depth,
-                          bias_correction=o.bias_correction)
+                          bias_correction=o.bias_correction, weight_rounding=o.weight_rounding)
             return self.out
 
         def gate(path: Path) -> Verdict:

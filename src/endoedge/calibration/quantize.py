@@ -102,6 +102,7 @@ def quantize_int8(
     float_output_depth: int = 1,
     bias_correction: bool = False,
     bias_correction_images: int = 16,
+    weight_rounding: bool = False,
 ) -> QuantResult:
     """Write an explicit Q/DQ INT8 copy of ``model_path`` calibrated on ``data``.
 
@@ -124,6 +125,9 @@ def quantize_int8(
         bias_correction: correct the float biases of the quantized Convs so their per-channel
             output means match FP32's on the first ``bias_correction_images`` calibration images
             (:func:`~endoedge.calibration.bias_correction.correct_biases`; needs ``data``).
+        weight_rounding: before bias correction, re-round the quantized Convs' INT8 weights for
+            the least output error on the same calibration images
+            (:func:`~endoedge.calibration.weight_rounding.round_weights`; needs ``data``).
 
     Raises:
         ExportError: the method is unknown or ONNX Runtime cannot quantize or run the result.
@@ -133,6 +137,9 @@ def quantize_int8(
     if bias_correction and data is None:
         raise ExportError("bias correction needs the calibration images, not only a calibration cache "
                           "(pass the data, or bias_correction=False)")
+    if weight_rounding and data is None:
+        raise ExportError("weight rounding needs the calibration images, not only a calibration cache "
+                          "(pass the data, or weight_rounding=False)")
     q = require("onnxruntime.quantization", extra="torch", purpose="INT8 quantization")
     onnx = _onnx()
     src = _load(model_path)
@@ -203,10 +210,17 @@ def quantize_int8(
     if data is not None:
         meta["endoedge.calibration_sha256"] = data.content_hash
         meta["endoedge.calibration_images"] = str(data.num_images)
+    n_batches = max(1, -(-bias_correction_images // data.batch_size)) if data is not None else 0
+    if weight_rounding and data is not None:
+        from endoedge.calibration.weight_rounding import round_weights
+
+        wr = round_weights(model_path, out, list(data.batches(0, n_batches)))
+        meta["endoedge.quant_weight_rounding"] = json.dumps(
+            {"layers": wr.layers, "images": wr.images, "flipped": wr.flipped,
+             "error_before": round(wr.error_before, 6), "error_after": round(wr.error_after, 6)})
     if bias_correction and data is not None:
         from endoedge.calibration.bias_correction import correct_biases
 
-        n_batches = max(1, -(-bias_correction_images // data.batch_size))
         bc = correct_biases(model_path, out, list(data.batches(0, n_batches)))
         logger.info("bias correction: %d layers, mean |output-mean error| %.4g -> %.4g on %d images",
                     bc.layers, bc.mean_abs_shift_before, bc.mean_abs_shift_after, bc.images)

@@ -56,6 +56,9 @@ def add_parser(sub: SubParsers) -> None:
     cal.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                      help="INT8: correct the quantized convolutions' float biases so their per-channel output "
                      "means match FP32's on 16 calibration frames (default on; benchmarks/RESULTS.md)")
+    cal.add_argument("--weight-rounding", action=argparse.BooleanOptionalAction, default=None,
+                     help="INT8: re-round the quantized convolutions' weights (floor or ceil) for the least "
+                     "output error on the bias-correction frames (benchmarks/RESULTS.md)")
     cal.add_argument("--num-images", type=int, default=500, help="calibration images (default 500, spread over the source)")
     cal.add_argument("--batch", type=int, help="calibration batch size (default 8, or the model's fixed "
                      "batch); the last batch is padded with the first images")
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     options = QuantOptions(
         precision=args.precision, calib=args.calib, calib_split=args.calib_split, method=args.method,
         float_output_layers=not args.quantize_output_layers, float_output_depth=args.float_output_depth or 1,
-        bias_correction=args.bias_correction is not False,
+        bias_correction=args.bias_correction is not False, weight_rounding=bool(args.weight_rounding),
         num_images=args.num_images, batch=args.batch,
         seed=args.seed, eval_data=args.eval,
         split=args.split, fmt=args.format, negatives=args.negatives, conf=args.conf, agree=args.agree,
@@ -144,7 +147,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise InputError("--quantize-output-layers and --float-output-depth contradict each other (drop one)")
     for flag, on in (("--quantize-output-layers", args.quantize_output_layers),
                      ("--float-output-depth", args.float_output_depth is not None),
-                     ("--bias-correction", args.bias_correction is not None)):
+                     ("--bias-correction", args.bias_correction is not None),
+                     ("--weight-rounding", args.weight_rounding is not None)):
         if on and args.precision != "int8":
             raise InputError(f"{flag} is an INT8 option; drop it for --precision fp16")
     if args.negatives and not args.eval:
