@@ -281,15 +281,15 @@ class _Workflow:
                                bias_correction=o.bias_correction, weight_rounding=o.weight_rounding)
         qdq = check_qdq(self.out)
         self.say(f"wrote {self.out} (INT8 Q/DQ, {o.method} calibration); {qdq.summary()}")
-        if "endoedge.quant_bias_correction" in result.metadata:
-            bc = json.loads(result.metadata["endoedge.quant_bias_correction"])
-            self.say(f"corrected the float biases of {bc['layers']} quantized layer(s) on {bc['images']} calibration "
-                     "frames (their output means now match FP32's; --no-bias-correction skips this)")
         if "endoedge.quant_weight_rounding" in result.metadata:
             wr = json.loads(result.metadata["endoedge.quant_weight_rounding"])
             self.say(f"re-rounded the INT8 weights of {wr['layers']} layer(s) for the least output error on "
                      f"{wr['images']} calibration frames ({wr['flipped']} weights moved to their other grid "
                      f"neighbour; output-error variance {wr['error_before']:.4g} -> {wr['error_after']:.4g})")
+        if "endoedge.quant_bias_correction" in result.metadata:
+            bc = json.loads(result.metadata["endoedge.quant_bias_correction"])
+            self.say(f"corrected the float biases of {bc['layers']} quantized layer(s) on {bc['images']} calibration "
+                     "frames (their output means now match FP32's; --no-bias-correction skips this)")
         if result.output_layers:
             self.say(f"kept {len(result.output_layers)} output layer(s) in float (they feed the scores/boxes "
                      "directly; --quantize-output-layers quantizes them too)")
