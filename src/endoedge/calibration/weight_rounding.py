@@ -92,8 +92,9 @@ def _layers(model: Any, fp32_tensors: set[str]) -> list[_Layer]:
 
     out = []
     for n in g.node:
-        if n.op_type != "Conv" or len(n.input) < 2 or _attr(n, "auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
-            continue
+        auto_pad = next((a.s for a in n.attribute if a.name == "auto_pad"), b"NOTSET")
+        if n.op_type != "Conv" or len(n.input) < 2 or auto_pad not in (b"NOTSET", b""):
+            continue  # SAME_* padding is not spelled out in ``pads``: such a layer keeps nearest rounding
         qw, qx = pair(n.input[1]), pair(n.input[0])
         if qw is None or qx is None or qw.input[0] not in inits or qx.input[0] not in fp32_tensors:
             continue
