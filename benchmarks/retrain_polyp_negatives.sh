@@ -3,6 +3,9 @@
 # sequences (data/splits/polypgen_negatives/polypgen_neg_train.txt), validating on Kvasir val and the
 # held-out negative sequences of polypgen_neg_val.txt. The test sequences (polypgen_neg_test.txt)
 # are never seen. Resumable: run it again to continue from OUT/train_state.pt.
+# Every frame (boxed, polyp-free, validation) is cleaned as the deployed detector cleans it
+# (ENDOSCOPY=all: field-of-view crop + OSD mask; the setting is stored in the checkpoints).
+# ENDOSCOPY=off reproduces the first fine-tune (frames as read), shipped before 2026-12-06 21:00.
 #
 #   OUT=runs/polyp_neg nice -n 5 benchmarks/retrain_polyp_negatives.sh > runs/polyp_neg.log 2>&1 &
 set -euo pipefail
@@ -11,6 +14,7 @@ DATA=${DATA:-$REPO/../shared/data}
 OUT=${OUT:-$REPO/runs/polyp_neg}
 EPOCHS=${EPOCHS:-4}
 PY=${PY:-python}
+ENDOSCOPY=${ENDOSCOPY:-all}
 NEG=$DATA/polypgen/negative
 args=()
 while read -r seq; do args+=(--negatives "$NEG/$seq"); done < <(grep -v '^#' "$REPO/data/splits/polypgen_negatives/polypgen_neg_train.txt")
@@ -20,5 +24,5 @@ exec "$PY" -m endoedge.cli train --data "$DATA/kvasir-seg" --split "$REPO/data/s
   "${args[@]}" --neg-ratio 0.5 --hard-share 0.5 --domain-aug on \
   --arch ssdlite320_efficientnet_lite0 --imgsz 320 --epochs "$EPOCHS" --batch 16 \
   --lr 6e-4 --warmup-epochs 0.3 --final-lr 0.05 --freeze ${FREEZE:-11} --seed 0 --threads ${THREADS:-1} \
-  --save-epochs --resume --out "$OUT" \
-  --notes "endoedge: SSDLite320 EfficientNet-Lite0 polyp detector fine-tuned from polyp_ssdlite320_effl0_kvasir on Kvasir-SEG (880 train images; research and educational use only) + PolypGen centre A/B polyp-free sequences (304 frames; CC BY-NC-SA 4.0). The weights carry both terms: non-commercial research and education only, share-alike, attribute Jha et al. 2020 and Ali et al. 2023."
+  --save-epochs --resume --out "$OUT" --endoscopy "$ENDOSCOPY" \
+  --notes "endoedge: SSDLite320 EfficientNet-Lite0 polyp detector fine-tuned from polyp_ssdlite320_effl0_kvasir, every frame cleaned as deployed (endoscopy '$ENDOSCOPY'), on Kvasir-SEG (880 train images; research and educational use only) + PolypGen centre A/B polyp-free sequences (304 frames; CC BY-NC-SA 4.0). The weights carry both terms: non-commercial research and education only, share-alike, attribute Jha et al. 2020 and Ali et al. 2023."

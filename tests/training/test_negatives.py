@@ -169,3 +169,55 @@ def test_cli_trains_with_negatives_and_reports_them(data, tmp_path, capsys):
     rc = main([*common, "--negatives", str(data / "neg"), "--val-negatives", str(data / "neg" / "seq2_neg")])
     assert rc == 1
     assert "both --negatives and --val-negatives" in capsys.readouterr().err
+
+
+def test_cache_sees_frames_as_the_deployed_cleaner_does(data, tmp_path, sample_paths):
+    """``load_cache(transform=)``: the cached image is the cleaned frame resized, boxes move by the
+    cleaner's own offset (the oracle), a box cut by the crop is clipped, one outside is dropped."""
+    from endoedge.data.datasets import Dataset, Sample, load_cache
+    from endoedge.data.imageio import read_image
+    from endoedge.endoscopy import EndoscopyConfig, FrameCleaner
+    from endoedge.training.trainer import _cleaning
+
+    src = read_image(sample_paths[4])  # 1080p with black borders and the OSD box
+    path = tmp_path / "f.png"
+    cv2.imwrite(str(path), src[..., ::-1])
+    view, (ox, oy) = FrameCleaner(EndoscopyConfig.parse("all"))(src[..., ::-1].copy())
+    assert (ox, oy) != (0, 0)
+    h, w = view.shape[:2]
+    boxes = np.array([[ox + 100, oy + 50, ox + 300, oy + 200],  # inside the field of view
+                      [ox - 40, oy + 10, ox + 60, oy + 90],    # cut by the crop's left edge
+                      [0, 0, max(ox - 5, 1), 30]], np.float32)  # in the black border only
+    ds = Dataset([Sample("f", path, boxes, np.array([0, 0, 0], np.int64))], ("polyp",), "test")
+    plain = load_cache(ds, 160)
+    cleaned = load_cache(ds, 160, _cleaning(EndoscopyConfig.parse("all")))
+    assert plain.sizes == [src.shape[:2]]
+    assert cleaned.sizes == [(h, w)]
+    ref = cv2.resize(view, (160, 160), interpolation=cv2.INTER_AREA)[..., ::-1]
+    np.testing.assert_array_equal(cleaned.images[0], ref)
+    sx, sy = 160 / w, 160 / h
+    np.testing.assert_allclose(cleaned.boxes[0], [[100 * sx, 50 * sy, 300 * sx, 200 * sy],
+                                                  [0, 10 * sy, 60 * sx, 90 * sy]], rtol=1e-5)
+    assert cleaned.labels[0].tolist() == [0, 0]
+    assert _cleaning(None) is None
+    assert _cleaning(EndoscopyConfig(enabled=False)) is None
+
+
+def test_cli_train_with_endoscopy_stores_it_in_the_checkpoints(data, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from endoedge.cli import main
+    from endoedge.endoscopy import EndoscopyConfig
+    from endoedge.models.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    common = ["train", "--data", str(data / "kv"), "--val-count", "1", "--epochs", "1", "--imgsz", "96",
+              "--batch", "2", "--no-pretrained", "--threads", "2", "--negatives", str(data / "neg" / "seq1_neg")]
+    assert main([*common, "--endoscopy", "all", "--out", str(out)]) == 0
+    spec = load_checkpoint(out / "last.pt").spec
+    assert spec.endoscopy == EndoscopyConfig.parse("all").to_dict()
+    capsys.readouterr()
+    assert main([*common, "--endoscopy", "fov_crop,bogus", "--out", str(tmp_path / "bad")]) == 1
+    assert "unknown endoscopy option 'bogus'" in capsys.readouterr().err
+    assert main([*common, "--endoscopy", "all", "--arch", "ssdlite320_efficientnet_lite0_multitask",
+                 "--out", str(tmp_path / "mt")]) == 1
+    assert "--endoscopy is not supported for ssdlite320_efficientnet_lite0_multitask" in capsys.readouterr().err

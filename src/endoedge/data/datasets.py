@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -271,8 +272,24 @@ class CachedImages:
     sizes: list[tuple[int, int]]
 
 
-def load_cache(dataset: Dataset, size: int) -> CachedImages:
-    """Read every image (RGB), stretch it to ``size x size`` (INTER_AREA) and scale its boxes."""
+class FrameTransform(Protocol):
+    """What :func:`load_cache` may apply to each decoded frame before resizing it, e.g. an
+    endoscopy :class:`~endoedge.endoscopy.FrameCleaner` (field-of-view crop, OSD mask), so that
+    training sees frames as the deployed detector does."""
+
+    def __call__(self, bgr: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """``H x W x 3`` uint8 BGR -> (the transformed frame, the source pixel ``(x, y)`` of its
+        top-left corner)."""
+        ...
+
+
+def load_cache(dataset: Dataset, size: int, transform: FrameTransform | None = None) -> CachedImages:
+    """Read every image (RGB), stretch it to ``size x size`` (INTER_AREA) and scale its boxes.
+
+    With ``transform`` each decoded frame goes through it first (a crop: boxes move by the
+    returned offset and are clipped to the crop; a box left with no area is dropped with its
+    label), and ``sizes`` holds the transformed frame's size.
+    """
     import cv2
 
     n = len(dataset.samples)
@@ -282,11 +299,18 @@ def load_cache(dataset: Dataset, size: int) -> CachedImages:
         bgr = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise InputError(f"cannot read image {s.path}")
+        b, lab = s.boxes, s.labels
+        if transform is not None:
+            bgr, (ox, oy) = transform(bgr)
+            h, w = bgr.shape[:2]
+            b = np.clip(b - np.array([ox, oy, ox, oy], np.float32), 0, [w, h, w, h]).astype(np.float32)
+            keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+            b, lab = b[keep], lab[keep]
         h, w = bgr.shape[:2]
         images[i] = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)[..., ::-1]
         scale = np.array([size / w, size / h, size / w, size / h], np.float32)
-        boxes.append((s.boxes * scale).astype(np.float32))
-        labels.append(s.labels)
+        boxes.append((b * scale).astype(np.float32))
+        labels.append(lab)
         sizes.append((h, w))
     return CachedImages(images, boxes, labels, sizes)
 

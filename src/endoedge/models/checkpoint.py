@@ -8,6 +8,7 @@ Layout (a plain dict, loadable with ``torch.load(..., weights_only=True)``)::
      "postprocess": {"score_threshold": 0.25, "iou_threshold": 0.55, "max_detections": 300},
      "notes": "free text (training data, licence of the weights)",
      "operating_point": {...} (optional: how score_threshold was chosen),
+     "endoscopy": {...} (optional: the frame cleaning it was trained with and must run with),
      "state_dict": {...}}
 
 A bare torchvision ``state_dict`` (or ``{"model": state_dict}`` as torchvision's reference
@@ -155,6 +156,7 @@ def save_checkpoint(
         },
         "notes": notes or loaded.notes,
         **({"operating_point": dict(spec.operating_point)} if spec.operating_point else {}),
+        **({"endoscopy": dict(spec.endoscopy)} if spec.endoscopy else {}),
         "state_dict": {
             k: (v.half() if half and v.is_floating_point() else v) for k, v in loaded.model.state_dict().items()
         },
@@ -256,6 +258,9 @@ def _from_endoedge(
     point = obj.get("operating_point")
     if isinstance(point, dict):
         loaded.spec = replace(loaded.spec, operating_point=point)
+    cleaning = obj.get("endoscopy")
+    if isinstance(cleaning, dict):
+        loaded.spec = replace(loaded.spec, endoscopy=cleaning)
     return loaded
 
 

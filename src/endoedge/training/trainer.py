@@ -20,14 +20,15 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from endoedge._optional import require
-from endoedge.data.datasets import CachedImages, Dataset, load_cache
+from endoedge.data.datasets import CachedImages, Dataset, FrameTransform, load_cache
+from endoedge.endoscopy import EndoscopyConfig, FrameCleaner
 from endoedge.errors import InputError, ModelFormatError
 from endoedge.evaluation.coco import evaluate, max_scores, predict
 from endoedge.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
@@ -50,6 +51,9 @@ class TrainConfig:
     ``neg_ratio``: polyp-free frames drawn per epoch, as a multiple of the boxed images.
     ``hard_share``: share of those draws weighted by the frame's current highest score.
     ``save_epochs``: also keep every epoch's EMA weights as ``epoch_NNN.pt``.
+    ``endoscopy``: frame cleaning (field-of-view crop, OSD mask) applied to every train, val and
+    polyp-free frame before caching, as the deployed detector applies it; stored in the
+    checkpoints so that ``detect``/``run``/``export`` apply it too. ``None``: frames as read.
     """
 
     arch: str
@@ -77,6 +81,7 @@ class TrainConfig:
     neg_ratio: float = 0.5
     hard_share: float = 0.5
     save_epochs: bool = False
+    endoscopy: EndoscopyConfig | None = None
 
 
 class Progress:
@@ -182,16 +187,19 @@ class Trainer:
             logger.warning("%s cannot freeze early layers; --freeze ignored", self.cfg.arch)
 
     def load_data(self) -> None:
-        """Decode and resize every image once (train at ``cache_scale x imgsz``, val at imgsz)."""
+        """Decode and resize every image once (train at ``cache_scale x imgsz``, val at imgsz),
+        after the configured endoscopy frame cleaning."""
         t0 = time.perf_counter()
-        self.train_cache = load_cache(self.train_set, int(round(self.cfg.imgsz * self.cfg.cache_scale)))
-        self.val_cache = load_cache(self.val_set, self.cfg.imgsz)
+        clean = _cleaning(self.cfg.endoscopy)
+        self.train_cache = load_cache(self.train_set, int(round(self.cfg.imgsz * self.cfg.cache_scale)), clean)
+        self.val_cache = load_cache(self.val_set, self.cfg.imgsz, clean)
         if self.neg_set is not None:
-            self.neg_cache = load_cache(self.neg_set, self.cfg.imgsz)
+            self.neg_cache = load_cache(self.neg_set, self.cfg.imgsz, clean)
         if self.val_neg_set is not None:
-            self.val_neg_cache = load_cache(self.val_neg_set, self.cfg.imgsz)
-        logger.info("cached %d train + %d val images in %.1f s", len(self.train_set.samples),
-                    len(self.val_set.samples), time.perf_counter() - t0)
+            self.val_neg_cache = load_cache(self.val_neg_set, self.cfg.imgsz, clean)
+        logger.info("cached %d train + %d val images in %.1f s%s", len(self.train_set.samples),
+                    len(self.val_set.samples), time.perf_counter() - t0,
+                    " (endoscopy cleaning on)" if clean is not None else "")
 
     def _to_tensor(self, images: np.ndarray) -> Any:
         x = self.torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div_(255)
@@ -342,6 +350,8 @@ class Trainer:
 
         model = copy.deepcopy(self.ema.module).cpu().eval()
         spec = self.arch.make_spec(model, self.arch.name, self.class_names)
+        if self.cfg.endoscopy is not None and self.cfg.endoscopy.active:
+            spec = replace(spec, endoscopy=self.cfg.endoscopy.to_dict())
         return save_checkpoint(path, LoadedModel(arch=self.arch, model=model, spec=spec),
                                notes=self.cfg.notes)
 
@@ -398,6 +408,20 @@ class Trainer:
         self.epoch, self.best, self.best_epoch = int(state["epoch"]), float(state["best"]), int(state["best_epoch"])
         logger.info("resumed %s at epoch %d (best mAP@0.5 %.4f at epoch %d)", path, self.epoch,
                     self.best, self.best_epoch)
+
+
+def _cleaning(config: EndoscopyConfig | None) -> FrameTransform | None:
+    """A per-image :class:`FrameCleaner` call (the field of view re-found on every image: the
+    images are unrelated stills), or ``None`` when no cleaning is configured."""
+    if config is None or not config.active:
+        return None
+    cleaner = FrameCleaner(config)
+
+    def clean(bgr: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        cleaner.reset()
+        return cleaner(bgr)
+
+    return clean
 
 
 def _summary(r: dict[str, Any]) -> str:
