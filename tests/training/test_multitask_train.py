@@ -113,8 +113,13 @@ def test_cli_train_routes_multitask_archs(tiny_seg, tmp_path, capsys):
     out = tmp_path / "cli_run"
     rc = main(["train", "--data", str(root), "--val-count", "1", "--arch", "ssdlite320_efficientnet_lite0_multitask",
                "--imgsz", "64", "--epochs", "1", "--batch", "4", "--no-pretrained", "--threads", "1",
-               "--negatives", str(normal_dir), "--unclear-ratio", "0.3", "--warmup-epochs", "0", "--out", str(out)])
+               "--negatives", str(normal_dir), "--unclear-ratio", "0.3", "--warmup-epochs", "0", "--out", str(out),
+               "--endoscopy", "all"])
     assert rc == 0
+    from endoedge.endoscopy import EndoscopyConfig
+    from endoedge.models.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "last.pt").spec.endoscopy == EndoscopyConfig.parse("all").to_dict()
     text = capsys.readouterr().out
     assert "3 polyp + 4 normal train frames" in text
     assert "triage accuracy" in text
@@ -151,3 +156,43 @@ def test_init_from_box_only_checkpoint(tiny_seg, tmp_path, capsys, caplog):
     assert rc == 1
     err = capsys.readouterr().err
     assert "do not fit ssdlite320_efficientnet_lite0" in err
+
+
+def test_masks_follow_the_endoscopy_crop(tiny_seg, tmp_path):
+    """With ``--endoscopy`` the frames are cropped to the field of view before caching; the masks
+    must be cut the same way: the cached mask covers the drawn polyp in the cached image."""
+    from endoedge.data.datasets import load_cache
+    from endoedge.endoscopy import EndoscopyConfig
+    from endoedge.training.multitask import load_masks
+    from endoedge.training.trainer import _cleaning
+
+    root, _ = tiny_seg
+    padded = tmp_path / "padded"
+    (padded / "images").mkdir(parents=True)
+    (padded / "masks").mkdir()
+    ann = json.loads((root / "kavsir_bboxes.json").read_text())
+    pad = ((25, 15), (40, 10))  # rows (top, bottom), columns (left, right): a black scope border
+    for stem, a in ann.items():
+        img = cv2.imread(str(root / "images" / f"{stem}.jpg"))
+        mask = cv2.imread(str(root / "masks" / f"{stem}.jpg"), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(padded / "images" / f"{stem}.png"), np.pad(img, (*pad, (0, 0))))
+        cv2.imwrite(str(padded / "masks" / f"{stem}.png"), np.pad(mask, pad))
+        a["height"], a["width"] = img.shape[0] + 40, img.shape[1] + 50
+        for b in a["bbox"]:
+            b.update(xmin=b["xmin"] + 40, xmax=b["xmax"] + 40, ymin=b["ymin"] + 25, ymax=b["ymax"] + 25)
+    (padded / "kavsir_bboxes.json").write_text(json.dumps(ann))
+    data = load_dataset(padded)
+    n = len(data.samples)
+    cache = load_cache(data, 96, _cleaning(EndoscopyConfig.parse("all")))
+    sizes = [cv2.imread(str(root / "masks" / f"{s.stem}.jpg"), cv2.IMREAD_GRAYSCALE).shape for s in data.samples]
+    for (x0, y0, x1, y1), (h, w) in zip(cache.crops, sizes, strict=True):  # the border was cut off
+        assert np.allclose([x0, y0, x1, y1], [40, 25, 40 + w, 25 + h], atol=2)
+    cut = load_masks(data.samples, 96, required=n, crops=cache.crops)
+    uncut = load_masks(data.samples, 96, required=n)
+    original = load_masks(load_dataset(root).samples, 96, required=n)  # the unpadded masks
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        return float((a & b).sum() / max((a | b).sum(), 1))
+
+    assert min(iou(original[i] > 0, cut[i] > 0) for i in range(n)) > 0.95
+    assert max(iou(original[i] > 0, uncut[i] > 0) for i in range(n)) < 0.8

@@ -218,6 +218,3 @@ def test_cli_train_with_endoscopy_stores_it_in_the_checkpoints(data, tmp_path, c
     capsys.readouterr()
     assert main([*common, "--endoscopy", "fov_crop,bogus", "--out", str(tmp_path / "bad")]) == 1
     assert "unknown endoscopy option 'bogus'" in capsys.readouterr().err
-    assert main([*common, "--endoscopy", "all", "--arch", "ssdlite320_efficientnet_lite0_multitask",
-                 "--out", str(tmp_path / "mt")]) == 1
-    assert "--endoscopy is not supported for ssdlite320_efficientnet_lite0_multitask" in capsys.readouterr().err

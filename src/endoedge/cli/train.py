@@ -152,9 +152,6 @@ def _run_multitask(args: argparse.Namespace, cfg: TrainConfig, train_set: Datase
 
     if not 0 <= args.unclear_ratio < 1:
         raise InputError(f"--unclear-ratio must be within 0..1, got {args.unclear_ratio}")
-    if cfg.endoscopy is not None and cfg.endoscopy.active:
-        raise InputError(f"--endoscopy is not supported for {args.arch} yet (its masks would not be cropped "
-                         "with the frames); leave it out and export with --endoscopy instead")
     base = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     base["focal"] = True  # the multi-task recipe: focal classification loss
     mcfg = MultiTaskConfig(**base, unclear_ratio=args.unclear_ratio, mask_weight=args.mask_weight,

@@ -263,13 +263,17 @@ class CachedImages:
         images: ``N x S x S x 3`` uint8 RGB, stretched to ``S x S``.
         boxes: per image, ``n x 4`` float32 xyxy in the cached ``S x S`` pixels.
         labels: per image, ``n`` int64 0-based.
-        sizes: per image, source ``(height, width)``.
+        sizes: per image, source ``(height, width)`` (after the transform, if any).
+        crops: per image, the source rectangle ``(x0, y0, x1, y1)`` the cached image shows (the
+            whole image without a transform; a transform's crop otherwise), for data that must
+            follow the crop (masks).
     """
 
     images: np.ndarray
     boxes: list[np.ndarray]
     labels: list[np.ndarray]
     sizes: list[tuple[int, int]]
+    crops: list[tuple[int, int, int, int]] = field(default_factory=list)
 
 
 class FrameTransform(Protocol):
@@ -294,12 +298,13 @@ def load_cache(dataset: Dataset, size: int, transform: FrameTransform | None = N
 
     n = len(dataset.samples)
     images = np.empty((n, size, size, 3), np.uint8)
-    boxes, labels, sizes = [], [], []
+    boxes, labels, sizes, crops = [], [], [], []
     for i, s in enumerate(dataset.samples):
         bgr = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise InputError(f"cannot read image {s.path}")
         b, lab = s.boxes, s.labels
+        ox = oy = 0
         if transform is not None:
             bgr, (ox, oy) = transform(bgr)
             h, w = bgr.shape[:2]
@@ -312,7 +317,8 @@ def load_cache(dataset: Dataset, size: int, transform: FrameTransform | None = N
         boxes.append((b * scale).astype(np.float32))
         labels.append(lab)
         sizes.append((h, w))
-    return CachedImages(images, boxes, labels, sizes)
+        crops.append((int(ox), int(oy), int(ox) + w, int(oy) + h))
+    return CachedImages(images, boxes, labels, sizes, crops)
 
 
 def read_stems(path: str | Path) -> list[str]:

@@ -20,6 +20,7 @@ fixed seed) to the COCO box metrics.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +52,12 @@ class MultiTaskConfig(TrainConfig):
     focal: bool = True
 
 
-def load_masks(samples: list[Sample], size: int, *, required: int) -> np.ndarray:
+def load_masks(samples: list[Sample], size: int, *, required: int,
+               crops: Sequence[tuple[int, int, int, int]] | None = None) -> np.ndarray:
     """``N x size x size`` uint8 masks (0 / 1) stretched like the images; samples from index
-    ``required`` on are polyp-free (empty masks).
+    ``required`` on are polyp-free (empty masks). ``crops``: per sample, the source rectangle
+    ``(x0, y0, x1, y1)`` its cached image shows (:attr:`CachedImages.crops`); the mask is cut
+    the same way before resizing.
 
     Raises:
         InputError: a boxed image has no mask file (``masks/`` beside ``images/``).
@@ -67,6 +71,9 @@ def load_masks(samples: list[Sample], size: int, *, required: int) -> np.ndarray
         if m is None:
             raise InputError(f"no readable mask for {s.path} (expected {s.path.parent.parent / 'masks' / s.path.name}); "
                              "multi-task training needs Kvasir-SEG style masks/ beside images/")
+        if crops is not None:
+            x0, y0, x1, y1 = crops[i]
+            m = m[y0:y1, x0:x1]
         out[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA) > 127
     return out
 
@@ -98,8 +105,10 @@ class MultiTaskTrainer(Trainer):
         super().load_data()
         assert self.train_cache is not None
         assert self.val_cache is not None
-        self.train_masks = load_masks(self.train_set.samples, self.train_cache.images.shape[1], required=self.n_boxed)
-        self.val_masks = load_masks(self.val_set.samples, self.val_cache.images.shape[1], required=self.n_val_boxed)
+        self.train_masks = load_masks(self.train_set.samples, self.train_cache.images.shape[1],
+                                      required=self.n_boxed, crops=self.train_cache.crops)
+        self.val_masks = load_masks(self.val_set.samples, self.val_cache.images.shape[1],
+                                    required=self.n_val_boxed, crops=self.val_cache.crops)
 
     def _batch(self, idx: np.ndarray) -> tuple[Any, list[dict[str, Any]]]:
         assert self.train_cache is not None
