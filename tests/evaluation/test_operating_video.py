@@ -115,6 +115,36 @@ def test_chosen_threshold_is_the_lowest_that_meets_the_target():
     assert "<- chosen" in table
 
 
+def test_false_alarm_bound_is_clopper_pearson():
+    """The upper bound an operating point reports is scipy's Clopper-Pearson bound (the oracle)."""
+    beta = pytest.importorskip("scipy.stats").beta
+    from endoedge.errors import InputError
+    from endoedge.evaluation.operating import binomial_upper, frames_to_show
+
+    for k, n in [(0, 1), (0, 70), (1, 70), (3, 126), (17, 126), (50, 1000), (199, 200), (5, 5)]:
+        ref = 1.0 if k >= n else float(beta.ppf(0.95, k + 1, n - k))
+        assert binomial_upper(k, n) == pytest.approx(ref, abs=1e-9)
+    need = frames_to_show(0.02)
+    assert binomial_upper(0, need) <= 0.02 < binomial_upper(0, need - 1)
+    with pytest.raises(InputError, match="0 <= k <= n"):
+        binomial_upper(3, 2)
+
+
+def test_operating_point_says_what_its_frames_can_vouch_for():
+    rng = np.random.default_rng(4)
+    few = Curve(hit=rng.beta(5, 1, 60), frame=rng.beta(5, 1, 60), negative=rng.beta(1, 4, 70))
+    point = choose_threshold(few, 0.02)
+    assert point.false_alarm_upper_95 is not None
+    assert point.false_alarm_upper_95 > 0.02
+    assert "70 frames cannot show false alarms <= 2%" in point.evidence()
+    assert "149 polyp-free frames" in point.evidence()
+    many = Curve(hit=few.hit, frame=few.frame, negative=np.zeros(400))
+    ok = choose_threshold(many, 0.02)
+    assert ok.false_alarm_upper_95 is not None
+    assert ok.false_alarm_upper_95 < 0.02
+    assert "cannot" not in ok.evidence()
+
+
 def test_sensitivity_point_is_the_highest_threshold_that_keeps_the_target():
     from endoedge.errors import InputError
 

@@ -191,8 +191,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
         if chosen is not None:
             report["operating_point"] = chosen.to_dict()
             sens = "n/a" if chosen.sensitivity is None else f"{100 * chosen.sensitivity:.1f}%"
-            fa = (f"{100 * chosen.false_alarm_share:.1f}% of the {chosen.n_negative} polyp-free frames"
-                  if chosen.n_negative else "no polyp-free frames given (--negatives)")
+            fa = chosen.evidence() or "no polyp-free frames given (--negatives)"
             print(f"operating point ({chosen.describe()}): score >= {chosen.score_threshold:g} shows a box on "
                   f"{fa}; sensitivity {sens}")
             if args.save_operating_point:

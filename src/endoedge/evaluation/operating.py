@@ -99,6 +99,9 @@ class OperatingPoint:
         chosen_on: what the negatives and positives were (free text).
         target_sensitivity: the sensitivity target (box on the polyp, 0..1) the point was
             chosen for by :func:`choose_for_sensitivity`; ``None`` for a false-alarm target.
+        false_alarm_upper_95: one-sided 95% upper confidence bound (Clopper-Pearson) of the
+            false-alarm share, from the alarms among the ``n_negative`` frames: what those frames
+            can vouch for (``None`` without negatives).
     """
 
     score_threshold: float
@@ -110,6 +113,26 @@ class OperatingPoint:
     n_positive: int
     chosen_on: str = ""
     target_sensitivity: float | None = None
+    false_alarm_upper_95: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.false_alarm_upper_95 is None and self.n_negative:
+            alarms = int(round(self.false_alarm_share * self.n_negative))
+            object.__setattr__(self, "false_alarm_upper_95", round(binomial_upper(alarms, self.n_negative), 6))
+
+    def evidence(self) -> str:
+        """One line on what the negatives can vouch for, e.g. ``1.4% of 70 frames (95% upper
+        bound 7.6%): 70 frames cannot show <= 2%; ...`` (empty without negatives)."""
+        if not self.n_negative or self.false_alarm_upper_95 is None:
+            return ""
+        text = (f"{100 * self.false_alarm_share:.1f}% of {self.n_negative} polyp-free frames (one-sided 95% upper "
+                f"bound {100 * self.false_alarm_upper_95:.1f}%)")
+        target = self.target_false_alarm_share
+        if target and self.false_alarm_upper_95 > target:
+            need = frames_to_show(target)
+            text += (f": {self.n_negative} frames cannot show false alarms <= {100 * target:g}%; even with none "
+                     f"boxed that takes >= {need} polyp-free frames from sequences not used in training")
+        return text
 
     def describe(self) -> str:
         """``false alarms <= 2%`` or ``sensitivity >= 90%``: the rule it was chosen by."""
@@ -120,6 +143,38 @@ class OperatingPoint:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (what checkpoints and ONNX metadata store)."""
         return asdict(self)
+
+
+def binomial_upper(k: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound of a rate seen ``k`` times in ``n`` trials: the
+    ``p`` at which ``P(X <= k) = 1 - confidence`` for ``X ~ Binomial(n, p)`` (1.0 when ``k >= n``).
+
+    Raises:
+        InputError: ``n < 1`` or ``k`` outside ``0..n``.
+    """
+    if n < 1 or not 0 <= k <= n:
+        raise InputError(f"a binomial bound needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if k >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    if k == 0:
+        return float(1.0 - alpha ** (1.0 / n))
+    logc = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k + 1)]
+
+    def cdf(p: float) -> float:
+        lp, lq = math.log(p), math.log1p(-p)
+        return sum(math.exp(c + i * lp + (n - i) * lq) for i, c in enumerate(logc))
+
+    lo, hi = k / n, 1.0
+    for _ in range(80):  # cdf falls as p rises: bisect for cdf(p) = alpha
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
+    return float(hi)
+
+
+def frames_to_show(target: float, confidence: float = 0.95) -> int:
+    """Polyp-free frames needed, none of them boxed, before the upper bound reaches ``target``."""
+    return int(math.ceil(math.log(1.0 - confidence) / math.log1p(-target)))
 
 
 def choose_threshold(curve: Curve, target: float, *, floor: float = 0.05, chosen_on: str = "") -> OperatingPoint:
