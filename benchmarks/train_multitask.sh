@@ -13,11 +13,14 @@
 #
 # then unfreeze in steps (the shipped weights: the README's "Shipped checkpoint" lists all three stages), e.g.
 #   INIT=runs/multitask_ft/last.pt FREEZE=3 EPOCHS=8 LR=4e-4 WARMUP=0.2 THREADS=2 OUT=runs/multitask_s3 ...
+# ENDOSCOPY=all trains on frames cleaned as deployed (field-of-view crop + OSD mask; masks cut with their
+# frames; stored in the checkpoints); the default, off, reproduces the stages above (frames as read).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-$REPO/../shared/data}
 OUT=${OUT:-$REPO/runs/multitask}
 PY=${PY:-python}
+ENDOSCOPY=${ENDOSCOPY:-off}
 NEG=$DATA/polypgen/negative
 SPLITS=$REPO/data/splits/polypgen_negatives
 train_seqs=(centre_A/seq1_neg centre_A/seq3_neg centre_A/seq4_neg centre_A/seq5_neg
@@ -35,5 +38,5 @@ exec "$PY" -m endoedge.cli train --data "$DATA/kvasir-seg" --split "$REPO/data/s
   --arch ssdlite320_efficientnet_lite0_multitask --imgsz 320 --epochs "${EPOCHS:-60}" --batch "${BATCH:-16}" \
   --lr "${LR:-1.5e-3}" --warmup-epochs "${WARMUP:-2}" --final-lr 0.02 --freeze "${FREEZE:-0}" --seed 0 \
   --threads "${THREADS:-0}" --device "${DEVICE:-auto}" \
-  --unclear-ratio 0.25 --mask-weight 1.0 --frame-weight 0.5 --resume --out "$OUT" \
+  --unclear-ratio 0.25 --mask-weight 1.0 --frame-weight 0.5 --resume --out "$OUT" --endoscopy "$ENDOSCOPY" \
   --notes "endoedge: multi-task SSDLite320 EfficientNet-Lite0 (RFB, mask attention, normal/unclear/polyp triage) trained on Kvasir-SEG images, boxes and masks (research and educational use only; cite Jha et al. 2020) + PolypGen centre A/B polyp-free sequences (CC BY-NC-SA 4.0; Ali et al. 2023) and degraded copies of both. The weights carry both terms: non-commercial research and education only, share-alike, attribute both."
