@@ -59,6 +59,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: OpenMP threads spin and crawl on a shared CPU)")
     ap.add_argument("--write-results", action="store_true", help="update the section in RESULTS.md")
+    ap.add_argument("--nms-iou", type=float,
+                    help="with --ship: store this NMS IoU threshold in the shipped file (default: the checkpoint's)")
     args = ap.parse_args()
 
     from endoedge.evaluation import evaluate_run, load_eval_dataset
@@ -73,8 +75,17 @@ def main() -> int:
     if args.ship:  # measure the float16 file that ships, not the float32 training output
         from endoedge.models.checkpoint import load_checkpoint, save_checkpoint
 
-        save_checkpoint(args.ship, load_checkpoint(model), half=True)
+        loaded = load_checkpoint(model)
+        if args.nms_iou is not None:
+            from dataclasses import replace
+
+            loaded.spec = replace(loaded.spec, iou_threshold=args.nms_iou)
+        save_checkpoint(args.ship, loaded, half=True)
         model = args.ship
+    import endoedge
+
+    with endoedge.load(model) as det:
+        nms_iou = float(det.spec.iou_threshold)
     run = evaluate_run(model, args.data, split=args.split, fmt="yolo", class_names=["bleeding"], conf=0.5)
     data = load_eval_dataset(args.data, fmt="yolo", split=args.split, class_names=["bleeding"])
     boxes = {s.path: len(s.boxes) for s in data.samples}
@@ -91,6 +102,7 @@ def main() -> int:
         "model": str(args.model), "split": str(args.split.relative_to(ROOT)) if args.split.is_relative_to(ROOT)
         else str(args.split),
         "frames": int(len(scores)), "bleeding_frames": int(positive.sum()), "normal_frames": int((~positive).sum()),
+        "nms_iou": nms_iou,
         "frame_auc": rep["auc"]["value"], "box_map50": rep["coco"]["map50"], "box_map50_95": rep["coco"]["map50_95"],
         "target_sensitivity": args.sensitivity,
         "at_threshold": rates(scores, positive, threshold),
@@ -129,6 +141,7 @@ def ship(model: Path, dest: Path, threshold: float, measured: dict) -> None:
         "checkpoint": dest.name, "arch": loaded.arch.name, "classes": list(loaded.spec.class_names),
         "input_size": list(loaded.spec.preprocess.input_size),
         "operating_threshold": round(threshold, 4),
+        "nms_iou_threshold": measured["nms_iou"],
         "threshold_rule": f"highest frame-score threshold with frame sensitivity >= {measured['target_sensitivity']} "
                           "on the held-out split (frame score = max detection score)",
         "held_out": {k: measured[k] for k in ("split", "frames", "bleeding_frames", "normal_frames", "frame_auc",
@@ -142,7 +155,8 @@ def ship(model: Path, dest: Path, threshold: float, measured: dict) -> None:
 def render(o: dict) -> str:
     at, half = o["at_threshold"], o["at_0.5"]
     return "\n".join([
-        f"Command: `python benchmarks/capsule_bleeding.py --model {o['model']}`; {o['date']}; raw frame scores in "
+        f"Command: `python benchmarks/capsule_bleeding.py --model {o['model']}`; {o['date']}; NMS IoU "
+        f"{o.get('nms_iou', 0.55):g}; raw frame scores in "
         "`benchmarks/results/capsule_bleeding.json`.",
         "",
         f"Held-out WCEBleedGen frames (`{o['split']}`): {o['frames']} frames, {o['bleeding_frames']} with `bleeding` "
