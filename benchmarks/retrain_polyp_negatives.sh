@@ -23,6 +23,6 @@ exec "$PY" -m endoedge.cli train --data "$DATA/kvasir-seg" --split "$REPO/data/s
   --init "$REPO/src/endoedge/models/weights/polyp_ssdlite320_effl0_kvasir.pt" \
   "${args[@]}" --neg-ratio 0.5 --hard-share 0.5 --domain-aug on \
   --arch ssdlite320_efficientnet_lite0 --imgsz 320 --epochs "$EPOCHS" --batch 16 \
-  --lr 6e-4 --warmup-epochs 0.3 --final-lr 0.05 --freeze ${FREEZE:-11} --seed 0 --threads ${THREADS:-1} \
+  --lr 6e-4 --warmup-epochs 0.3 --final-lr 0.05 --freeze ${FREEZE:-11} --seed ${SEED:-0} --threads ${THREADS:-1} \
   --save-epochs --resume --out "$OUT" --endoscopy "$ENDOSCOPY" \
   --notes "endoedge: SSDLite320 EfficientNet-Lite0 polyp detector fine-tuned from polyp_ssdlite320_effl0_kvasir, every frame cleaned as deployed (endoscopy '$ENDOSCOPY'), on Kvasir-SEG (880 train images; research and educational use only) + PolypGen centre A/B polyp-free sequences (304 frames; CC BY-NC-SA 4.0). The weights carry both terms: non-commercial research and education only, share-alike, attribute Jha et al. 2020 and Ali et al. 2023."
