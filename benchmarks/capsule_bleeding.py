@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--nms-iou", type=float,
                     help="with --ship: store this NMS IoU threshold in the shipped file (default: the checkpoint's)")
     args = ap.parse_args()
+    if args.nms_iou is not None and not (0.0 < args.nms_iou <= 1.0 and args.ship):
+        ap.error(f"--nms-iou {args.nms_iou}: give a value in (0, 1], together with --ship")
 
     from endoedge.evaluation import evaluate_run, load_eval_dataset
 

@@ -71,3 +71,27 @@ def test_training_resume_refuses_a_state_that_runs_code(tmp_path):
         trainer.load_state(evil)
     assert "\n" not in str(info.value)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("bad", [{"bogus": 1}, "all"])
+def test_checkpoint_with_invalid_stored_cleaning_is_refused_in_one_line(tmp_path, capsys, bad):
+    """A checkpoint whose ``endoscopy`` entry is not a valid config fails at load, naming the file and
+    the fix, before any frame is processed or any ONNX is written."""
+    torch = pytest.importorskip("torch")
+    from endoedge.cli import main
+    from endoedge.errors import ModelFormatError
+    from endoedge.models.checkpoint import load_checkpoint
+    from endoedge.models.pretrained import shipped_checkpoint
+
+    obj = torch.load(shipped_checkpoint(), weights_only=True)
+    assert isinstance(obj["endoscopy"], dict)  # the shipped detector stores the cleaning it was trained with
+    obj["endoscopy"] = bad
+    path = tmp_path / "bad.pt"
+    torch.save(obj, path)
+    with pytest.raises(ModelFormatError, match="stored endoscopy cleaning is invalid"):
+        load_checkpoint(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "bad.onnx")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "delete the 'endoscopy' key" in err[0]
+    assert not (tmp_path / "bad.onnx").exists()

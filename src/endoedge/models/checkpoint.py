@@ -26,9 +26,10 @@ from typing import Any
 
 from endoedge._optional import require
 from endoedge.data.hashing import file_sha256
-from endoedge.errors import ModelFormatError
+from endoedge.errors import EndoedgeError, ModelFormatError
 from endoedge.models.registry import Architecture, get_arch
 from endoedge.spec import ModelSpec, read_onnx_metadata
+from endoedge.spec.endoscopy import EndoscopyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +260,14 @@ def _from_endoedge(
     if isinstance(point, dict):
         loaded.spec = replace(loaded.spec, operating_point=point)
     cleaning = obj.get("endoscopy")
-    if isinstance(cleaning, dict):
+    if cleaning is not None:
+        try:
+            if not isinstance(cleaning, dict):
+                raise TypeError(f"a {type(cleaning).__name__}, not a dict")
+            EndoscopyConfig.from_dict(cleaning)
+        except (EndoedgeError, TypeError, ValueError) as err:
+            raise ModelFormatError(f"checkpoint {p}: its stored endoscopy cleaning is invalid ({err}); re-save it "
+                                   "with a valid config (endoedge train --endoscopy) or delete the 'endoscopy' key") from err
         loaded.spec = replace(loaded.spec, endoscopy=cleaning)
     return loaded
 
