@@ -4,7 +4,9 @@ For each model, one detection pass (score >= 0.001, endoscopy cleaning as deploy
 val split and the PolypGen negative sequences of ``data/splits/polypgen_negatives/*_val.txt`` and
 ``*_test.txt``. From the per-frame scores: COCO mAP@0.5 on Kvasir val; the operating curve on the
 val negatives and the threshold meeting ``--target-fa`` there; then sensitivity and false-alarm
-share on the TEST negatives at that threshold, at the model's own threshold and at 0.25.
+share on the TEST negatives at that threshold, at the model's own threshold and at 0.25; and at every
+threshold of the curve, the share of PolypGen's positive-unlabelled polyp frames (centres A and B,
+other centres' polyps, no boxes) that show a box.
 
     python benchmarks/bench_operating_point.py old=a.pt new=b.pt --json benchmarks/results/polyp_negatives.json
 """
@@ -35,21 +37,24 @@ def _negatives(part: str) -> list:
 def measure(model: str, target: float, endoscopy: str) -> dict:
     """One pass; the numbers of the module docstring."""
     from endoedge.cli._common import endoscopy_option
-    from endoedge.data.datasets import load_dataset, read_stems
+    from endoedge.data.datasets import load_dataset, load_negatives, read_stems
     from endoedge.detector import load
     from endoedge.evaluation.operating import Curve, choose_threshold, curve_from_run
     from endoedge.evaluation.runner import run_detector
 
     kvasir = load_dataset(DATA / "kvasir-seg").subset(read_stems(REPO / "data/splits/kvasir_seg_val.txt"))
     val, test = _negatives("val"), _negatives("test")
+    # other centres' polyp frames (unlabelled): scored in the same pass, read as "any box at t"
+    polyps = load_negatives([DATA / "polypgen" / "positive-unlabelled" / c for c in ("centre_A", "centre_B")],
+                            ("polyp",)).samples
     t0 = time.perf_counter()
     with load(model, endoscopy=endoscopy_option(endoscopy)) as base:
         own = base.spec.score_threshold
         det = base.with_thresholds(score_threshold=0.001, max_detections=max(100, base.spec.max_detections))
-        run = run_detector(det, kvasir, conf=own, negatives=val + test)
+        run = run_detector(det, kvasir, conf=own, negatives=val + test + polyps)
     full = curve_from_run(run)
-    n_val = len(val)
-    neg = full.negative
+    n_val, n_test = len(val), len(test)
+    neg, pos = full.negative[:n_val + n_test], full.negative[n_val + n_test:]
     curves = {"val": Curve(full.hit, full.frame, neg[:n_val]), "test": Curve(full.hit, full.frame, neg[n_val:])}
     point = choose_threshold(curves["val"], target, chosen_on=f"PolypGen val sequences ({n_val} frames)")
     return {
@@ -62,9 +67,12 @@ def measure(model: str, target: float, endoscopy: str) -> dict:
                  (("at_0.25", 0.25), ("at_own", own), ("at_chosen", point.score_threshold))},
         "val_curve": curves["val"].table([own, point.score_threshold]),
         "test_curve": curves["test"].table([own, point.score_threshold]),
+        "other_centre_polyp_frames_with_box": {f"{r['threshold']:g}": float((pos >= r["threshold"]).mean())
+                                               for r in curves["test"].table([own, point.score_threshold])},
         "frame_scores": {"kvasir_hit": np.round(full.hit, 4).tolist(), "kvasir_frame": np.round(full.frame, 4).tolist(),
                          "val_negative": np.round(neg[:n_val], 4).tolist(),
-                         "test_negative": np.round(neg[n_val:], 4).tolist()},
+                         "test_negative": np.round(neg[n_val:], 4).tolist(),
+                         "polyp_unlabelled": np.round(pos, 4).tolist()},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
 

@@ -191,6 +191,31 @@ def test_operating_point_survives_checkpoint_and_onnx(tmp_path):
     assert dict(spec.operating_point) == point.to_dict()
 
 
+def test_a_threshold_set_by_hand_says_so_and_what_it_measures():
+    """benchmarks/ship_polyp.py's points: neither target, the reason in ``chosen_on``."""
+    from endoedge.evaluation.operating import OperatingPoint
+
+    curve = Curve(hit=np.array([0.9, 0.5, 0.1]), frame=np.array([0.9, 0.5, 0.2]), negative=np.zeros(70))
+    point = OperatingPoint(0.3, None, 0.0, 2 / 3, 2 / 3, 70, 3, "kept from the previous file")
+    assert point.describe() == "threshold given"
+    assert "<- chosen: threshold given" in format_curve(curve, 0.3, point)
+    assert "cannot" not in point.evidence()  # no target to fall short of; the bound is still reported
+    assert "upper bound 4.2%" in point.evidence()
+
+
+def test_the_shipped_detector_records_why_its_threshold_is_what_it_is():
+    pytest.importorskip("torch")
+    from endoedge.models.checkpoint import load_checkpoint
+    from endoedge.models.pretrained import shipped_checkpoint
+
+    spec = load_checkpoint(shipped_checkpoint()).spec
+    point = dict(spec.operating_point or {})
+    assert point["score_threshold"] == pytest.approx(spec.score_threshold)
+    assert point["chosen_on"]
+    assert point["n_negative"] > 0
+    assert point["n_positive"] > 0
+
+
 def test_find_sequences_orders_frames_naturally(tmp_path):
     for name in ("seq1_img10.jpg", "seq1_img2.jpg", "seq1_img1.jpg"):
         (tmp_path / "a" / "seq1").mkdir(parents=True, exist_ok=True)

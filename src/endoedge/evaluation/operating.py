@@ -135,10 +135,13 @@ class OperatingPoint:
         return text
 
     def describe(self) -> str:
-        """``false alarms <= 2%`` or ``sensitivity >= 90%``: the rule it was chosen by."""
+        """``false alarms <= 2%`` or ``sensitivity >= 90%``: the rule it was chosen by; ``threshold
+        given`` for a point set by hand (neither target; ``chosen_on`` says why)."""
         if self.target_sensitivity is not None:
             return f"sensitivity >= {100 * self.target_sensitivity:g}%"
-        return f"false alarms <= {100 * (self.target_false_alarm_share or 0.0):g}%"
+        if self.target_false_alarm_share is None:
+            return "threshold given"
+        return f"false alarms <= {100 * self.target_false_alarm_share:g}%"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (what checkpoints and ONNX metadata store)."""
