@@ -3,6 +3,9 @@
     python benchmarks/ship_polyp.py runs/pn_deep/epoch_005.pt --threshold 0.2392 --reason "..." \
         [--out src/endoedge/models/weights/polyp_ssdlite320_effl0_kvasir_polypgen.pt]
 
+(``endoedge eval MODEL DATA --negatives DIR --conf T --reason TEXT --save-operating-point OUT.pt`` does
+the same for any checkpoint; this script fixes the frames, the cleaning and the data terms.)
+
 For when ``endoedge eval --target-fa`` cannot pick the point: its rule (the lowest threshold with at
 most the target share of VAL polyp-free frames boxed) needs VAL frames that show false alarms, and a
 model silent on all 70 VAL frames above some low score gets that low score. The threshold is then
@@ -40,13 +43,11 @@ def main() -> int:
     ap.add_argument("--reason", required=True, help="why this threshold (stored in the file)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    if not 0.0 < args.threshold < 1.0:
-        ap.error(f"--threshold {args.threshold}: give a value in (0, 1)")
 
     from endoedge.cli._common import endoscopy_option
     from endoedge.data.datasets import load_dataset, load_negatives, read_stems
     from endoedge.detector import load
-    from endoedge.evaluation.operating import OperatingPoint, curve_from_run, save_operating_point
+    from endoedge.evaluation.operating import curve_from_run, given_threshold, save_operating_point
     from endoedge.evaluation.runner import run_detector
 
     seqs = [s.strip() for s in (SPLITS / "polypgen_negatives" / "polypgen_neg_val.txt").read_text().splitlines()
@@ -56,12 +57,9 @@ def main() -> int:
     with load(args.model, endoscopy=endoscopy_option("all")) as base:
         det = base.with_thresholds(score_threshold=0.001, max_detections=max(100, base.spec.max_detections))
         curve = curve_from_run(run_detector(det, kvasir, conf=args.threshold, negatives=negatives))
-    at = curve.at(args.threshold)
-    point = OperatingPoint(
-        score_threshold=round(args.threshold, 4), target_false_alarm_share=None,
-        false_alarm_share=float(at["false_alarm_share"] or 0.0), sensitivity=at["sensitivity"],
-        frame_sensitivity=at["frame_sensitivity"], n_negative=len(negatives), n_positive=len(kvasir.samples),
-        chosen_on=f"{args.reason} Measured there: PolypGen VAL sequences {' + '.join(seqs)} ({len(negatives)} frames, "
+    point = given_threshold(
+        curve, args.threshold, args.reason,
+        chosen_on=f"PolypGen VAL sequences {' + '.join(seqs)} ({len(negatives)} frames, "
                   f"data/splits/polypgen_negatives/polypgen_neg_val.txt) and Kvasir-SEG val ({len(kvasir.samples)} "
                   "polyp frames), endoscopy cleaning 'all'; benchmarks/ship_polyp.py")
     out = save_operating_point(args.model, point, args.out, half=True, notes=TERMS)

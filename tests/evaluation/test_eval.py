@@ -253,6 +253,11 @@ def test_eval_cli_without_negatives_says_why_auc_is_missing(ssdlite, kvasir_like
         (["{data}", "--conf", "1.5"], "[0, 1]"),
         (["{data}", "--target-sensitivity", "1.5"], "within (0, 1]"),
         (["--target-sensitivity", "0.9", "--video-negatives", "{tmp}"], "give MODEL DATA"),
+        (["{data}", "--reason", "kept"], "--conf T --reason TEXT --save-operating-point"),
+        (["{data}", "--conf", "0.3", "--reason", " ", "--save-operating-point", "{tmp}/x.pt"], "--reason is empty"),
+        (["{data}", "--conf", "0.3", "--reason", "kept", "--target-fa", "0.1", "--negatives", "{data}"],
+         "drop it with --target-fa"),
+        (["{data}", "--save-operating-point", "{tmp}/x.pt"], "or --conf T --reason TEXT"),
     ],
 )
 def test_eval_cli_bad_input_is_one_line_error(ssdlite, kvasir_like, tmp_path, capsys, args, message):
@@ -265,6 +270,11 @@ def test_eval_cli_bad_input_is_one_line_error(ssdlite, kvasir_like, tmp_path, ca
     assert err.startswith("endoedge eval: error:")
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def report_curve(path):
+    """The operating curve rows of an ``endoedge eval --json`` report."""
+    return json.loads(path.read_text())["operating_curve"]
 
 
 def test_eval_cli_operating_point_and_video_metrics(ssdlite, kvasir_like, tmp_path, capsys):
@@ -314,3 +324,21 @@ def test_eval_cli_operating_point_and_video_metrics(ssdlite, kvasir_like, tmp_pa
                "--negatives", str(kvasir_like / "negatives")])
     assert rc == 1
     assert "not both" in capsys.readouterr().err
+    # a threshold given by hand: stored with its reason and what it measures on these frames
+    rc = main(["eval", str(ssdlite[1]), str(kvasir_like), "--negatives", str(kvasir_like / "negatives"),
+               "--conf", "0.37", "--reason", "kept from the previous model.", "--save-operating-point", str(out_pt),
+               "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "<- chosen: threshold given" in captured.out
+    point = json.loads(out_json.read_text())["operating_point"]
+    stored = dict(load_checkpoint(out_pt).spec.operating_point or {})
+    assert stored == point
+    assert point["score_threshold"] == pytest.approx(0.37)
+    assert point["target_false_alarm_share"] is None
+    assert point["target_sensitivity"] is None
+    assert point["chosen_on"].startswith("kept from the previous model. Measured on ")
+    assert point["n_negative"] == 2
+    curve = {round(r["threshold"], 4): r for r in report_curve(out_json)}
+    assert point["false_alarm_share"] == pytest.approx(curve[0.37]["false_alarm_share"])
+    assert point["sensitivity"] == pytest.approx(curve[0.37]["sensitivity"])

@@ -201,6 +201,15 @@ def test_a_threshold_set_by_hand_says_so_and_what_it_measures():
     assert "<- chosen: threshold given" in format_curve(curve, 0.3, point)
     assert "cannot" not in point.evidence()  # no target to fall short of; the bound is still reported
     assert "upper bound 4.2%" in point.evidence()
+    from endoedge.errors import InputError
+    from endoedge.evaluation.operating import given_threshold
+
+    given = given_threshold(curve, 0.3, "kept from the previous file.", chosen_on="three frames")
+    assert given == OperatingPoint(0.3, None, 0.0, 2 / 3, 2 / 3, 70, 3,
+                                   "kept from the previous file. Measured on three frames.")
+    for bad, reason in ((0.0, "x"), (1.0, "x"), (0.3, "  ")):
+        with pytest.raises(InputError):
+            given_threshold(curve, bad, reason)
 
 
 def test_the_shipped_detector_records_why_its_threshold_is_what_it_is():

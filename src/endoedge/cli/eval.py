@@ -72,8 +72,11 @@ def add_parser(sub: SubParsers) -> None:
                     "labelled polyp frames has a box on the polyp (e.g. 0.9), and report the false alarms it "
                     "leaves on --negatives")
     op.add_argument("--save-operating-point", metavar="OUT.pt",
-                    help="with --target-fa or --target-sensitivity: write a copy of the checkpoint MODEL whose default threshold is "
-                    "the chosen one, with the choice recorded in its metadata (exports carry it)")
+                    help="with --target-fa or --target-sensitivity (or --conf T --reason TEXT): write a copy of the checkpoint "
+                    "MODEL whose default threshold is the chosen one, with the choice recorded in its metadata (exports carry it)")
+    op.add_argument("--reason", metavar="TEXT",
+                    help="with --conf T --save-operating-point: store T as a threshold given by hand (e.g. when the "
+                    "polyp-free frames cannot place a target), with this reason and what T measures here")
     vid = p.add_argument_group("video metrics (ordered frame folders or videos; MODEL alone is enough)")
     vid.add_argument("--video-negatives", action="append", default=[], metavar="PATH",
                      help="polyp-free sequence(s): a video, a frame folder (natural order) or a folder of "
@@ -133,10 +136,19 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--target-sensitivity chooses the threshold on labelled polyp frames: give MODEL DATA")
         if not 0.0 < args.target_sensitivity <= 1.0:  # before any detection pass (NaN fails too)
             raise InputError(f"--target-sensitivity must be a share within (0, 1], e.g. 0.9; got {args.target_sensitivity}")
+    if args.reason is not None:
+        if args.target_fa is not None or args.target_sensitivity is not None:
+            raise InputError("--reason records a threshold given by hand (--conf T): drop it with --target-fa or "
+                             "--target-sensitivity, which record their own rule")
+        if args.conf is None or not args.save_operating_point or len(args.paths) != 2:
+            raise InputError("--reason goes with a threshold given by hand: MODEL DATA --conf T --reason TEXT "
+                             "--save-operating-point OUT.pt")
+        if not args.reason.strip():
+            raise InputError("--reason is empty: say why this threshold (it is stored in the checkpoint)")
     if args.save_operating_point:
-        if args.target_fa is None and args.target_sensitivity is None:
+        if args.target_fa is None and args.target_sensitivity is None and args.reason is None:
             raise InputError("--save-operating-point stores the point --target-fa or --target-sensitivity chooses: "
-                             "add one of them")
+                             "add one of them (or --conf T --reason TEXT for a threshold given by hand)")
         check_output_file(args.save_operating_point, "--save-operating-point", inputs=args.paths, force=True,
                           allowed_suffixes=(".pt",))
     if args.fps <= 0:
@@ -164,6 +176,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
         choose_threshold,
         curve_from_run,
         format_curve,
+        given_threshold,
         save_operating_point,
     )
     from endoedge.evaluation.report import format_table, plot_curves
@@ -180,12 +193,13 @@ def _evaluate(args: argparse.Namespace) -> dict:
     report["header"] = f"endoedge eval: {args.model} [{report['backend']}] on {args.data}{split}"
     print(format_table(report))
     curve = curve_from_run(run)
-    if curve.negative.size or args.target_sensitivity is not None:
+    if curve.negative.size or args.target_sensitivity is not None or args.reason is not None:
         where = (f"{args.negatives or args.data}: {curve.negative.size} polyp-free frames; {args.data}{split}: "
                  f"{curve.hit.size} polyp frames")
         chosen = (choose_threshold(curve, args.target_fa, chosen_on=where) if args.target_fa is not None else
                   choose_for_sensitivity(curve, args.target_sensitivity, chosen_on=where)
-                  if args.target_sensitivity is not None else None)
+                  if args.target_sensitivity is not None else
+                  given_threshold(curve, args.conf, args.reason, chosen_on=where) if args.reason is not None else None)
         print(format_curve(curve, report["conf"], chosen))
         report["operating_curve"] = curve.table([report["conf"]] + ([chosen.score_threshold] if chosen else []))
         if chosen is not None:

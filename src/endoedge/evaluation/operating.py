@@ -230,6 +230,25 @@ def choose_for_sensitivity(curve: Curve, target: float, *, chosen_on: str = "") 
                           target_sensitivity=target)
 
 
+def given_threshold(curve: Curve, threshold: float, reason: str, *, chosen_on: str = "") -> OperatingPoint:
+    """A threshold set by hand (e.g. kept from an earlier model when the frames cannot place a
+    target), with what it measures on ``curve``: neither target; ``chosen_on`` = ``reason`` then
+    ``chosen_on`` (what the frames were).
+
+    Raises:
+        InputError: ``threshold`` outside (0, 1) or an empty ``reason``.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"a given score threshold must be within (0, 1), got {threshold}")
+    if not reason.strip():
+        raise InputError("a threshold given by hand needs its reason (--reason TEXT)")
+    threshold = round(float(threshold), 4)
+    at = curve.at(threshold)
+    text = reason.strip() + (f" Measured on {chosen_on}." if chosen_on else "")
+    return OperatingPoint(threshold, None, float(at["false_alarm_share"] or 0.0), at["sensitivity"],
+                          at["frame_sensitivity"], int(curve.negative.size), int(curve.hit.size), text)
+
+
 def format_curve(curve: Curve, model_threshold: float, chosen: OperatingPoint | None = None) -> str:
     """The curve as a table, the model's own threshold and the chosen point marked."""
     extra = [model_threshold] + ([chosen.score_threshold] if chosen else [])
