@@ -43,6 +43,10 @@ def main() -> int:
     ap.add_argument("--reason", required=True, help="why this threshold (stored in the file)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    if not 0.0 < args.threshold < 1.0:
+        ap.error(f"--threshold {args.threshold}: give a value in (0, 1)")
+    if not args.reason.strip():
+        ap.error("--reason is empty: say why this threshold (it is stored in the file)")
 
     from endoedge.cli._common import endoscopy_option
     from endoedge.data.datasets import load_dataset, load_negatives, read_stems

@@ -258,6 +258,7 @@ def test_eval_cli_without_negatives_says_why_auc_is_missing(ssdlite, kvasir_like
         (["{data}", "--conf", "0.3", "--reason", "kept", "--target-fa", "0.1", "--negatives", "{data}"],
          "drop it with --target-fa"),
         (["{data}", "--save-operating-point", "{tmp}/x.pt"], "or --conf T --reason TEXT"),
+        (["{data}", "--conf", "1", "--reason", "kept", "--save-operating-point", "{tmp}/x.pt"], "within (0, 1)"),
     ],
 )
 def test_eval_cli_bad_input_is_one_line_error(ssdlite, kvasir_like, tmp_path, capsys, args, message):

@@ -193,7 +193,8 @@ def test_operating_point_survives_checkpoint_and_onnx(tmp_path):
 
 def test_a_threshold_set_by_hand_says_so_and_what_it_measures():
     """benchmarks/ship_polyp.py's points: neither target, the reason in ``chosen_on``."""
-    from endoedge.evaluation.operating import OperatingPoint
+    from endoedge.errors import InputError
+    from endoedge.evaluation.operating import OperatingPoint, given_threshold
 
     curve = Curve(hit=np.array([0.9, 0.5, 0.1]), frame=np.array([0.9, 0.5, 0.2]), negative=np.zeros(70))
     point = OperatingPoint(0.3, None, 0.0, 2 / 3, 2 / 3, 70, 3, "kept from the previous file")
@@ -201,9 +202,6 @@ def test_a_threshold_set_by_hand_says_so_and_what_it_measures():
     assert "<- chosen: threshold given" in format_curve(curve, 0.3, point)
     assert "cannot" not in point.evidence()  # no target to fall short of; the bound is still reported
     assert "upper bound 4.2%" in point.evidence()
-    from endoedge.errors import InputError
-    from endoedge.evaluation.operating import given_threshold
-
     given = given_threshold(curve, 0.3, "kept from the previous file.", chosen_on="three frames")
     assert given == OperatingPoint(0.3, None, 0.0, 2 / 3, 2 / 3, 70, 3,
                                    "kept from the previous file. Measured on three frames.")

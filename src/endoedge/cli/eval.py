@@ -145,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
                              "--save-operating-point OUT.pt")
         if not args.reason.strip():
             raise InputError("--reason is empty: say why this threshold (it is stored in the checkpoint)")
+        if not 0.0 < args.conf < 1.0:  # before the detection pass
+            raise InputError(f"--conf {args.conf}: a threshold given by hand must be within (0, 1)")
     if args.save_operating_point:
         if args.target_fa is None and args.target_sensitivity is None and args.reason is None:
             raise InputError("--save-operating-point stores the point --target-fa or --target-sensitivity chooses: "
