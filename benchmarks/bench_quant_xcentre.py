@@ -68,6 +68,8 @@ def make_copy(model: Path, recipe: str, out: Path, calib_images: int) -> float:
         cmd += ["--no-bias-correction"]
     elif recipe == "int8-wr":  # the default + output-aware weight rounding
         cmd += ["--weight-rounding"]
+    elif recipe == "int8-mse":  # the default with MSE activation ranges instead of entropy
+        cmd += ["--method", "mse"]
     elif recipe.startswith("int8-d"):  # ablation: the layers within N weighted layers of an output float
         cmd += ["--float-output-depth", recipe.removeprefix("int8-d")]
     if recipe != "fp16":
@@ -204,6 +206,7 @@ def main() -> None:
                     help="fp16, int8 (today's default: entropy, output layers float, bias correction), int8-old (minmax, output "
                     "layers quantized: the recipe before issue 14), int8-minmax (minmax, output layers float), "
                     "int8-nobc (the default without bias correction), int8-wr (the default + --weight-rounding), "
+                    "int8-mse (the default with --method mse), "
                     "int8-dN (N layers float from the outputs)")
     ap.add_argument("--calib-images", type=int, default=500)
     ap.add_argument("--work", default="/tmp/endoedge-xcentre")
@@ -219,10 +222,10 @@ def main() -> None:
             ap.error(f"--model {m!r}: give NAME=PATH of an existing FP32 .onnx")
         models[name] = Path(path)
     recipes = args.recipes.split(",")
-    unknown = sorted(r for r in set(recipes) - {"fp16", "int8", "int8-old", "int8-minmax", "int8-nobc", "int8-wr"}
+    unknown = sorted(r for r in set(recipes) - {"fp16", "int8", "int8-old", "int8-minmax", "int8-nobc", "int8-wr", "int8-mse"}
                      if not (r.startswith("int8-d") and r.removeprefix("int8-d").isdigit()))
     if unknown:
-        ap.error(f"unknown recipe(s) {unknown}; use fp16, int8, int8-old, int8-minmax, int8-nobc, int8-wr, int8-dN (N layers float from the outputs)")
+        ap.error(f"unknown recipe(s) {unknown}; use fp16, int8, int8-old, int8-minmax, int8-nobc, int8-wr, int8-mse, int8-dN (N layers float from the outputs)")
     if args.calib_images < 1:
         ap.error("--calib-images must be >= 1")
     work = Path(args.work)

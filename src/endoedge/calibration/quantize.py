@@ -32,7 +32,7 @@ from endoedge.errors import ExportError, ModelFormatError
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("entropy", "minmax", "percentile")
+METHODS = ("entropy", "minmax", "percentile", "mse")
 # Ops whose inputs get Q/DQ. Conv/Gemm/MatMul carry the compute; Add lets TensorRT fuse residual
 # additions into the INT8 convolution. Everything else (Clip/Relu, Reshape, Concat, ...) stays
 # float and TensorRT fuses it around the quantized layers.
@@ -111,11 +111,15 @@ def quantize_int8(
         output: destination ``.onnx``.
         data: a :class:`~endoedge.calibration.CalibrationData` (or ``None`` with an existing
             ``cache_path``).
-        method: ``entropy`` (KL divergence, TensorRT's Entropy2 idea), ``minmax`` (= TensorRT's
-            max calibration with symmetric activations) or ``percentile`` (99.999th).
+        method: ``entropy`` (ONNX Runtime's KL-divergence calibrator with its default 128
+            histogram bins), ``minmax`` (= TensorRT's max calibration with symmetric
+            activations), ``percentile`` (99.999th) or ``mse`` (per tensor, the range with the
+            least quantization error over a 2048-bin histogram:
+            :mod:`~endoedge.calibration.mse_ranges`).
         nodes_to_exclude: node names kept in floating point.
         op_types: op types whose inputs are quantized.
-        cache_path: ORT calibration cache (JSON): reused when it exists, written otherwise.
+        cache_path: ORT calibration cache (JSON): reused when it exists, written otherwise
+            (an ``mse`` cache is only reused by ``mse`` and the other way round).
         float_output_layers: keep the layers that feed the outputs directly (class logits, box
             regression, DFL and decode arithmetic) in floating point
             (:func:`~endoedge.calibration.graph_rules.output_layers`); the default, measured in
@@ -148,7 +152,16 @@ def quantize_int8(
         raise ExportError(f"'{model_path}' has opset {opset}; per-channel Q/DQ needs >= 13 (re-export it)")
     out = Path(output)
     method_enum = {"entropy": q.CalibrationMethod.Entropy, "minmax": q.CalibrationMethod.MinMax,
-                   "percentile": q.CalibrationMethod.Percentile}[method]
+                   "percentile": q.CalibrationMethod.Percentile, "mse": q.CalibrationMethod.Percentile}[method]
+    cache_hit = cache_path is not None and Path(cache_path).is_file()
+    if cache_hit:
+        from endoedge.calibration.mse_ranges import cache_method
+
+        cached_mse = cache_method(Path(cache_path)) == "mse"  # type: ignore[arg-type]
+        if cached_mse != (method == "mse"):
+            raise ExportError(f"calibration cache '{cache_path}' holds {'MSE' if cached_mse else 'ONNX Runtime'} "
+                              f"ranges, not {method} ones: pass the method it was made with or another "
+                              "--calib-cache path")
     extra: dict[str, Any] = {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
@@ -161,12 +174,12 @@ def quantize_int8(
         "CalibTensorRangeSymmetric": True,
     }
     reader = None
-    if data is not None and not (cache_path is not None and Path(cache_path).is_file()):
+    if data is not None and not cache_hit:
         reader = data.as_ort_reader()
         n = len(reader)
         # ORT's chunked pass needs a stride that divides the batch count.
         stride = max(d for d in range(1, min(n, CALIB_CHUNK) + 1) if n % d == 0)
-        if stride < n:
+        if stride < n and method != "mse":
             extra["CalibStridedMinMax"] = stride
     with tempfile.TemporaryDirectory(prefix="endoedge-q-") as tmp:
         prepped = Path(tmp) / "prepped.onnx"
@@ -182,6 +195,19 @@ def quantize_int8(
                                  float_output_depth)
                    if float_output_layers else [])
         excluded = list(dict.fromkeys([*nodes_to_exclude, *outputs]))
+        ranges_cache = None if cache_path is None else str(cache_path)
+        if method == "mse" and reader is not None:
+            from endoedge.calibration.mse_ranges import collect_histograms, write_range_cache
+
+            ranges_path = Path(tmp) / "mse_ranges.json" if cache_path is None else Path(cache_path)
+            try:
+                hists = collect_histograms(Path(prepped), list(op_types), reader, CALIB_CHUNK, Path(tmp),
+                                           ["CPUExecutionProvider"])
+            except Exception as err:  # noqa: BLE001 - ORT raises plain Exceptions
+                raise ExportError(f"ONNX Runtime could not calibrate '{model_path}': "
+                                  f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+            write_range_cache(hists, ranges_path)
+            ranges_cache, reader = str(ranges_path), None
         try:
             q.quantize_static(
                 str(prepped), str(out), reader,
@@ -195,7 +221,7 @@ def quantize_int8(
                 calibrate_method=method_enum,
                 calibration_providers=["CPUExecutionProvider"],
                 extra_options=extra,
-                calibration_cache_path=None if cache_path is None else str(cache_path),
+                calibration_cache_path=ranges_cache,
             )
         except Exception as err:  # noqa: BLE001 - ORT raises plain Exceptions/ValueErrors
             raise ExportError(f"ONNX Runtime could not quantize '{model_path}': "

@@ -45,8 +45,9 @@ def add_parser(sub: SubParsers) -> None:
                      "FP16: only the frames of the default agreement gate")
     cal.add_argument("--calib-split", metavar="FILE", help="keep only the image stems in FILE (e.g. a train split)")
     cal.add_argument("--method", choices=METHODS, default="entropy",
-                     help="calibration: entropy (default; KL divergence, TensorRT's and ModelOpt's default), "
-                     "minmax (TensorRT's 'max'; the default before issue 14), percentile (99.999)")
+                     help="calibration: entropy (default; ONNX Runtime's KL-divergence calibrator), "
+                     "minmax (TensorRT's 'max'; the default before issue 14), percentile (99.999), "
+                     "mse (per tensor the range with the least INT8 error, as ModelOpt's 'mse')")
     cal.add_argument("--quantize-output-layers", action="store_true",
                      help="also quantize the layers that feed the outputs directly (class/box head convs, "
                      "DFL, decode arithmetic); by default they stay float (benchmarks/RESULTS.md)")
