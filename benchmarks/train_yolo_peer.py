@@ -67,7 +67,12 @@ def main() -> int:
     out = args.out.resolve()
     os.environ.setdefault("YOLO_CONFIG_DIR", str(out / "ultralytics_cfg"))
     data = write_dataset(out / "data")
-    from ultralytics import YOLO
+    try:
+        from ultralytics import YOLO
+    except ImportError as err:
+        print(f"error: Ultralytics is not installed ({err}); `make venv` installs it (a test-time peer, AGPL)",
+              file=sys.stderr)
+        return 2
 
     model = YOLO(f"{args.arch}.yaml")
     model.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device="cpu",

@@ -153,11 +153,12 @@ def quantize_int8(
     out = Path(output)
     method_enum = {"entropy": q.CalibrationMethod.Entropy, "minmax": q.CalibrationMethod.MinMax,
                    "percentile": q.CalibrationMethod.Percentile, "mse": q.CalibrationMethod.Percentile}[method]
-    cache_hit = cache_path is not None and Path(cache_path).is_file()
-    if cache_hit:
+    cache_file = None if cache_path is None else Path(cache_path)
+    cache_hit = cache_file is not None and cache_file.is_file()
+    if cache_file is not None and cache_hit:
         from endoedge.calibration.mse_ranges import cache_method
 
-        cached_mse = cache_method(Path(cache_path)) == "mse"  # type: ignore[arg-type]
+        cached_mse = cache_method(cache_file) == "mse"
         if cached_mse != (method == "mse"):
             raise ExportError(f"calibration cache '{cache_path}' holds {'MSE' if cached_mse else 'ONNX Runtime'} "
                               f"ranges, not {method} ones: pass the method it was made with or another "
@@ -199,7 +200,7 @@ def quantize_int8(
         if method == "mse" and reader is not None:
             from endoedge.calibration.mse_ranges import collect_histograms, write_range_cache
 
-            ranges_path = Path(tmp) / "mse_ranges.json" if cache_path is None else Path(cache_path)
+            ranges_path = Path(tmp) / "mse_ranges.json" if cache_file is None else cache_file
             try:
                 hists = collect_histograms(Path(prepped), list(op_types), reader, CALIB_CHUNK, Path(tmp),
                                            ["CPUExecutionProvider"])
