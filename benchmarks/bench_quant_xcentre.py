@@ -70,6 +70,8 @@ def make_copy(model: Path, recipe: str, out: Path, calib_images: int) -> float:
         cmd += ["--weight-rounding"]
     elif recipe == "int8-mse":  # the default with MSE activation ranges instead of entropy
         cmd += ["--method", "mse"]
+    elif recipe.startswith("int8-sq"):  # the default + activation smoothing (int8-sq = alpha 0.5, int8-sq75 = 0.75)
+        cmd += ["--smooth", f"0.{recipe.removeprefix('int8-sq') or '5'}"]
     elif recipe.startswith("int8-d"):  # ablation: the layers within N weighted layers of an output float
         cmd += ["--float-output-depth", recipe.removeprefix("int8-d")]
     if recipe != "fp16":
@@ -207,7 +209,7 @@ def main() -> None:
                     "layers quantized: the recipe before issue 14), int8-minmax (minmax, output layers float), "
                     "int8-nobc (the default without bias correction), int8-wr (the default + --weight-rounding), "
                     "int8-mse (the default with --method mse), "
-                    "int8-dN (N layers float from the outputs)")
+                    "int8-dN (N layers float from the outputs), int8-sq[NN] (--smooth 0.NN, default 0.5)")
     ap.add_argument("--calib-images", type=int, default=500)
     ap.add_argument("--work", default="/tmp/endoedge-xcentre")
     ap.add_argument("--no-write", action="store_true", help="print only (and --save-json)")
@@ -223,9 +225,10 @@ def main() -> None:
         models[name] = Path(path)
     recipes = args.recipes.split(",")
     unknown = sorted(r for r in set(recipes) - {"fp16", "int8", "int8-old", "int8-minmax", "int8-nobc", "int8-wr", "int8-mse"}
-                     if not (r.startswith("int8-d") and r.removeprefix("int8-d").isdigit()))
+                     if not (r.startswith("int8-d") and r.removeprefix("int8-d").isdigit())
+                     and not (r.startswith("int8-sq") and (r.removeprefix("int8-sq") or "5").isdigit()))
     if unknown:
-        ap.error(f"unknown recipe(s) {unknown}; use fp16, int8, int8-old, int8-minmax, int8-nobc, int8-wr, int8-mse, int8-dN (N layers float from the outputs)")
+        ap.error(f"unknown recipe(s) {unknown}; use fp16, int8, int8-old, int8-minmax, int8-nobc, int8-wr, int8-mse, int8-dN (N layers float from the outputs), int8-sq[NN] (--smooth 0.NN, default 0.5)")
     if args.calib_images < 1:
         ap.error("--calib-images must be >= 1")
     work = Path(args.work)

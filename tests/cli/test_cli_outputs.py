@@ -144,6 +144,15 @@ def test_quantize_output_layers_flag_is_int8_only(ssdlite, tmp_path, capsys):
     assert "--quantize-output-layers is an INT8 option" in _err(capsys)
     assert main(["quantize", str(ssdlite[2]), "-o", str(out), "--precision", "fp16", "--weight-rounding"]) == 1
     assert "--weight-rounding is an INT8 option" in _err(capsys)
+    assert main(["quantize", str(ssdlite[2]), "-o", str(out), "--precision", "fp16", "--smooth"]) == 1
+    assert "--smooth is an INT8 option" in _err(capsys)
+    assert not out.exists()
+
+
+def test_smooth_strength_is_checked_before_any_work(ssdlite, folder, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", str(ssdlite[2]), "-o", str(out), "--calib", str(folder), "--smooth", "1.5"]) == 1
+    assert "--smooth takes a strength within 0-1" in _err(capsys)
     assert not out.exists()
 
 

@@ -72,6 +72,8 @@ class QuantOptions:
             (:mod:`~endoedge.calibration.bias_correction`; default on).
         weight_rounding: INT8: re-round the quantized Convs' weights for the least output error
             on calibration frames (:mod:`~endoedge.calibration.weight_rounding`).
+        smooth: INT8: move each quantized Conv input's per-channel range spread into its weights
+            with this strength (0-1; :mod:`~endoedge.calibration.smoothing`); ``None`` = off.
         num_images: calibration images, spread over the source.
         batch: calibration batch size (``None`` = 8, or the model's fixed batch).
         seed: selection seed (calibration, held-out and agreement frames).
@@ -102,6 +104,7 @@ class QuantOptions:
     float_output_depth: int = 1
     bias_correction: bool = True
     weight_rounding: bool = False
+    smooth: float | None = None
     num_images: int = 500
     batch: int | None = None
     seed: int = 0
@@ -278,7 +281,8 @@ class _Workflow:
         cache = tmp / "ranges.json"
         result = quantize_int8(self.model, self.out, data, method=o.method, cache_path=cache,
                                float_output_layers=o.float_output_layers, float_output_depth=o.float_output_depth,
-                               bias_correction=o.bias_correction, weight_rounding=o.weight_rounding)
+                               bias_correction=o.bias_correction, weight_rounding=o.weight_rounding,
+                               smooth=o.smooth)
         qdq = check_qdq(self.out)
         self.say(f"wrote {self.out} (INT8 Q/DQ, {o.method} calibration); {qdq.summary()}")
         if "endoedge.quant_weight_rounding" in result.metadata:
@@ -286,6 +290,11 @@ class _Workflow:
             self.say(f"re-rounded the INT8 weights of {wr['layers']} layer(s) for the least output error on "
                      f"{wr['images']} calibration frames ({wr['flipped']} weights moved to their other grid "
                      f"neighbour; output-error variance {wr['error_before']:.4g} -> {wr['error_after']:.4g})")
+        if "endoedge.quant_smoothing" in result.metadata:
+            sm = json.loads(result.metadata["endoedge.quant_smoothing"])
+            self.say(f"smoothed the inputs of {sm['layers']} convolution(s) (alpha {sm['alpha']}, "
+                     f"{sm['images']} calibration frames): median channel-range spread "
+                     f"{sm['spread_before']:.1f} -> {sm['spread_after']:.1f}")
         if "endoedge.quant_bias_correction" in result.metadata:
             bc = json.loads(result.metadata["endoedge.quant_bias_correction"])
             self.say(f"corrected the float biases of {bc['layers']} quantized layer(s) on {bc['images']} calibration "
@@ -377,7 +386,8 @@ class _Workflow:
         def quantize(nodes: list[str]) -> Path:
             quantize_int8(self.model, self.out, data, method=o.method, nodes_to_exclude=nodes, cache_path=cache,
                           float_output_layers=o.float_output_layers, float_output_depth=o.float_output_depth,
-                          bias_correction=o.bias_correction, weight_rounding=o.weight_rounding)
+                          bias_correction=o.bias_correction, weight_rounding=o.weight_rounding,
+                               smooth=o.smooth)
             return self.out
 
         def gate(path: Path) -> Verdict:

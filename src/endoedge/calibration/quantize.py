@@ -103,6 +103,8 @@ def quantize_int8(
     bias_correction: bool = False,
     bias_correction_images: int = 16,
     weight_rounding: bool = False,
+    smooth: float | None = None,
+    smooth_images: int = 64,
 ) -> QuantResult:
     """Write an explicit Q/DQ INT8 copy of ``model_path`` calibrated on ``data``.
 
@@ -132,6 +134,9 @@ def quantize_int8(
         weight_rounding: before bias correction, re-round the quantized Convs' INT8 weights for
             the least output error on the same calibration images
             (:func:`~endoedge.calibration.weight_rounding.round_weights`; needs ``data``).
+        smooth: move each quantized Conv input's per-channel spread into its weights with this
+            strength (0-1; :mod:`~endoedge.calibration.smoothing`), measured on the first
+            ``smooth_images`` calibration images; ``None``: no smoothing (needs ``data``).
 
     Raises:
         ExportError: the method is unknown or ONNX Runtime cannot quantize or run the result.
@@ -141,6 +146,9 @@ def quantize_int8(
     if bias_correction and data is None:
         raise ExportError("bias correction needs the calibration images, not only a calibration cache "
                           "(pass the data, or bias_correction=False)")
+    if smooth is not None and data is None:
+        raise ExportError("activation smoothing needs the calibration images, not only a calibration cache "
+                          "(pass the data, or no smoothing)")
     if weight_rounding and data is None:
         raise ExportError("weight rounding needs the calibration images, not only a calibration cache "
                           "(pass the data, or weight_rounding=False)")
@@ -196,6 +204,21 @@ def quantize_int8(
                                  float_output_depth)
                    if float_output_layers else [])
         excluded = list(dict.fromkeys([*nodes_to_exclude, *outputs]))
+        smoothing_meta: dict[str, Any] = {}
+        if smooth is not None and data is not None:
+            from endoedge.calibration.smoothing import smooth_conv_inputs
+
+            model = _onnx().load(str(prepped))
+            n_smooth = max(1, -(-smooth_images // data.batch_size))
+            sm = smooth_conv_inputs(model, list(data.batches(0, min(n_smooth, len(data)))),
+                                    exclude=set(excluded), alpha=smooth)
+            prepped = Path(tmp) / "smoothed.onnx"
+            _onnx().save(model, str(prepped))
+            if cache_file is not None and cache_hit:
+                _check_cache_covers(cache_file, [n.output[0] for n in model.graph.node
+                                                 if n.op_type == "Mul" and n.name.endswith("_smooth")])
+            smoothing_meta = {"layers": sm.layers, "images": sm.images, "alpha": sm.alpha,
+                              "spread_before": round(sm.spread_before, 3), "spread_after": round(sm.spread_after, 3)}
         ranges_cache = None if cache_path is None else str(cache_path)
         if method == "mse" and reader is not None:
             from endoedge.calibration.mse_ranges import collect_histograms, write_range_cache
@@ -234,6 +257,8 @@ def quantize_int8(
         "endoedge.quant_float_nodes": json.dumps(list(nodes_to_exclude)),
         "endoedge.quant_float_outputs": json.dumps(outputs),
     }
+    if smooth is not None and data is not None:
+        meta["endoedge.quant_smoothing"] = json.dumps(smoothing_meta)
     if data is not None:
         meta["endoedge.calibration_sha256"] = data.content_hash
         meta["endoedge.calibration_images"] = str(data.num_images)
@@ -257,6 +282,19 @@ def quantize_int8(
     validate_in_ort(out)
     return QuantResult(out, "int8", method, list(nodes_to_exclude), outputs,
                        None if data is None else data.describe(), meta)
+
+
+def _check_cache_covers(cache_file: Path, tensors: list[str]) -> None:
+    """Refuse a calibration cache that lacks ranges for ``tensors`` (one made without smoothing)."""
+    try:
+        payload = json.loads(cache_file.read_text())
+        known = set(payload["data"] if isinstance(payload.get("data"), dict) else payload)
+    except (OSError, ValueError, AttributeError) as err:
+        raise ExportError(f"calibration cache '{cache_file}' is not a readable range cache: {err}") from err
+    missing = [t for t in tensors if t not in known]
+    if missing:
+        raise ExportError(f"calibration cache '{cache_file}' has no ranges for {len(missing)} smoothed tensor(s) "
+                          "(it was made without smoothing): drop the cache or the smoothing")
 
 
 def convert_fp16(model_path: str | Path, output: str | Path, *,

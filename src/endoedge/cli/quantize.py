@@ -60,6 +60,10 @@ def add_parser(sub: SubParsers) -> None:
     cal.add_argument("--weight-rounding", action=argparse.BooleanOptionalAction, default=None,
                      help="INT8: re-round the quantized convolutions' weights (floor or ceil) for the least "
                      "output error on the bias-correction frames (benchmarks/RESULTS.md)")
+    cal.add_argument("--smooth", type=float, nargs="?", const=0.5, default=None, metavar="ALPHA",
+                     help="INT8: divide each quantized convolution's input channels by per-channel scales in "
+                     "front of its quantizer and fold them into its weights, moving the channels' range spread "
+                     "into the per-channel weight scales (SmoothQuant; ALPHA 0-1, default 0.5; benchmarks/RESULTS.md)")
     cal.add_argument("--num-images", type=int, default=500, help="calibration images (default 500, spread over the source)")
     cal.add_argument("--batch", type=int, help="calibration batch size (default 8, or the model's fixed "
                      "batch); the last batch is padded with the first images")
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, calib=args.calib, calib_split=args.calib_split, method=args.method,
         float_output_layers=not args.quantize_output_layers, float_output_depth=args.float_output_depth or 1,
         bias_correction=args.bias_correction is not False, weight_rounding=bool(args.weight_rounding),
-        num_images=args.num_images, batch=args.batch,
+        smooth=args.smooth, num_images=args.num_images, batch=args.batch,
         seed=args.seed, eval_data=args.eval,
         split=args.split, fmt=args.format, negatives=args.negatives, conf=args.conf, agree=args.agree,
         agree_images=args.agree_images, holdout=not args.no_gate, max_drop=limits.max_drop,
@@ -142,6 +146,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
                              ("--sensitivity-images", args.sensitivity_images, 1)):
         if value is not None and value < low:
             raise InputError(f"{flag} must be at least {low}, got {value}")
+    if args.smooth is not None and not 0.0 <= args.smooth <= 1.0:
+        raise InputError(f"--smooth takes a strength within 0-1 (0.5 if left out), got {args.smooth}")
     if args.no_gate and (args.eval or args.agree):
         raise InputError("--no-gate skips the held-out agreement gate; it contradicts --eval/--agree (drop one)")
     if args.quantize_output_layers and args.float_output_depth is not None:
@@ -149,7 +155,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for flag, on in (("--quantize-output-layers", args.quantize_output_layers),
                      ("--float-output-depth", args.float_output_depth is not None),
                      ("--bias-correction", args.bias_correction is not None),
-                     ("--weight-rounding", args.weight_rounding is not None)):
+                     ("--weight-rounding", args.weight_rounding is not None),
+                     ("--smooth", args.smooth is not None)):
         if on and args.precision != "int8":
             raise InputError(f"{flag} is an INT8 option; drop it for --precision fp16")
     if args.negatives and not args.eval:
