@@ -116,6 +116,8 @@ def test_smoothed_int8_copy_keeps_the_qdq_rules(ssdlite, calib, tmp_path):
         assert numpy_helper.to_array(next(i for i in q.graph.initializer if i.name == qn.input[1])).size == 1
     with pytest.raises(ExportError, match="needs the calibration images"):
         quantize_int8(ssdlite[2], tmp_path / "x.onnx", None, smooth=0.5)
+    with pytest.raises(ExportError, match="do not combine"):
+        quantize_int8(ssdlite[2], tmp_path / "x.onnx", calib, smooth=0.5, weight_rounding=True)
 
 
 @pytest.mark.trt_rtx

@@ -153,6 +153,9 @@ def test_smooth_strength_is_checked_before_any_work(ssdlite, folder, tmp_path, c
     out = tmp_path / "q.onnx"
     assert main(["quantize", str(ssdlite[2]), "-o", str(out), "--calib", str(folder), "--smooth", "1.5"]) == 1
     assert "--smooth takes a strength within 0-1" in _err(capsys)
+    assert main(["quantize", str(ssdlite[2]), "-o", str(out), "--calib", str(folder), "--smooth",
+                 "--weight-rounding"]) == 1
+    assert "--smooth and --weight-rounding do not combine" in _err(capsys)
     assert not out.exists()
 
 

@@ -146,6 +146,9 @@ def quantize_int8(
     if bias_correction and data is None:
         raise ExportError("bias correction needs the calibration images, not only a calibration cache "
                           "(pass the data, or bias_correction=False)")
+    if smooth is not None and weight_rounding:
+        raise ExportError("smoothing and weight rounding do not combine (the rounding measures each layer's input "
+                          "in the FP32 model, which smoothing rescales): use one of them")
     if smooth is not None and data is None:
         raise ExportError("activation smoothing needs the calibration images, not only a calibration cache "
                           "(pass the data, or no smoothing)")

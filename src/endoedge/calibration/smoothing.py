@@ -11,8 +11,8 @@ range, and the spread moves into the weights, which are quantized per output cha
 
 ``s_c = max|x_c|^alpha / max|W_:,c|^(1 - alpha)`` over calibration frames (``alpha`` 0.5 as in
 the paper). The division is an explicit ``Mul`` by a constant ``[1, C, 1, 1]`` on the Conv's own
-branch (other consumers of the tensor still see it unscaled); TensorRT fuses such pointwise ops
-with the QuantizeLinear that follows. The Q/DQ structure is the usual one: per-tensor activation
+branch (other consumers of the tensor still see it unscaled); whether TensorRT fuses it into the
+QuantizeLinear after it is not measured (no GPU here). The Q/DQ structure is the usual one: per-tensor activation
 scales, per-channel weight scales, zero points 0.
 """
 

@@ -146,6 +146,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
                              ("--sensitivity-images", args.sensitivity_images, 1)):
         if value is not None and value < low:
             raise InputError(f"{flag} must be at least {low}, got {value}")
+    if args.smooth is not None and args.weight_rounding:
+        raise InputError("--smooth and --weight-rounding do not combine (the rounding measures each layer's input in "
+                         "the FP32 model, which smoothing rescales): drop one")
     if args.smooth is not None and not 0.0 <= args.smooth <= 1.0:
         raise InputError(f"--smooth takes a strength within 0-1 (0.5 if left out), got {args.smooth}")
     if args.no_gate and (args.eval or args.agree):
