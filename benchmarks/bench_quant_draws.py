@@ -49,10 +49,20 @@ def main() -> None:
     if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
         ap.error("--variants must be a JSON object of objects")
 
+    import inspect
+
+    from endoedge.calibration.quantize import quantize_int8
+
+    known = set(inspect.signature(quantize_int8).parameters) - {"model_path", "output", "data", "cache_path",
+                                                                "bias_correction"} | {"seed", "bc"}
+    for label, kw in variants.items():
+        unknown = sorted(set(kw) - known)
+        if unknown:
+            ap.error(f"variant {label!r}: unknown argument(s) {unknown}; use {', '.join(sorted(known))}")
+
     import onnx
 
     from endoedge.calibration import load_calibration_data
-    from endoedge.calibration.quantize import quantize_int8
     from endoedge.spec import ModelSpec, read_onnx_metadata
 
     work = Path(args.work)

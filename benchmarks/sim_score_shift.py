@@ -37,6 +37,11 @@ def main() -> None:
     if not model.is_file() or not cache.is_file():
         ap.error(f"needs the FP32 model and {cache} (run bench_quant_draws.py first)")
 
+    labels = args.copies.split(",")
+    missing = [str(work / f"{name}.{label}.onnx") for label in labels if not (work / f"{name}.{label}.onnx").is_file()]
+    if missing:
+        ap.error(f"no copy {', '.join(missing)} (make it with bench_quant_draws.py --work {work})")
+
     from endoedge.evaluation.agreement import agreement
 
     thr = xc.threshold_of(model)
@@ -44,7 +49,7 @@ def main() -> None:
     ref = pickle.loads(cache.read_bytes())  # noqa: S301 - our own cache
     train = [xc.KVASIR / "images" / f"{s}.jpg" for s in xc._stems(xc.SPLITS / "kvasir_seg_train.txt")][::7][:120]
     ref_train = xc.predictions(model, train)
-    for label in args.copies.split(","):
+    for label in labels:
         copy = work / f"{name}.{label}.onnx"
         a = agreement(ref_train, xc.predictions(copy, train), thr)
         delta = a.mean_score_shift or 0.0

@@ -16,9 +16,9 @@ pytest.importorskip("onnxruntime")
 
 
 def _head_means(model, names, feeds):
-    from endoedge.calibration.bias_correction import _layer_means, _session
+    from endoedge.calibration.bias_correction import _layer_means, probe_session
 
-    return _layer_means(_session(model, names), names, feeds)
+    return _layer_means(probe_session(model, names), names, feeds)
 
 
 def test_bias_correction_moves_layer_means_to_fp32_and_keeps_qdq_rules(ssdlite, int8, calib, tmp_path):

@@ -126,13 +126,13 @@ def test_round_weights_through_quantize_moves_layer_outputs_towards_fp32_and_kee
     # a calibration batch the rounding did not see): each layer's output error, less its per-channel
     # mean (bias correction's part), summed over the layers, is smaller than round-to-nearest's
     torch = pytest.importorskip("torch")
-    from endoedge.calibration.bias_correction import _session
+    from endoedge.calibration.bias_correction import probe_session
 
     feeds = list(calib)[1:2]
     lays = list(layers.values())
     lays = lays[:: max(1, len(lays) // 12)]  # a dozen layers spread over the depth keep this fast
     sources = list(dict.fromkeys(lay.source for lay in lays))
-    sess = _session(ref, sources)
+    sess = probe_session(ref, sources)
     inputs = [dict(zip(sources, sess.run(sources, f), strict=True)) for f in feeds]
     new_w = {t.name: onnx.numpy_helper.to_array(t) for t in after.graph.initializer}
     err = {"nearest": 0.0, "rounded": 0.0}

@@ -68,7 +68,7 @@ def _quantized_convs(model: Any) -> list[Any]:
     return out
 
 
-def _session(model: Any, outputs: list[str]) -> Any:
+def probe_session(model: Any, outputs: list[str]) -> Any:
     """An ONNX Runtime CPU session of ``model`` that also returns the tensors ``outputs``."""
     onnx = _onnx()
     ort = require("onnxruntime", extra="torch", purpose="INT8 bias correction")
@@ -142,8 +142,8 @@ def correct_biases(fp32_path: str | Path, qdq_path: str | Path, feeds: list[dict
             name, onnx.TensorProto.FLOAT, list(numpy_helper.to_array(inits[name]).shape)))
     values = {name: numpy_helper.to_array(inits[name]).astype(np.float32) for name in biases}
     try:
-        ref_means = _layer_means(_session(ref, names), names, feeds)
-        sess = _session(probe, names)
+        ref_means = _layer_means(probe_session(ref, names), names, feeds)
+        sess = probe_session(probe, names)
 
         def means(fetch: list[str]) -> list[np.ndarray]:
             return _layer_means(sess, fetch, [{**f, **values} for f in feeds])

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from endoedge._optional import require
+from endoedge.calibration.bias_correction import probe_session
 from endoedge.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -69,9 +70,7 @@ def _targets(model: Any, exclude: set[str]) -> list[tuple[Any, Any]]:
 
 def _channel_ranges(model: Any, names: list[str], feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """max |x| per channel (axis 1) of each tensor in ``names`` over every feed."""
-    from endoedge.calibration.bias_correction import _session
-
-    sess = _session(model, names)
+    sess = probe_session(model, names)
     ranges: dict[str, np.ndarray] = {}
     for feed in feeds:
         for name, value in zip(names, sess.run(names, feed), strict=True):
