@@ -10,6 +10,9 @@ architecture's YAML trained from scratch (no download: no pretrained weights), `
 
     python benchmarks/train_yolo_peer.py [--arch yolov8n] [--epochs 12] [--out runs/yolo_peer]
 
+``--init PEER.pt --name NAME`` continues a trained peer for ``--epochs`` more (a new schedule from its
+weights, not Ultralytics' resume) into ``OUT/NAME``: the longer-trained peer of issue 14's session 11.
+
 Data terms: Kvasir-SEG is for research and education only; the peer's weights carry them.
 """
 
@@ -60,11 +63,17 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "yolo_peer")
+    ap.add_argument("--init", type=Path, help="a trained peer's .pt to continue from (default: from scratch)")
+    ap.add_argument("--name", help="run folder under --out (default: --arch)")
     args = ap.parse_args()
     if not (KVASIR / "kavsir_bboxes.json").is_file():
         print(f"error: Kvasir-SEG not found at {KVASIR} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
     out = args.out.resolve()
+    if args.init is not None and not args.init.is_file():
+        print(f"error: --init {args.init} is not a file (a peer's weights/best.pt)", file=sys.stderr)
+        return 2
+    name = args.name or args.arch
     os.environ.setdefault("YOLO_CONFIG_DIR", str(out / "ultralytics_cfg"))
     data = write_dataset(out / "data")
     try:
@@ -74,11 +83,11 @@ def main() -> int:
               file=sys.stderr)
         return 2
 
-    model = YOLO(f"{args.arch}.yaml")
+    model = YOLO(str(args.init.resolve()) if args.init else f"{args.arch}.yaml")
     model.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device="cpu",
-                workers=2, seed=args.seed, project=str(out), name=args.arch, exist_ok=True, plots=False,
-                pretrained=False, amp=False, verbose=False)
-    best = out / args.arch / "weights" / "best.pt"
+                workers=2, seed=args.seed, project=str(out), name=name, exist_ok=True, plots=False,
+                pretrained=args.init is not None, amp=False, verbose=False)
+    best = out / name / "weights" / "best.pt"
     onnx = YOLO(str(best)).export(format="onnx", opset=17, dynamic=True, imgsz=args.imgsz, simplify=False)
     print(f"peer: {best}\nonnx: {onnx}")
     return 0

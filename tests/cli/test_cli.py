@@ -79,6 +79,23 @@ def test_export_checkpoint_prints_parity(ssdlite, tmp_path, capsys):
     assert spec.source_sha256 == loaded.sha256
 
 
+def test_export_at_another_size_than_trained_needs_resize_anyway(effssd, tmp_path, capsys):
+    """A checkpoint trained at 320 exported at 256 would move its boxes: refused unless asked for."""
+    loaded, ckpt, _ = effssd
+    assert loaded.trained_input_size == (320, 320)
+    out = tmp_path / "resized.onnx"
+    rc = main(["export", str(ckpt), "-o", str(out), "--imgsz", "256", "--no-check"])
+    line = _one_error_line(capsys.readouterr().err, "export")
+    assert rc == 1
+    assert "trained at 320x320" in line
+    assert "--resize-anyway" in line
+    assert not out.exists()
+    # the training size itself is fine, and --resize-anyway exports at the new size
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "same.onnx"), "--imgsz", "320", "--no-check"]) == 0
+    assert main(["export", str(ckpt), "-o", str(out), "--imgsz", "256", "--resize-anyway", "--no-check"]) == 0
+    assert ModelSpec.from_metadata(read_onnx_metadata(out)).preprocess.input_size == (256, 256)
+
+
 def test_export_bare_state_dict_with_arch_and_classes(ssdlite, bare_state_dict, tmp_path, capsys):
     loaded = ssdlite[0]
     out = tmp_path / "from_state_dict.onnx"

@@ -48,6 +48,8 @@ class LoadedModel:
         path: the checkpoint file, if loaded from one.
         sha256: the checkpoint file's sha256, if loaded from one.
         notes: free text stored in the checkpoint.
+        trained_input_size: ``(height, width)`` in pixels the endoedge checkpoint was saved with
+            (its training size); ``None`` for a bare state_dict, whose size is unknown.
     """
 
     arch: Architecture
@@ -56,6 +58,7 @@ class LoadedModel:
     path: Path | None = None
     sha256: str | None = None
     notes: str = ""
+    trained_input_size: tuple[int, int] | None = None
 
     def raw_heads(self) -> Any:
         """The exportable module (normalized batch -> raw outputs)."""
@@ -256,6 +259,9 @@ def _from_endoedge(
         postprocess=obj.get("postprocess"),
     )
     loaded.notes = str(obj.get("notes", ""))
+    stored = obj.get("input_size")
+    if isinstance(stored, (list, tuple)) and len(stored) == 2:
+        loaded.trained_input_size = (int(stored[0]), int(stored[1]))
     point = obj.get("operating_point")
     if isinstance(point, dict):
         loaded.spec = replace(loaded.spec, operating_point=point)
