@@ -4,6 +4,7 @@ Runtime validation against FP32."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,27 @@ def test_fp16_of_an_ultralytics_yolov8_runs_and_agrees(tmp_path, frames):
     a = agreement(preds[0], preds[1], threshold=0.25)
     assert a.reference_boxes > 0
     assert a.box_agreement >= 0.9
+
+
+def test_a_relative_model_path_is_pre_processed(ssdlite, calib, tmp_path, monkeypatch):
+    """ONNX Runtime's pre-processing runs in a temporary folder; a model named relative to the
+    caller's working directory must still reach it (it used to fail there and be skipped silently)."""
+    import shutil
+
+    import onnxruntime.quantization as q
+
+    from endoedge.calibration.quantize import quantize_int8
+
+    shutil.copy(ssdlite[2], tmp_path / "rel.onnx")
+    monkeypatch.chdir(tmp_path)
+    seen: list[bool] = []
+    real = q.quant_pre_process
+
+    def spy(src, *args, **kwargs):
+        seen.append(Path(src).is_file())
+        return real(src, *args, **kwargs)
+
+    monkeypatch.setattr(q, "quant_pre_process", spy)
+    quantize_int8("rel.onnx", "rel.int8.onnx", calib, method="minmax", bias_correction=False)
+    assert seen == [True]
+    assert (tmp_path / "rel.int8.onnx").is_file()

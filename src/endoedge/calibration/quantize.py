@@ -195,11 +195,12 @@ def quantize_int8(
             extra["CalibStridedMinMax"] = stride
     with tempfile.TemporaryDirectory(prefix="endoedge-q-") as tmp:
         prepped = Path(tmp) / "prepped.onnx"
+        source = Path(model_path).resolve()  # before the chdir below: a relative path names a file here
         try:
             # On a failed symbolic shape inference ONNX Runtime saves "sym_shape_infer_temp.onnx" plus
             # external data into the working directory: keep that litter in the temporary folder.
             with _working_dir(tmp):
-                q.quant_pre_process(str(Path(model_path).resolve()), str(prepped), skip_optimization=True)
+                q.quant_pre_process(str(source), str(prepped), skip_optimization=True)
         except Exception as err:  # noqa: BLE001 - fall back to the file as it is
             logger.info("quant_pre_process failed (%s); quantizing the file as it is", err)
             prepped = Path(model_path)
