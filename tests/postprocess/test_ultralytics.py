@@ -39,6 +39,7 @@ def yolo_from_yaml(family: str, scale_yaml: str, out_dir: Path, frames):
     cfg["nc"] = len(NAMES)
     yaml_path = out_dir / scale_yaml  # Ultralytics reads the scale (n) from the file name
     yaml_path.write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(0)  # the random init decides which rows sit on score ties: the same model every run
     yolo = YOLO(str(yaml_path))
     model = yolo.model
     model.names = dict(NAMES)
