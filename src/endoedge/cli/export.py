@@ -65,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     trained = loaded.trained_input_size
     if size is not None and trained is not None and size != trained and not getattr(args, "resize_anyway", False):
         raise InputError(
-            f"'{args.weights}' was trained at {trained[0]}x{trained[1]}; at --imgsz {size[0]} its boxes move (SSD "
-            "anchors are relative to the input: the shipped polyp detector's Kvasir val mAP@0.5 falls 0.927 -> "
-            f"0.856 at 416, 0.128 at 512); fine-tune at that size first (endoedge train --init {args.weights} "
-            f"--imgsz {size[0]} ...), drop --imgsz, or pass --resize-anyway"
+            f"'{args.weights}' was trained at {trained[0]}x{trained[1]}; at --imgsz {size[0]} its boxes move (its "
+            "anchors are relative to the input: the shipped polyp detector falls from mAP@0.5 0.927 to 0.128 at 512); "
+            f"fine-tune at that size first (endoedge train --init {args.weights} --imgsz {size[0]} ...), drop "
+            "--imgsz, or pass --resize-anyway"
         )
     loaded.spec = loaded.spec.with_thresholds(args.conf, args.iou, args.max_det)
     endoscopy = endoscopy_option(getattr(args, "endoscopy", None))
