@@ -340,3 +340,22 @@ def test_sigterm_stops_cleanly_and_resume_finishes(study, polyp_onnx, tmp_path):
     assert data.count(b"\n") < 40
     assert subprocess.run([*cmd, "--resume"], env=env, capture_output=True, timeout=120).returncode == 0
     assert len(_records(out)) == 40
+
+
+def test_a_study_where_every_image_fails_exits_1_and_keeps_its_records(study, polyp_onnx, tmp_path, capsys):
+    # a wrong list file (paths relative to somewhere else) must not end as a "successful" empty study
+    lst = tmp_path / "wrong.txt"
+    lst.write_text("elsewhere/img_00_0.jpg\nelsewhere/img_01_0.jpg\n")
+    out = tmp_path / "r.jsonl"
+    capsys.readouterr()
+    assert main(["batch", str(lst), "-m", str(polyp_onnx), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("endoedge batch: error: none of the 2 images could be read (first: '"), err
+    assert "img_00_0.jpg" in err[-1]
+    assert str(out) in err[-1]
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 2
+    assert all(r.get("error") for r in recs)
+    # one readable image is enough for a normal exit (errors are records, --fail-on-error makes them fatal)
+    lst.write_text(f"{study / 'part0' / 'img_00_0.jpg'}\nelsewhere/img_01_0.jpg\n")
+    assert main(["batch", str(lst), "-m", str(polyp_onnx), "-o", str(tmp_path / "r2.jsonl"), "--quiet"]) == 0

@@ -45,3 +45,24 @@ def test_reads_graph_and_metadata(tmp_path):
     from endoedge.cli._common import _onnx_input_size
 
     assert _onnx_input_size(str(path)) == 64
+
+
+def test_an_empty_file_is_reported_as_empty_not_as_missing_metadata(tmp_path):
+    # protobuf parses 0 bytes as an empty ModelProto; every reader must say so, not "no metadata"
+    pytest.importorskip("onnx")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    for call in _callers():
+        with pytest.raises(ModelFormatError, match=r"holds no ONNX graph \(0 bytes;") as info:
+            call(empty)
+        assert "\n" not in str(info.value)
+
+
+def test_quantize_reports_an_empty_file(tmp_path):
+    pytest.importorskip("onnx")
+    from endoedge.calibration.quantize import quantize_int8
+
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelFormatError, match="holds no ONNX graph"):
+        quantize_int8(empty, tmp_path / "out.onnx", None)

@@ -29,6 +29,7 @@ from typing import Any
 from endoedge._optional import require
 from endoedge.calibration.graph_rules import output_layers
 from endoedge.errors import ExportError, ModelFormatError
+from endoedge.spec import check_graph_present
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +85,11 @@ def _load(path: str | Path) -> Any:
     if not p.is_file():
         raise ModelFormatError(f"model '{p}' does not exist or is not a file")
     try:
-        return _onnx().load(str(p))
+        model = _onnx().load(str(p))
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise ModelFormatError(f"'{p}' is not a readable ONNX file ({type(err).__name__})") from err
+    check_graph_present(model, p)
+    return model
 
 
 def quantize_int8(

@@ -74,7 +74,8 @@ def add_parser(sub: SubParsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the job; exit 0, or 2 with --fail-on-error when an input failed, 130 when interrupted."""
+    """Run the job; exit 0, 2 with --fail-on-error when an input failed, 1 when every input failed, 130 when
+    interrupted."""
     from endoedge.batch import BatchConfig, run_batch
     from endoedge.cli._common import check_output_file
     from endoedge.errors import InputError
@@ -119,7 +120,25 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if args.fail_on_error and c["errors"]:
         return 2
+    if c["images"] and not c["ok"] and c["errors"] == c["images"]:
+        raise InputError(f"none of the {c['images']} images could be read ({_first_error(args.out)}); "
+                         f"the error records are in {args.out}: check the study's paths or list file")
     return 0
+
+
+def _first_error(results: str) -> str:
+    """``path: message`` of the first error record in the results JSONL (for the one-line error)."""
+    import json
+
+    with open(results, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("error"):
+                return f"first: '{rec.get('path', '?')}': {rec['error']}"
+    return "no error record found"
 
 
 class _Stopper:

@@ -236,8 +236,23 @@ def load_onnx_proto(path: str | Path) -> Any:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise ModelFormatError(f"'{p}' is not a readable ONNX file ({type(err).__name__})") from err
+    check_graph_present(model, p)
     check_external_data(model, p)
     return model
+
+
+def check_graph_present(model: Any, path: str | Path) -> None:
+    """Raise :class:`ModelFormatError` when a parsed ``onnx.ModelProto`` holds no graph node.
+
+    Protobuf parses an empty file (and some other non-ONNX bytes) as an empty model without
+    complaint; without this check such a file would be reported as "no metadata" further on.
+    """
+    if len(model.graph.node) == 0:
+        size = Path(path).stat().st_size
+        raise ModelFormatError(
+            f"'{path}' holds no ONNX graph ({size} bytes; an empty or truncated file?); "
+            "re-export it with `endoedge export` or copy it again"
+        )
 
 
 def validate_thresholds(score: float, iou: float, max_det: int) -> None:
