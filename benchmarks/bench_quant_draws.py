@@ -10,6 +10,9 @@ draw of 500 Kvasir-SEG train images?
         --variants '{"default_s1": {"seed": 1}, "sq50_s1": {"seed": 1, "smooth": 0.5}}' \\
         --out benchmarks/results/quant_draws_yolov8n.json
 
+``--score LABEL=ONNX`` scores a copy that already exists (e.g. the file the README's ``endoedge
+quantize`` command wrote) the same way, without quantizing.
+
 A variant is ``{label: {quantize_int8 keyword arguments, plus "seed" (calibration draw, default 0)
 and "bc" (bias correction, default true)}}``. FP32's predictions are cached beside the copies
 (``--work``). Records are merged into ``--out`` by label as each variant finishes.
@@ -33,7 +36,9 @@ import bench_quant_xcentre as xc  # noqa: E402  (a sibling script, not a package
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, metavar="NAME=ONNX")
-    ap.add_argument("--variants", required=True, help="JSON object {label: {quantize_int8 kwargs, seed, bc}}")
+    ap.add_argument("--variants", default="{}", help="JSON object {label: {quantize_int8 kwargs, seed, bc}}")
+    ap.add_argument("--score", action="append", default=[], metavar="LABEL=ONNX",
+                    help="also score an existing copy (e.g. what `endoedge quantize` wrote) as LABEL")
     ap.add_argument("--work", default="runs/quant_draws", help="copies and cached FP32 predictions")
     ap.add_argument("--out", required=True, help="raw JSON (merged by label)")
     ap.add_argument("--calib-images", type=int, default=500)
@@ -48,6 +53,12 @@ def main() -> None:
         ap.error(f"--variants is not JSON: {err}")
     if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
         ap.error("--variants must be a JSON object of objects")
+    scored = dict(s.partition("=")[::2] for s in args.score)
+    for label, copy_path in scored.items():
+        if not label or not Path(copy_path).is_file():
+            ap.error(f"--score {label}={copy_path}: give LABEL=PATH of an existing copy")
+    if not variants and not scored:
+        ap.error("nothing to do: give --variants and/or --score")
 
     import inspect
 
@@ -84,6 +95,8 @@ def main() -> None:
                 "calib_images": args.calib_images})
     res.setdefault("variants", {})
     data, data_seed = None, None
+    for label, copy_path in scored.items():
+        _record(res, out_path, name, label, {"scored_file": copy_path}, Path(copy_path), None, fp32, ref, sets, thr)
     for label, kw in variants.items():
         kw = dict(kw)
         seed, bc = int(kw.pop("seed", 0)), bool(kw.pop("bc", True))
@@ -96,19 +109,25 @@ def main() -> None:
         copy = work / f"{name}.{label}.onnx"
         t0 = time.time()
         quantize_int8(model, copy, data, cache_path=work / f"{name}.{label}.ranges.json", bias_correction=bc, **kw)
-        rec = {"args": variants[label], "quantize_s": round(time.time() - t0, 1), "labelled": xc.labelled(copy),
-               "sets": {k: xc.compare(ref[k], xc.predictions(copy, v), thr) for k, v in sets.items()}}
-        res["variants"][label] = rec
-        res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        out_path.write_text(json.dumps(res, indent=1) + "\n")
-        s = rec["sets"]
-        print(f"{name} {label}: mAP {fp32['map50']:.3f}->{rec['labelled']['map50']:.3f} "
-              f"sens {fp32['sensitivity']:.3f}->{rec['labelled']['sensitivity']:.3f} "
-              f"kept {s['kvasir_val']['box_agreement']:.3f}/{s['pg_A_pos']['box_agreement']:.3f}/"
-              f"{s['pg_B_pos']['box_agreement']:.3f} "
-              f"FA {s['pg_A_neg']['alarm_share_reference']:.3f}->{s['pg_A_neg']['alarm_share_candidate']:.3f} / "
-              f"{s['pg_B_neg']['alarm_share_reference']:.3f}->{s['pg_B_neg']['alarm_share_candidate']:.3f} "
-              f"shift {[round(x['mean_score_shift'] or 0, 3) for x in s.values()]}", flush=True)
+        _record(res, out_path, name, label, variants[label], copy, round(time.time() - t0, 1), fp32, ref, sets, thr)
+
+
+def _record(res: dict, out_path: Path, name: str, label: str, args: dict, copy: Path, quantize_s: float | None,
+            fp32: dict, ref: dict, sets: dict, thr: float) -> None:
+    """Score ``copy`` against FP32's cached predictions, merge it into ``out_path`` and print one line."""
+    rec = {"args": args, "quantize_s": quantize_s, "labelled": xc.labelled(copy),
+           "sets": {k: xc.compare(ref[k], xc.predictions(copy, v), thr) for k, v in sets.items()}}
+    res["variants"][label] = rec
+    res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out_path.write_text(json.dumps(res, indent=1) + "\n")
+    s = rec["sets"]
+    print(f"{name} {label}: mAP {fp32['map50']:.3f}->{rec['labelled']['map50']:.3f} "
+          f"sens {fp32['sensitivity']:.3f}->{rec['labelled']['sensitivity']:.3f} "
+          f"kept {s['kvasir_val']['box_agreement']:.3f}/{s['pg_A_pos']['box_agreement']:.3f}/"
+          f"{s['pg_B_pos']['box_agreement']:.3f} "
+          f"FA {s['pg_A_neg']['alarm_share_reference']:.3f}->{s['pg_A_neg']['alarm_share_candidate']:.3f} / "
+          f"{s['pg_B_neg']['alarm_share_reference']:.3f}->{s['pg_B_neg']['alarm_share_candidate']:.3f} "
+          f"shift {[round(x['mean_score_shift'] or 0, 3) for x in s.values()]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,8 @@ def test_agree_on_a_folder_with_a_symlink_and_on_a_video(ssdlite, scaled, frames
                  "--json", str(report)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith(f"10 frames of {frames_dir}; at score >= 0.5")
-    assert out[-2] == "agreement gate: PASS: box agreement 1.000 (min 0.95), boxes the copy adds 0.000 (max 0.05)"
+    assert out[-2] == ("agreement gate: PASS: box agreement 1.000 (min 0.95), boxes the copy adds 0.000 (max 0.05), "
+                       "mean score shift +0.000 (max 0.01)")
     rep = json.loads(report.read_text())
     assert rep["n_frames"] == 10
     assert str(frames_dir / "b" / "linked.png") in rep["frames"]

@@ -106,7 +106,7 @@ def test_format_compare_prints_the_operating_point_first():
     loose = judge(op, gate_result(REF, CAND, 1.0), GateLimits(max_sensitivity_drop=5.0))
     assert format_compare(_result(loose, raw, op=op)).splitlines()[-1] == (
         "gate: PASS: box agreement 0.975 (min 0.95), boxes the copy adds 0.049 (max 0.05), "
-        "frame sensitivity drop +5.00 points (max 5), mAP@0.5 drop +0.88 points (max 1)")
+        "mean score shift -0.012 (max 0.01), frame sensitivity drop +5.00 points (max 5), mAP@0.5 drop +0.88 points (max 1)")
     failed = gate_result(REF, {**CAND, "coco": {"map50": 0.83, "map50_95": 0.5}}, 1.0)
     text = format_compare(_result(failed, RawHeadErrors(skipped="raw-head errors are measured between two ONNX files"),
                                   split=None))
@@ -118,9 +118,9 @@ def test_format_compare_prints_the_operating_point_first():
 def test_every_criterion_and_the_false_alarm_rise():
     op = _op(n_negative=40, false_alarm=(0.10, 0.12))
     gate = judge(op, gate_result(REF, CAND, 1.0), GateLimits(min_agreement=0.98, max_sensitivity_drop=5.0))
-    assert [c.name for c in gate.criteria] == ["box_agreement", "added_boxes", "sensitivity_drop", "false_alarm_rise",
-                                               "map50_drop"]
-    assert [c.passed for c in gate.criteria] == [False, False, True, False, True]
+    assert [c.name for c in gate.criteria] == ["box_agreement", "added_boxes", "score_shift", "sensitivity_drop",
+                                               "false_alarm_rise", "map50_drop"]
+    assert [c.passed for c in gate.criteria] == [False, False, True, True, False, True]
     assert not gate.passed
     assert gate.failures == ["box agreement 0.975 (min 0.98)", "boxes the copy adds 0.049 (max 0.02)",
                              "false-alarm rise +2.00 points (max 0.5)"]
@@ -130,7 +130,7 @@ def test_every_criterion_and_the_false_alarm_rise():
     d = gate.to_dict()
     assert list(d) == ["reference", "candidate", "delta_points", "metric", "max_drop_points", "drop_points",
                        "passed", "criteria", "reason"]
-    assert d["criteria"][3] == {"name": "false_alarm_rise", "value": 2.0, "limit": 0.5, "passed": False}
+    assert d["criteria"][4] == {"name": "false_alarm_rise", "value": 2.0, "limit": 0.5, "passed": False}
     text = format_compare(_result(gate, RawHeadErrors(skipped="x"), op=op))
     assert "  false-alarm share          0.100      0.120           +2.00" in text.splitlines()
     assert "  (false-alarm share on 40 polyp-free frames)" in text.splitlines()
@@ -143,7 +143,8 @@ def test_every_criterion_and_the_false_alarm_rise():
 @pytest.mark.parametrize(("limits", "flag"), [
     (GateLimits(min_agreement=1.5), "--min-agreement"), (GateLimits(min_agreement=float("nan")), "--min-agreement"),
     (GateLimits(max_sensitivity_drop=-1), "--max-sensitivity-drop"),
-    (GateLimits(max_false_alarm_rise=float("nan")), "--max-false-alarm-rise"), (GateLimits(max_drop=-0.1), "--max-drop")])
+    (GateLimits(max_false_alarm_rise=float("nan")), "--max-false-alarm-rise"), (GateLimits(max_drop=-0.1), "--max-drop"),
+    (GateLimits(max_score_shift=-0.01), "--max-score-shift"), (GateLimits(max_score_shift=float("nan")), "--max-score-shift")])
 def test_limits_out_of_range_name_their_flag(limits, flag):
     from endoedge.errors import InputError
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from endoedge.calibration.qdq_check import check_qdq
@@ -44,7 +45,8 @@ OPERATING_POINT = {"threshold": None, "n_images": None, "n_negative_images": Non
                    "candidate": OP_METRICS, "delta_points": OP_METRICS, "agreement": AGREEMENT}
 AGREE_GATE = {"reference_model": None, "candidate_model": None, "source": None, "held_out": None, "n_frames": None,
               "frames": [None], "skipped": [], "agreement": AGREEMENT, "min_agreement": None,
-              "added_boxes": {"name": None, "value": None, "limit": None, "passed": None}, "passed": None,
+              "added_boxes": {"name": None, "value": None, "limit": None, "passed": None},
+              "score_shift": {"name": None, "value": None, "limit": None, "passed": None}, "passed": None,
               "reason": None}
 INT8 = {"model": None, "output": None, "precision": None, "calibration": CALIBRATION, "method": None,
         "qdq": None, "qdq_violations": [], "metadata": METADATA}
@@ -146,8 +148,9 @@ def test_quantize_gated_holds_out_calibration_frames_without_eval_or_agree(ssdli
     assert lines[5].startswith("5 frames of ")
     assert "(held out of calibration)" in lines[5]
     a = report.agreement.agreement
+    shift = "" if report.agreement.shift is None else f", mean score shift {a.mean_score_shift:+.3f} (max 0.01)"
     assert lines[-1] == (f"agreement gate: PASS: box agreement {a.box_agreement:.3f} (min 0), "
-                         f"boxes the copy adds {a.added_share:.3f} (max 1)")
+                         f"boxes the copy adds {a.added_share:.3f} (max 1){shift}")
     assert report.passed is True
     assert report.agreement.held_out
     assert report.agreement.frames == [it.describe() for it in held]
@@ -297,8 +300,60 @@ def test_a_pass_after_the_fallback_is_flagged_optimistic(ssdlite, sets, tmp_path
     printed = capsys.readouterr().out
     assert len(seen) == 2  # no re-check: the passing step is the file on disk
     assert [step["passed"] for step in fb["steps"]] == [True]
-    assert ("note: the fallback chose these layers on the gate's own frames (1 tried), so this pass is optimistic; "
-            "confirm on frames it did not see: endoedge eval --compare ") in printed
+    # a labelled gate only: nothing to confirm on, so the pass is flagged with the check to run
+    assert ("note: the fallback chose these layers on the gate's own frames (1 tried), so this pass is optimistic "
+            "and no unseen frames are left to confirm it; check on other frames: endoedge eval --compare ") in printed
+
+
+@pytest.fixture
+def forty_frames(sample_paths, tmp_path):
+    """40 distinct real frames (10 sample frames x 4 crops/flips), 480 x 270."""
+    import cv2
+
+    from endoedge.data.imageio import read_image
+
+    d = tmp_path / "calib40"
+    d.mkdir()
+    for i, p in enumerate(sample_paths):
+        img = read_image(p)
+        h, w = img.shape[:2]
+        views = [img, img[:, ::-1], img[h // 8:, w // 8:], img[: h - h // 8, : w - w // 8, :][:, ::-1]]
+        for j, v in enumerate(views):
+            small = cv2.resize(np.ascontiguousarray(v), (480, 270), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(d / f"f{i:02d}_{j}.png"), small)
+    return d
+
+
+def test_a_fallback_pass_is_confirmed_on_frames_it_did_not_see(ssdlite, forty_frames, tmp_path, capsys, cut_ranking,
+                                                               monkeypatch):
+    """Held-out mode: the fallback passes on the gate's 16 frames (scripted), then the real
+    agreement gate judges the file on 16 other frames of the source that neither calibration (4)
+    nor the gate used; its verdict is the command's (a 4-image INT8 copy of the tiny model loses
+    most of FP32's boxes there: FAIL, exit 1, the file kept)."""
+    cut_ranking(4)
+    seen = _scripted_gate(monkeypatch, [5.0, 0.0])
+    out, report = tmp_path / "q.int8.onnx", tmp_path / "q.json"
+    rc = main(["quantize", str(ssdlite[2]), "-o", str(out), "--calib", str(forty_frames), "--num-images", "4",
+               "--batch", "2", "--sensitivity-images", "2", "--max-fallback", "3", "--json", str(report)])
+    captured = capsys.readouterr()
+    assert len(seen) == 2  # the first copy and the one fallback step: the scripted gate
+    rep = json.loads(report.read_text())
+    from endoedge.calibration.agreement import hold_out
+    from endoedge.calibration.sources import discover
+
+    gate_frames, confirm = {it.describe() for it in hold_out(discover(forty_frames))}, rep["confirmation"]
+    assert len(gate_frames) == 16
+    assert ("the fallback chose its layers on the gate's frames (1 tried): confirming on 16 other frames of "
+            f"{forty_frames} that neither calibration nor the fallback saw ...") in captured.out
+    assert confirm["n_frames"] == 16
+    assert not set(confirm["frames"]) & gate_frames
+    assert confirm["passed"] is False
+    assert rep["passed"] is False
+    assert rc == 1
+    assert captured.err.startswith("endoedge quantize: gate FAILED: on frames the fallback did not see: ")
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "the fallback's pass does not hold on frames it did not see" in captured.out
+    assert out.is_file()
 
 
 @pytest.mark.shared_data

@@ -110,3 +110,46 @@ def test_shortfall_measures_how_far_a_failing_gate_is_in_points():
     crit = [Criterion.judge("box_agreement", 0.93, 0.95), Criterion.judge("sensitivity_drop", 0.0, 1.0),
             Criterion.judge("false_alarm_rise", 1.7, 0.5)]
     assert shortfall(crit) == pytest.approx(3.2)
+
+
+def test_score_shift_fails_a_copy_whose_scores_move_up():
+    """Label-free: FP32's boxes all kept and nothing added, but every score 0.03 higher; on polyp-free
+    video such a copy lifts candidates under the threshold into false alarms (benchmarks/RESULTS.md:
+    every copy measured above +0.01 raised another centre's false alarms by >= 3.6 points)."""
+    import numpy as np
+
+    from endoedge.calibration.report import (
+        MIN_SHIFT_PAIRS,
+        AgreementResult,
+        Criterion,
+        score_shift_criterion,
+    )
+    from endoedge.evaluation.agreement import AgreementCounter
+    from endoedge.evaluation.metrics import Prediction
+
+    box = np.array([[10.0, 10.0, 50.0, 50.0]])
+
+    def shifted(delta: float, frames: int) -> object:
+        counter = AgreementCounter(0.5)
+        for i in range(frames):
+            s = 0.6 + 0.01 * (i % 10)
+            counter.add(Prediction(box, np.array([s]), np.array([0])),
+                        Prediction(box, np.array([s + delta]), np.array([0])))
+        return counter.result()
+
+    up = shifted(0.03, 30)
+    assert (up.box_agreement, up.added_share, up.shift_pairs) == (1.0, 0.0, 30)
+    crit = score_shift_criterion(up, 0.01)
+    assert crit is not None
+    assert (crit.name, crit.value, crit.limit, crit.passed) == ("score_shift", 0.03, 0.01, False)
+    assert crit.describe() == "mean score shift +0.030 (max 0.01)"
+    assert crit.shortfall == pytest.approx(2.0)  # a score difference counts 100 points, like a share
+    result = AgreementResult("m.onnx", "q.onnx", "frames", False, ["f"] * 30, [], up,
+                             Criterion.judge("box_agreement", 1.0, 0.95), shift=crit)
+    assert result.reason == "FAIL: mean score shift +0.030 (max 0.01)"
+    assert result.to_dict()["score_shift"] == {"name": "score_shift", "value": 0.03, "limit": 0.01, "passed": False}
+    down = score_shift_criterion(shifted(-0.03, 30), 0.01)  # a downward shift is the box agreement's to judge
+    assert down is not None
+    assert down.passed
+    assert score_shift_criterion(shifted(0.03, MIN_SHIFT_PAIRS - 1), 0.01) is None  # too few boxes: not judged
+    assert score_shift_criterion(AgreementCounter(0.5).result(), 0.01) is None

@@ -8,7 +8,9 @@ decoded once and run through both models at the detection pass threshold; the ca
 boxes are then compared with FP32's at FP32's operating threshold
 (:class:`~endoedge.evaluation.agreement.Agreement`), and the gate passes when the box
 agreement reaches ``min_agreement`` and at most ``1 - min_agreement`` of the copy's boxes are
-new (``added_boxes``: extra false alarms). Without ``--eval`` or ``--agree``, ``endoedge quantize``
+new (``added_boxes``: extra false alarms) and the mean score of FP32's boxes moves up by at most
+``max_score_shift`` (``score_shift``: scores moved up lift candidates under the threshold into
+false alarms on polyp-free frames, which polyp frames cannot show). Without ``--eval`` or ``--agree``, ``endoedge quantize``
 holds out part of the calibration frames (:func:`hold_out`) and gates on them.
 
 Example::
@@ -31,7 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from endoedge.calibration.report import AgreementResult, Criterion, added_boxes_criterion
+from endoedge.calibration.report import (
+    AgreementResult,
+    Criterion,
+    added_boxes_criterion,
+    score_shift_criterion,
+)
 from endoedge.calibration.sources import Item, discover, select
 from endoedge.errors import InputError
 
@@ -133,16 +140,19 @@ class AgreementGate:
         held_out: the frames were held out of the calibration images.
         conf: operating score threshold (``None`` = the reference's).
         min_agreement: the smallest box agreement that passes.
+        max_score_shift: the largest mean upward score shift of the reference's boxes that passes.
         backend, device: how both models run (:func:`endoedge.load`; ``"cpu"`` for quantize).
         spec, endoscopy: :func:`endoedge.load` overrides (a foreign ONNX, frame cleaning).
     """
 
     def __init__(self, reference: str | Path, items: Sequence[Item], *, source: str | Path, held_out: bool = False,
-                 conf: float | None = None, min_agreement: float = 0.95, backend: str = "auto",
+                 conf: float | None = None, min_agreement: float = 0.95, max_score_shift: float = 0.01,
+                 backend: str = "auto",
                  device: str = "cpu", spec: ModelSpec | None = None,
                  endoscopy: EndoscopyConfig | None = None) -> None:
         self.reference, self.items, self.source = Path(reference), list(items), str(source)
         self.held_out, self.conf, self.min_agreement = held_out, conf, min_agreement
+        self.max_score_shift = max_score_shift
         self.load_options: dict[str, Any] = {"backend": backend, "device": device, "spec": spec,
                                              "endoscopy": endoscopy}
         self._ref: _Reference | None = None
@@ -165,7 +175,8 @@ class AgreementGate:
             held_out=self.held_out, frames=[it.describe() for it in ref.read], skipped=list(ref.skipped),
             agreement=agree, criterion=Criterion.judge("box_agreement", agree.box_agreement, self.min_agreement),
             extra=multitask_criteria(ref.frame_outputs, frame_outputs),
-            added=added_boxes_criterion(agree, self.min_agreement))
+            added=added_boxes_criterion(agree, self.min_agreement),
+            shift=score_shift_criterion(agree, self.max_score_shift))
 
     def _open(self, candidate: str | Path) -> tuple[ExitStack, list[Detector], _Reference]:
         """The detectors to run, at the detection pass threshold (``[reference, candidate]`` the

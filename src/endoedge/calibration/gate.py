@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from endoedge.calibration.compare import DEFAULT_MAX_DROP
 from endoedge.calibration.operating_point import (
     DEFAULT_MAX_FALSE_ALARM_RISE,
+    DEFAULT_MAX_SCORE_SHIFT,
     DEFAULT_MAX_SENSITIVITY_DROP,
     DEFAULT_MIN_AGREEMENT,
     GateLimits,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("int8", "fp16")
+CONFIRM_MIN = 16  # fewest unseen frames a fallback's pass is confirmed on (the held-out minimum)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class QuantOptions:
         min_agreement: smallest share of FP32's boxes the copy must keep.
         max_sensitivity_drop: largest frame-sensitivity drop, in points.
         max_false_alarm_rise: largest false-alarm share rise on ``negatives``, in points.
+        max_score_shift: largest mean upward score shift of FP32's boxes (score units).
         max_fallback: INT8: most layers to keep in float to pass the gate (0 = none).
         fallback_tries: INT8: most layers tried in float (``None`` = ``2 * max_fallback``); a
             layer stays float only when the copy comes closer to passing.
@@ -120,6 +123,7 @@ class QuantOptions:
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     max_sensitivity_drop: float = DEFAULT_MAX_SENSITIVITY_DROP
     max_false_alarm_rise: float = DEFAULT_MAX_FALSE_ALARM_RISE
+    max_score_shift: float = DEFAULT_MAX_SCORE_SHIFT
     max_fallback: int = 10
     fallback_tries: int | None = None
     sensitivity_images: int = 32
@@ -127,7 +131,8 @@ class QuantOptions:
     @property
     def limits(self) -> GateLimits:
         """The gate's bounds."""
-        return GateLimits(self.min_agreement, self.max_sensitivity_drop, self.max_false_alarm_rise, self.max_drop)
+        return GateLimits(self.min_agreement, self.max_sensitivity_drop, self.max_false_alarm_rise, self.max_drop,
+                          self.max_score_shift)
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,7 @@ class _Workflow:
         self.model, self.out, self.opts, self.say = model, out, opts, say
         self.report = QuantReport(model=str(model), output=str(out), precision=opts.precision)
         self.agree_gate: AgreementGate | None = None
+        self.pool: list[Item] = []  # every frame of the agreement gate's source (for the confirmation)
         self.reference_run: EvalRun | None = None  # FP32 on eval_data, evaluated once
         self.last_text = ""  # the last check's printed result
 
@@ -226,11 +232,13 @@ class _Workflow:
         if o.agree:
             items = agreement_frames(o.agree, num_images=o.agree_images, seed=o.seed)
             self.agree_gate = self._agreement_gate(items, o.agree, held_out=False)
+            self.pool = discover(o.agree, role="--agree source")
             return []
         if o.eval_data or not o.holdout or not o.calib:
             return []
         source = discover(o.calib, split=o.calib_split)
         held = hold_out(source, o.seed)
+        self.pool = source
         names = ", ".join(it.describe() for it in held[:3]) + (", ..." if len(held) > 3 else "")
         if not held:
             self.say(f"agreement gate skipped: --calib {o.calib} has {len(source)} image(s), too few to hold "
@@ -250,7 +258,7 @@ class _Workflow:
 
         o = self.opts
         return AgreementGate(self.model, items, source=source, held_out=held_out, conf=o.conf,
-                             min_agreement=o.min_agreement, device="cpu")
+                             min_agreement=o.min_agreement, max_score_shift=o.max_score_shift, device="cpu")
 
     def int8(self, spec: ModelSpec, tmp: Path, held: list[Item]) -> None:
         """Calibrate (without the held-out frames), quantize, check the Q/DQ rules, gate."""
@@ -412,9 +420,38 @@ class _Workflow:
         names = ", ".join(result.float_nodes) or "none"
         self.say(f"kept in float ({len(result.float_nodes)}): {names}; {qdq.summary()}")
         if result.passed:
+            self.confirm(data, tried)
+
+    def confirm(self, data: CalibrationData, tried: int) -> None:
+        """The fallback chose its layers on the agreement gate's frames, so its pass is optimistic:
+        judge the file again, same criteria, on as many frames of the same source that neither
+        calibration nor the gate used (the report's ``confirmation``, whose verdict then counts).
+        Without such frames (or with a labelled gate only) say so and how to check."""
+        from endoedge.calibration.agreement import format_agreement_result
+        from endoedge.calibration.sources import select
+
+        gate, o = self.agree_gate, self.opts
+        if gate is None:
+            pool: list[Item] = []
+        else:
+            used = set(data.items) | set(gate.items)
+            pool = [it for it in self.pool if it not in used]
+        if gate is None or len(pool) < min(len(gate.items), CONFIRM_MIN):
             self.say(f"note: the fallback chose these layers on the gate's own frames ({tried} tried), so this pass "
-                     f"is optimistic; confirm on frames it did not see: endoedge eval --compare {self.model} "
-                     f"{self.out} --agree FRAMES")
+                     f"is optimistic and no unseen frames are left to confirm it; check on other frames: endoedge "
+                     f"eval --compare {self.model} {self.out} --agree FRAMES")
+            return
+        items = select(pool, min(len(gate.items), len(pool)), o.seed + 1)
+        video = " (frames of the same video(s) as the gate's: not independent of them)" if any(
+            it.frame >= 0 for it in items) else ""
+        self.say(f"the fallback chose its layers on the gate's frames ({tried} tried): confirming on {len(items)} "
+                 f"other frames of {gate.source} that neither calibration nor the fallback saw{video} ...")
+        result = self._agreement_gate(items, gate.source, held_out=gate.held_out).check(self.out)
+        self.report.confirmation = result
+        self.say(format_agreement_result(result).replace("agreement gate:", "confirmation:"))
+        if not result.passed:
+            self.say(f"the fallback's pass does not hold on frames it did not see: {self.out} is kept but FAILS; "
+                     "FP16 (--precision fp16) keeps every box, or gate on the cart's own frames (--agree FRAMES)")
 
     def _ranking_frames(self, data: CalibrationData) -> tuple[CalibrationData, str]:
         """The frames the layers are ranked on, and how to name them: the agreement gate's frames

@@ -28,6 +28,7 @@ from endoedge.calibration.report import (
     OperatingMetrics,
     OperatingPoint,
     added_boxes_criterion,
+    score_shift_criterion,
 )
 from endoedge.errors import InputError
 
@@ -39,6 +40,9 @@ DEFAULT_MAX_DROP = 1.0  # COCO mAP@0.5 points
 DEFAULT_MIN_AGREEMENT = 0.95  # share of the reference's boxes kept
 DEFAULT_MAX_SENSITIVITY_DROP = 1.0  # frame sensitivity points
 DEFAULT_MAX_FALSE_ALARM_RISE = 0.5  # false-alarm share points on polyp-free frames
+# largest mean upward score shift of the reference's boxes (score units); chosen on 50 copies in
+# benchmarks/RESULTS.md: every copy above +0.01 raised false alarms on another centre by >= 3.6 points
+DEFAULT_MAX_SCORE_SHIFT = 0.01
 
 
 @dataclass(frozen=True)
@@ -50,12 +54,15 @@ class GateLimits:
         max_sensitivity_drop: largest frame-sensitivity drop, in points (1 point = 0.01).
         max_false_alarm_rise: largest false-alarm share rise on polyp-free frames, in points.
         max_drop: largest COCO mAP@0.5 drop, in points.
+        max_score_shift: largest mean upward shift of the reference's boxes' scores (score
+            units, label-free; applied when at least 20 boxes are matched).
     """
 
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     max_sensitivity_drop: float = DEFAULT_MAX_SENSITIVITY_DROP
     max_false_alarm_rise: float = DEFAULT_MAX_FALSE_ALARM_RISE
     max_drop: float = DEFAULT_MAX_DROP
+    max_score_shift: float = DEFAULT_MAX_SCORE_SHIFT
 
     def check(self) -> None:
         """Refuse limits out of range (NaN included), naming the CLI flag.
@@ -69,6 +76,8 @@ class GateLimits:
                             ("--max-false-alarm-rise", self.max_false_alarm_rise), ("--max-drop", self.max_drop)):
             if not (value >= 0) or math.isinf(value):
                 raise InputError(f"{flag} must be a number of points >= 0, got {value}")
+        if not 0.0 <= self.max_score_shift <= 1.0:
+            raise InputError(f"--max-score-shift must be a score difference in [0, 1], got {self.max_score_shift}")
 
 
 def check_threshold(conf: float | None) -> None:
@@ -115,12 +124,15 @@ def judge(op: OperatingPoint, gate: GateResult, limits: GateLimits) -> GateResul
 
     The sensitivity criterion applies when both sensitivities are defined, the false-alarm
     criterion when there are polyp-free frames; the box agreement (``None`` fails) and the
-    added boxes always.
+    added boxes always, the score shift when enough boxes are matched.
     """
     from dataclasses import replace
 
     crit = [Criterion.judge("box_agreement", op.agreement.box_agreement, limits.min_agreement),
             added_boxes_criterion(op.agreement, limits.min_agreement)]
+    shift = score_shift_criterion(op.agreement, limits.max_score_shift)
+    if shift is not None:
+        crit.append(shift)
     d = op.delta_points
     if d.sensitivity is not None:
         crit.append(Criterion.judge("sensitivity_drop", -d.sensitivity, limits.max_sensitivity_drop))

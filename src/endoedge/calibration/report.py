@@ -55,6 +55,7 @@ class GateMetrics:
 _CRITERIA = {
     "box_agreement": ("box agreement", "", "min"),
     "added_boxes": ("boxes the copy adds", "", "max"),
+    "score_shift": ("mean score shift", "", "max"),
     "sensitivity_drop": ("frame sensitivity drop", " points", "max"),
     "false_alarm_rise": ("false-alarm rise", " points", "max"),
     "map50_drop": ("mAP@0.5 drop", " points", "max"),
@@ -76,7 +77,10 @@ class Criterion:
             reference, points) or ``map50_drop`` (COCO mAP@0.5, reference minus candidate,
             points); the last three at most ``limit``. ``added_boxes`` (share of the candidate's
             boxes that match no reference box: new false alarms, at most ``1 - min_agreement``)
-            is the box agreement read the other way. Multi-task models add ``mask_dice_drop``
+            is the box agreement read the other way. ``score_shift`` (the mean candidate-minus-reference
+            score of the reference's boxes, label-free; at most ``limit``: a copy whose scores move up
+            lifts candidates under the threshold into false alarms on polyp-free frames, which
+            polyp frames cannot show). Multi-task models add ``mask_dice_drop``
             (mean mask Dice against the ground truth) and ``triage_accuracy_drop`` (frame-triage
             accuracy), reference minus candidate in points, at most ``limit``.
         value: the measured value (``None`` = could not be measured: fails).
@@ -114,7 +118,8 @@ class Criterion:
         if self.value is None:
             value = "n/a"
         else:
-            value = f"{self.value:.3f}" if not unit else f"{self.value:+.2f}"
+            value = f"{self.value:+.3f}" if self.name == "score_shift" else (
+                f"{self.value:.3f}" if not unit else f"{self.value:+.2f}")
         return f"{label} {value}{unit} ({kind} {self.limit:g})"
 
     def to_dict(self) -> dict[str, object]:
@@ -127,6 +132,19 @@ def added_boxes_criterion(agree: Agreement, min_agreement: float) -> Criterion:
     reference box, at most ``1 - min_agreement`` (the box agreement read the other way: a copy
     that keeps every box but adds new ones raises false alarms the box agreement cannot see)."""
     return Criterion.judge("added_boxes", agree.added_share, round(1.0 - min_agreement, 6))
+
+
+MIN_SHIFT_PAIRS = 20  # fewer matched boxes: the mean shift is too noisy to judge (criterion not applied)
+
+
+def score_shift_criterion(agree: Agreement, max_shift: float) -> Criterion | None:
+    """``score_shift``: the mean candidate-minus-reference score of the reference's boxes at the
+    operating point (:attr:`Agreement.mean_score_shift`), at most ``max_shift``; ``None`` (not
+    applied) with fewer than :data:`MIN_SHIFT_PAIRS` matched boxes. Only an upward shift is
+    bounded: a downward one loses boxes, which the box agreement already bounds."""
+    if agree.mean_score_shift is None or agree.shift_pairs < MIN_SHIFT_PAIRS:
+        return None
+    return Criterion.judge("score_shift", agree.mean_score_shift, max_shift)
 
 
 def shortfall(criteria: Iterable[Criterion]) -> float:
@@ -269,6 +287,7 @@ class AgreementResult:
         agreement: :class:`~endoedge.evaluation.agreement.Agreement` at the operating threshold.
         criterion: the ``box_agreement`` :class:`Criterion`.
         added: the ``added_boxes`` :class:`Criterion` (the candidate's boxes FP32 does not have).
+        shift: the ``score_shift`` :class:`Criterion` (``None``: too few matched boxes to judge).
         extra: multi-task models: the ``mask_dice`` (mean Dice of the candidate's mask against the
             reference's, both at 0.5) and ``frame_label_agreement`` (share of frames with the
             reference's frame label) criteria; empty for box-only models.
@@ -284,11 +303,12 @@ class AgreementResult:
     criterion: Criterion
     extra: list[Criterion] = field(default_factory=list)
     added: Criterion | None = None
+    shift: Criterion | None = None
 
     @property
     def criteria(self) -> list[Criterion]:
-        """Every criterion: box agreement, added boxes, then the multi-task ones."""
-        return [self.criterion, *([] if self.added is None else [self.added]), *self.extra]
+        """Every criterion: box agreement, added boxes, score shift, then the multi-task ones."""
+        return [self.criterion, *(c for c in (self.added, self.shift) if c is not None), *self.extra]
 
     @property
     def passed(self) -> bool:
@@ -317,6 +337,7 @@ class AgreementResult:
                 "frames": list(self.frames), "skipped": list(self.skipped),
                 "agreement": self.agreement.to_dict(), "min_agreement": self.criterion.limit,
                 **({"added_boxes": self.added.to_dict()} if self.added is not None else {}),
+                **({"score_shift": self.shift.to_dict()} if self.shift is not None else {}),
                 "passed": self.passed, "reason": self.reason,
                 **({"multitask": [c.to_dict() for c in self.extra]} if self.extra else {})}
 
@@ -442,6 +463,8 @@ class QuantReport:
         wall_s: seconds the whole workflow took, rounded to 0.1.
         operating_point: the final comparison at the operating threshold (with an evaluation set).
         agreement: the final label-free agreement gate (``--agree`` or held-out frames).
+        confirmation: after a float fallback that passed the agreement gate, the same gate on
+            frames neither calibration nor the fallback saw (the verdict that counts then).
     """
 
     model: str
@@ -459,18 +482,21 @@ class QuantReport:
     wall_s: float = 0.0
     operating_point: OperatingPoint | None = None
     agreement: AgreementResult | None = None
+    confirmation: AgreementResult | None = None
 
     @property
     def passed(self) -> bool | None:
         """Every gate that ran passed; ``None`` when accuracy was not checked."""
-        verdicts = [g.passed for g in (self.gate, self.agreement) if g is not None]
+        verdicts = [g.passed for g in (self.gate, self.agreement, self.confirmation) if g is not None]
         return all(verdicts) if verdicts else None
 
     @property
     def failures(self) -> list[str]:
         """Every failed criterion of the final gates, described."""
         return ((self.gate.failures if self.gate is not None else [])
-                + (self.agreement.failures if self.agreement is not None else []))
+                + (self.agreement.failures if self.agreement is not None else [])
+                + ([f"on frames the fallback did not see: {f}" for f in self.confirmation.failures]
+                   if self.confirmation is not None else []))
 
     @property
     def float_nodes(self) -> list[str]:

@@ -12,12 +12,13 @@ if TYPE_CHECKING:
 
 def add_gate_options(group: argparse._ArgumentGroup) -> None:
     """``--agree``, ``--agree-images``, ``--min-agreement``, ``--max-sensitivity-drop``,
-    ``--max-false-alarm-rise`` and ``--max-drop`` (``--conf`` and ``--negatives`` are the
+    ``--max-false-alarm-rise``, ``--max-score-shift`` and ``--max-drop`` (``--conf`` and ``--negatives`` are the
     subcommand's own)."""
     from endoedge.calibration.agreement import DEFAULT_AGREE_IMAGES
     from endoedge.calibration.compare import DEFAULT_MAX_DROP
     from endoedge.calibration.operating_point import (
         DEFAULT_MAX_FALSE_ALARM_RISE,
+        DEFAULT_MAX_SCORE_SHIFT,
         DEFAULT_MAX_SENSITIVITY_DROP,
         DEFAULT_MIN_AGREEMENT,
     )
@@ -38,6 +39,10 @@ def add_gate_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--max-false-alarm-rise", type=float, default=DEFAULT_MAX_FALSE_ALARM_RISE, metavar="POINTS",
                        help="largest rise of the share of polyp-free frames (--negatives) with a box, in points "
                        f"(default {DEFAULT_MAX_FALSE_ALARM_RISE:g})")
+    group.add_argument("--max-score-shift", type=float, default=DEFAULT_MAX_SCORE_SHIFT, metavar="SCORE",
+                       help="largest mean upward shift of the reference's box scores, label-free (default "
+                       f"{DEFAULT_MAX_SCORE_SHIFT:g}; judged when >= 20 boxes match): scores moved up turn "
+                       "candidates under the threshold into false alarms on polyp-free video")
     group.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="POINTS",
                        help=f"largest allowed COCO mAP@0.5 drop in points (default {DEFAULT_MAX_DROP:g}); with labels, "
                        "also the largest mask Dice and triage accuracy drop of a multi-task model")
@@ -52,7 +57,8 @@ def gate_limits(args: argparse.Namespace) -> GateLimits:
     from endoedge.calibration.operating_point import GateLimits, check_threshold
     from endoedge.errors import InputError
 
-    limits = GateLimits(args.min_agreement, args.max_sensitivity_drop, args.max_false_alarm_rise, args.max_drop)
+    limits = GateLimits(args.min_agreement, args.max_sensitivity_drop, args.max_false_alarm_rise, args.max_drop,
+                        args.max_score_shift)
     limits.check()
     check_threshold(args.conf)
     if args.agree_images < 1:

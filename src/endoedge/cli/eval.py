@@ -268,6 +268,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.agree:  # the frames are found before any work
         items = agreement_frames(args.agree, num_images=args.agree_images)
         agree = AgreementGate(ref, items, source=args.agree, conf=args.conf, min_agreement=limits.min_agreement,
+                              max_score_shift=limits.max_score_shift,
                               backend=args.backend, device=args.device, spec=spec, endoscopy=endoscopy)
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
     result = None

@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         split=args.split, fmt=args.format, negatives=args.negatives, conf=args.conf, agree=args.agree,
         agree_images=args.agree_images, holdout=not args.no_gate, max_drop=limits.max_drop,
         min_agreement=limits.min_agreement, max_sensitivity_drop=limits.max_sensitivity_drop,
-        max_false_alarm_rise=limits.max_false_alarm_rise, max_fallback=args.max_fallback,
+        max_false_alarm_rise=limits.max_false_alarm_rise, max_score_shift=limits.max_score_shift,
+        max_fallback=args.max_fallback,
         fallback_tries=args.fallback_tries, sensitivity_images=args.sensitivity_images,
     )
     report = quantize_gated(model, out, options, spec=spec, echo=print)
