@@ -31,9 +31,11 @@ def add_parser(sub: SubParsers) -> None:
         "does; or an FP16 copy with float32 inputs/outputs. Then gate it against the FP32 model at "
         "the model's score threshold: with --eval, on a labelled set (box agreement, frame "
         "sensitivity, false alarms on --negatives, and mAP@0.5); with --agree, on unlabelled frames "
-        "(box agreement); with neither, on calibration frames held out of calibration (--no-gate "
-        "skips it). Exit 1 when a gate fails; an INT8 model that fails is first repaired by "
-        "keeping its most sensitive layers in float. The output file is kept either way.",
+        "(box agreement both ways and the upward score shift); with neither, on calibration frames "
+        "held out of calibration (--no-gate skips it). Exit 1 when a gate fails; an INT8 model that "
+        "fails is first repaired by keeping its most sensitive layers in float, and a repair that "
+        "passes is judged again on frames neither calibration nor the repair saw. The output file is "
+        "kept either way.",
     )
     p.add_argument("model", help="FP32 .onnx exported by endoedge (or Ultralytics)")
     p.add_argument("-o", "--output", required=True, help="output .onnx (refused if it exists, unless --force)")
