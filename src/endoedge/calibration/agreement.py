@@ -61,9 +61,19 @@ def agreement_frames(source: str | Path, *, num_images: int = DEFAULT_AGREE_IMAG
         CalibrationError: the source is missing or holds no usable image or video.
         InputError: ``num_images`` < 1.
     """
+    return spread_frames(discover(source, role="--agree source"), num_images=num_images, seed=seed)
+
+
+def spread_frames(items: Sequence[Item], *, num_images: int = DEFAULT_AGREE_IMAGES, seed: int = 0) -> list[Item]:
+    """Up to ``num_images`` of the already discovered ``items``, spread over them (as
+    :func:`agreement_frames`).
+
+    Raises:
+        InputError: ``num_images`` < 1.
+    """
     if num_images < 1:
         raise InputError(f"--agree-images must be at least 1, got {num_images}")
-    return select(discover(source, role="--agree source"), num_images, seed)
+    return select(items, num_images, seed)
 
 
 def hold_out(items: Sequence[Item], seed: int = 0) -> list[Item]:

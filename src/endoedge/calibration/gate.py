@@ -225,14 +225,14 @@ class _Workflow:
     def plan_frames(self) -> list[Item]:
         """Find the agreement frames (``agree``, or the held-out calibration frames) before any
         work; returns the held-out items (empty when none)."""
-        from endoedge.calibration.agreement import agreement_frames, hold_out
+        from endoedge.calibration.agreement import hold_out, spread_frames
         from endoedge.calibration.sources import discover
 
         o = self.opts
         if o.agree:
-            items = agreement_frames(o.agree, num_images=o.agree_images, seed=o.seed)
+            self.pool = discover(o.agree, role="--agree source")  # the confirmation draws from the rest
+            items = spread_frames(self.pool, num_images=o.agree_images, seed=o.seed)
             self.agree_gate = self._agreement_gate(items, o.agree, held_out=False)
-            self.pool = discover(o.agree, role="--agree source")
             return []
         if o.eval_data or not o.holdout or not o.calib:
             return []

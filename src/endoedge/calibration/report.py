@@ -51,18 +51,19 @@ class GateMetrics:
         return asdict(self)
 
 
-# name -> (label, unit, whether the value is a minimum or a maximum)
+# name -> (label, unit, whether the value is a minimum or a maximum, value format); a unit-less
+# value is a share or a score difference (counts 100 points in a shortfall)
 _CRITERIA = {
-    "box_agreement": ("box agreement", "", "min"),
-    "added_boxes": ("boxes the copy adds", "", "max"),
-    "score_shift": ("mean score shift", "", "max"),
-    "sensitivity_drop": ("frame sensitivity drop", " points", "max"),
-    "false_alarm_rise": ("false-alarm rise", " points", "max"),
-    "map50_drop": ("mAP@0.5 drop", " points", "max"),
-    "mask_dice": ("mask Dice vs the reference", "", "min"),
-    "frame_label_agreement": ("frame-label agreement", "", "min"),
-    "mask_dice_drop": ("mask Dice drop", " points", "max"),
-    "triage_accuracy_drop": ("triage accuracy drop", " points", "max"),
+    "box_agreement": ("box agreement", "", "min", ".3f"),
+    "added_boxes": ("boxes the copy adds", "", "max", ".3f"),
+    "score_shift": ("mean score shift", "", "max", "+.3f"),
+    "sensitivity_drop": ("frame sensitivity drop", " points", "max", "+.2f"),
+    "false_alarm_rise": ("false-alarm rise", " points", "max", "+.2f"),
+    "map50_drop": ("mAP@0.5 drop", " points", "max", "+.2f"),
+    "mask_dice": ("mask Dice vs the reference", "", "min", ".3f"),
+    "frame_label_agreement": ("frame-label agreement", "", "min", ".3f"),
+    "mask_dice_drop": ("mask Dice drop", " points", "max", "+.2f"),
+    "triage_accuracy_drop": ("triage accuracy drop", " points", "max", "+.2f"),
 }
 
 
@@ -114,12 +115,8 @@ class Criterion:
 
     def describe(self) -> str:
         """E.g. ``box agreement 0.712 (min 0.95)`` or ``mAP@0.5 drop +0.16 points (max 1)``."""
-        label, unit, kind = _CRITERIA[self.name]
-        if self.value is None:
-            value = "n/a"
-        else:
-            value = f"{self.value:+.3f}" if self.name == "score_shift" else (
-                f"{self.value:.3f}" if not unit else f"{self.value:+.2f}")
+        label, unit, kind, fmt = _CRITERIA[self.name]
+        value = "n/a" if self.value is None else format(self.value, fmt)
         return f"{label} {value}{unit} ({kind} {self.limit:g})"
 
     def to_dict(self) -> dict[str, object]:

@@ -121,24 +121,11 @@ def run(args: argparse.Namespace) -> int:
     if args.fail_on_error and c["errors"]:
         return 2
     if c["images"] and not c["ok"] and c["errors"] == c["images"]:
-        raise InputError(f"none of the {c['images']} images could be read ({_first_error(args.out)}); "
-                         f"the error records are in {args.out}: check the study's paths or list file")
+        first = summary["errors"][0] if summary.get("errors") else {"path": "?", "error": "?"}
+        raise InputError(f"none of the {c['images']} images could be read (first: '{first['path']}': "
+                         f"{first['error']}); the error records are in {args.out}: check the study's paths or "
+                         "list file")
     return 0
-
-
-def _first_error(results: str) -> str:
-    """``path: message`` of the first error record in the results JSONL (for the one-line error)."""
-    import json
-
-    with open(results, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and rec.get("error"):
-                return f"first: '{rec.get('path', '?')}': {rec['error']}"
-    return "no error record found"
 
 
 class _Stopper:
