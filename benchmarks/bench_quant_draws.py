@@ -42,6 +42,10 @@ def main() -> None:
     ap.add_argument("--work", default="runs/quant_draws", help="copies and cached FP32 predictions")
     ap.add_argument("--out", required=True, help="raw JSON (merged by label)")
     ap.add_argument("--calib-images", type=int, default=500)
+    ap.add_argument("--neg-split", action="append", type=Path, default=[], metavar="SPLIT",
+                    help="score false alarms only on the PolypGen negative sequences this split file lists "
+                         "(repeatable; e.g. polypgen_neg_val.txt and polypgen_neg_test.txt for a model trained "
+                         "on polypgen_neg_train.txt); use its own --work, the FP32 cache is per frame set")
     args = ap.parse_args()
     name, sep, path = args.model.partition("=")
     model = Path(path)
@@ -78,7 +82,10 @@ def main() -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    sets = xc.frame_sets()
+    for split in args.neg_split:
+        if not split.is_file():
+            ap.error(f"--neg-split {split}: not a file (a data/splits/polypgen_negatives/*.txt)")
+    sets = xc.frame_sets(args.neg_split or None)
     thr = xc.threshold_of(model)
     cache = work / f"{name}.fp32preds.pkl"
     if cache.is_file():
@@ -92,7 +99,7 @@ def main() -> None:
     out_path = Path(args.out)
     res = json.loads(out_path.read_text()) if out_path.is_file() else {}
     res.update({"model": str(model), "threshold": thr, "fp32": fp32, "sets": {k: len(v) for k, v in sets.items()},
-                "calib_images": args.calib_images})
+                "calib_images": args.calib_images, "neg_splits": [str(p) for p in args.neg_split]})
     res.setdefault("variants", {})
     data, data_seed = None, None
     for label, copy_path in scored.items():

@@ -47,12 +47,20 @@ def _stems(path: Path) -> list[str]:
     return [s.strip() for s in path.read_text().splitlines() if s.strip() and not s.startswith("#")]
 
 
-def frame_sets() -> dict[str, list[Path]]:
-    """The evaluation frames by set name (see the module docstring)."""
+def frame_sets(neg_splits: list[Path] | None = None) -> dict[str, list[Path]]:
+    """The evaluation frames by set name (see the module docstring).
+
+    ``neg_splits``: PolypGen negatives split files (``data/splits/polypgen_negatives/*.txt``); when
+    given, ``pg_*_neg`` hold only the sequences they list (for a model trained on the others).
+    """
     sets = {"kvasir_val": [KVASIR / "images" / f"{s}.jpg" for s in _stems(SPLITS / "kvasir_seg_val.txt")]}
+    keep = {seq for p in neg_splits for seq in _stems(p)} if neg_splits else None
     for centre in ("A", "B"):
         sets[f"pg_{centre}_pos"] = sorted((SHARED / "polypgen" / "positive-unlabelled" / f"centre_{centre}").rglob("*.jpg"))
-        sets[f"pg_{centre}_neg"] = sorted((SHARED / "polypgen" / "negative" / f"centre_{centre}").rglob("*.jpg"))
+        neg = sorted((SHARED / "polypgen" / "negative" / f"centre_{centre}").rglob("*.jpg"))
+        if keep is not None:
+            neg = [f for f in neg if f"centre_{centre}/{f.parent.name}" in keep]
+        sets[f"pg_{centre}_neg"] = neg
     return sets
 
 

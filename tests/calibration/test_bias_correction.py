@@ -28,11 +28,11 @@ def test_bias_correction_moves_layer_means_to_fp32_and_keeps_qdq_rules(ssdlite, 
 
     fixed = tmp_path / "bc.onnx"
     shutil.copy(int8.path, fixed)
-    feeds = list(calib)
+    feeds = list(calib)[:2]  # 4 of the 8 calibration frames: one forward pass of them per layer
     bc = correct_biases(ssdlite[2], fixed, feeds)
     # every quantized Conv but those whose bias tensor is shared (onnxslim dedupes equal constants)
     assert len(check_qdq(int8.path).quantized_convs) - 2 <= bc.layers <= len(check_qdq(int8.path).quantized_convs)
-    assert bc.images == calib.num_images
+    assert bc.images == sum(len(next(iter(f.values()))) for f in feeds) == 4
     assert bc.mean_abs_shift_after < 0.2 * bc.mean_abs_shift_before
 
     # an independent look: the last quantized layers' means, FP32 vs before vs after
