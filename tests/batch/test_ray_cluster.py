@@ -30,6 +30,11 @@ pytestmark = pytest.mark.slow
 
 RAY = Path(sys.executable).with_name("ray")
 NODE_TIMEOUT_S = 90
+# One authentication mode for the nodes, the probe and the driver. With RAY_AUTH_MODE unset, `ray
+# start` turns token authentication on when ~/.ray/auth_token exists (a local ray.init() creates it
+# and exports RAY_AUTH_MODE=token to its process), and a driver without the mode is refused: the
+# test failed when run alone on a machine with a token, and passed only after the local Ray test.
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
 
 def _free_port() -> int:
@@ -38,7 +43,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_node(tmp: Path, port: int, *, head: bool, resource: str, ray_tmp: str = "") -> subprocess.Popen[bytes]:
+def _start_node(tmp: Path, port: int, *, head: bool, resource: str, ray_tmp: str = "",
+                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     args = [str(RAY), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
             f"--resources={json.dumps({resource: 1})}", "--object-store-memory=100000000",
             "--disable-usage-stats", f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
@@ -49,14 +55,14 @@ def _start_node(tmp: Path, port: int, *, head: bool, resource: str, ray_tmp: str
     else:
         args += [f"--address=127.0.0.1:{port}"]
     log = open(tmp / f"{resource}.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env or RAY_ENV)
 
 
 def _stop(nodes: list[subprocess.Popen[bytes]]) -> None:
     for p in reversed(nodes):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 5  # `ray start --block` rarely exits on SIGTERM within 20 s (measured): kill after 5
     for p in reversed(nodes):
         try:
             p.wait(max(0.1, deadline - time.monotonic()))
@@ -96,7 +102,7 @@ def cluster(tmp_path) -> Iterator[str]:
                  "print(json.dumps({'nodes': len([n for n in ray.nodes() if n['Alive']]),"
                  " 'resources': ray.cluster_resources()}))\n")
         got = subprocess.run([sys.executable, "-c", "import json\n" + probe], capture_output=True, text=True,
-                             timeout=NODE_TIMEOUT_S + 60, check=False)
+                             timeout=NODE_TIMEOUT_S + 60, check=False, env=RAY_ENV)
         state = json.loads(got.stdout.strip().splitlines()[-1]) if got.returncode == 0 else {}
         assert state.get("nodes") == 2, f"the second node did not join: {got.stderr[-2000:]}"
         assert state["resources"]["CPU"] == 2
@@ -115,7 +121,7 @@ def test_two_node_cluster_matches_local(cluster, polyp_onnx, sample_paths, tmp_p
     local = tmp_path / "local.jsonl"
     run_batch(BatchConfig(folder, [str(polyp_onnx)], local, batch_size=2, progress=False))
     out = tmp_path / "ray.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    env = {**RAY_ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     done = subprocess.run([sys.executable, "-m", "endoedge.cli", "batch", str(folder), "-m", str(polyp_onnx),
                            "-o", str(out), "--engine", "ray", "--address", cluster, "--workers", "2",
                            "--batch-size", "2", "--quiet"], capture_output=True, text=True, env=env,
@@ -124,3 +130,48 @@ def test_two_node_cluster_matches_local(cluster, polyp_onnx, sample_paths, tmp_p
     want = {r["path"]: r for r in map(json.loads, local.read_text().splitlines())}
     got = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert got == want
+
+
+def test_a_driver_refused_by_a_token_cluster_gets_one_line_with_the_fix(polyp_onnx, sample_paths, tmp_path):
+    """A head with token authentication (the token in RAY_AUTH_TOKEN, so no file is written) and a
+    driver without it: `endoedge batch` exits non-zero with one line that names the cause and the fix,
+    not Ray's traceback."""
+    pytest.importorskip("ray")
+    if not RAY.is_file():
+        pytest.skip(f"no `ray` command beside {sys.executable}")
+    import secrets
+
+    token_env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    port = _free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="ee-ray-")
+    head = _start_node(tmp_path, port, head=True, resource="node_t", ray_tmp=ray_tmp, env=token_env)
+    try:
+        deadline = time.monotonic() + NODE_TIMEOUT_S
+        while True:
+            if head.poll() is not None:
+                pytest.fail(f"the head node exited: {(tmp_path / 'node_t.log').read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("the head node did not open its port in time")
+                time.sleep(0.5)
+        folder = tmp_path / "study"
+        folder.mkdir()
+        (folder / sample_paths[0].name).symlink_to(sample_paths[0])
+        # two connection attempts, not Ray's ~20 (one a second): the refusal does not go away
+        env = {**RAY_ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+               "RAY_gcs_server_port_wait_time_s": "2"}
+        done = subprocess.run([sys.executable, "-m", "endoedge.cli", "batch", str(folder), "-m", str(polyp_onnx),
+                               "-o", str(tmp_path / "r.jsonl"), "--engine", "ray", "--address", f"127.0.0.1:{port}",
+                               "--quiet"], capture_output=True, text=True, env=env, timeout=300, check=False)
+    finally:
+        _stop([head])
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("endoedge batch: error:")]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert f"cannot connect to the Ray cluster at 127.0.0.1:{port}: it refused this driver's authentication" in lines[0]
+    assert "RAY_AUTH_MODE=token" in lines[0]
+    assert "Traceback" not in done.stderr

@@ -21,6 +21,7 @@ from endoedge._optional import require
 from endoedge.batch.engine import EngineOptions, RecordSink
 from endoedge.batch.models import ModelRef, StageTotals
 from endoedge.batch.sources import Source
+from endoedge.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,26 @@ class BatchPredictor:
         return out
 
 
+def connect_failure(address: str | None, err: BaseException) -> str:
+    """The one-line message for a ``ray.init`` that failed: Ray's own first line, and the fix
+    (token authentication named when any error in the chain is Ray's authentication refusal)."""
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and len(chain) < 8:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    where = f"connect to the Ray cluster at {address}" if address else "start a local Ray"
+    if any("Authentication" in type(x).__name__ or "token is missing or incorrect" in str(x) for x in chain):
+        return (f"cannot {where}: it refused this driver's authentication ({first}); the cluster uses token "
+                "authentication: run endoedge with RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token "
+                "or RAY_AUTH_TOKEN), or start every node and the driver with RAY_AUTH_MODE=disabled")
+    if address:
+        return (f"cannot {where}: {first}; check the address (`ray status` on the head node prints it), "
+                "that this machine reaches it, and that both run the same Ray version")
+    return f"cannot {where}: {first}"
+
+
 def run_ray(source: Source, refs: list[ModelRef], model_kwargs: Mapping[str, Any], sink: RecordSink, *,
             done: set[str], opts: EngineOptions, times: StageTotals, address: str | None = None) -> int:
     """Run the job's remaining inputs on Ray Data; return how many were processed.
@@ -75,7 +96,10 @@ def run_ray(source: Source, refs: list[ModelRef], model_kwargs: Mapping[str, Any
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address is None:
             kwargs["num_cpus"] = opts.workers
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError and its own
+            raise InputError(connect_failure(address, err)) from err
         started = True
     try:
         rows = [{"path": it.path, "file": str(it.file.resolve())} for it in source.items if it.key not in done]
