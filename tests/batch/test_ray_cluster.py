@@ -58,6 +58,21 @@ def _start_node(tmp: Path, port: int, *, head: bool, resource: str, ray_tmp: str
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env or RAY_ENV)
 
 
+def _wait_for_head(head: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Until the head node listens on ``port``; fail with its log if it exits or takes too long."""
+    deadline = time.monotonic() + NODE_TIMEOUT_S
+    while True:
+        if head.poll() is not None:
+            pytest.fail(f"the head node exited: {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail("the head node did not open its port in time")
+            time.sleep(0.5)
+
+
 def _stop(nodes: list[subprocess.Popen[bytes]]) -> None:
     for p in reversed(nodes):
         if p.poll() is None:
@@ -81,17 +96,7 @@ def cluster(tmp_path) -> Iterator[str]:
     ray_tmp = tempfile.mkdtemp(prefix="ee-ray-")  # short: Ray's socket paths must fit in 107 bytes
     nodes = [_start_node(tmp_path, port, head=True, resource="node_a", ray_tmp=ray_tmp)]
     try:
-        deadline = time.monotonic() + NODE_TIMEOUT_S
-        while True:
-            if nodes[0].poll() is not None:
-                pytest.fail(f"the head node exited: {(tmp_path / 'node_a.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the head node did not open its port in time")
-                time.sleep(0.5)
+        _wait_for_head(nodes[0], port, tmp_path / "node_a.log")
         nodes.append(_start_node(tmp_path, port, head=False, resource="node_b"))
         address = f"127.0.0.1:{port}"
         probe = ("import ray, time\n"
@@ -146,17 +151,7 @@ def test_a_driver_refused_by_a_token_cluster_gets_one_line_with_the_fix(polyp_on
     ray_tmp = tempfile.mkdtemp(prefix="ee-ray-")
     head = _start_node(tmp_path, port, head=True, resource="node_t", ray_tmp=ray_tmp, env=token_env)
     try:
-        deadline = time.monotonic() + NODE_TIMEOUT_S
-        while True:
-            if head.poll() is not None:
-                pytest.fail(f"the head node exited: {(tmp_path / 'node_t.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the head node did not open its port in time")
-                time.sleep(0.5)
+        _wait_for_head(head, port, tmp_path / "node_t.log")
         folder = tmp_path / "study"
         folder.mkdir()
         (folder / sample_paths[0].name).symlink_to(sample_paths[0])
