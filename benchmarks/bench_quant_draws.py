@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--neg-split", action="append", type=Path, default=[], metavar="SPLIT",
                     help="score false alarms only on the PolypGen negative sequences this split file lists "
                          "(repeatable; e.g. polypgen_neg_val.txt and polypgen_neg_test.txt for a model trained "
-                         "on polypgen_neg_train.txt); use its own --work, the FP32 cache is per frame set")
+                         "on polypgen_neg_train.txt)")
     args = ap.parse_args()
     name, sep, path = args.model.partition("=")
     model = Path(path)
@@ -87,7 +87,9 @@ def main() -> None:
             ap.error(f"--neg-split {split}: not a file (a data/splits/polypgen_negatives/*.txt)")
     sets = xc.frame_sets(args.neg_split or None)
     thr = xc.threshold_of(model)
-    cache = work / f"{name}.fp32preds.pkl"
+    # FP32's predictions are cached per frame set: a --neg-split run never reads another set's cache
+    neg_tag = "".join(f".{p.stem}" for p in args.neg_split)
+    cache = work / f"{name}{neg_tag}.fp32preds.pkl"
     if cache.is_file():
         ref = pickle.loads(cache.read_bytes())  # noqa: S301 - our own cache
     else:
