@@ -123,6 +123,17 @@ def test_export_bad_arch_is_one_line_error(bare_state_dict, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_export_refuses_a_folder_or_the_checkpoint_as_output(bare_state_dict, tmp_path, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    assert main(["export", str(bare_state_dict), "-o", str(folder)]) == 1
+    assert "is a folder; give the ONNX file name" in _one_error_line(capsys.readouterr().err, "export")
+    before = bare_state_dict.read_bytes()
+    assert main(["export", str(bare_state_dict), "-o", str(bare_state_dict)]) == 1
+    assert "is the checkpoint itself" in _one_error_line(capsys.readouterr().err, "export")
+    assert bare_state_dict.read_bytes() == before
+
+
 def test_export_bare_state_dict_without_arch(bare_state_dict, tmp_path, capsys):
     rc = main(["export", str(bare_state_dict), "-o", str(tmp_path / "never.onnx")])
     assert rc == 1

@@ -101,6 +101,49 @@ def test_split_helpers(tmp_path):
     (tmp_path / "x_val.txt").write_text("b\n")
     with pytest.raises(InputError, match="both"):
         read_split(tmp_path)
+    with pytest.raises(InputError, match="is a file; give the folder"):
+        read_split(tmp_path / "x_train.txt")
+    with pytest.raises(InputError, match="does not exist"):
+        read_split(tmp_path / "nowhere")
+    (tmp_path / "y_val.txt").write_text("c\n")
+    with pytest.raises(InputError, match=r"exactly one \*_val.txt, found 2 \(x_val.txt, y_val.txt\)"):
+        read_split(tmp_path)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["--lr", "-1"], "--lr must be > 0, got -1"),
+    (["--lr", "nan"], "--lr must be > 0, got nan"),
+    (["--final-lr", "2"], "--final-lr must be >= 0 and <= 1, got 2"),
+    (["--ema-decay", "1.5"], "--ema-decay must be >= 0 and <= 1, got 1.5"),
+    (["--batch", "0"], "--batch must be at least 1, got 0"),
+    (["--arch", "ssd300_vgg16", "--imgsz", "320"], "ssd300_vgg16 takes only its 300x300 input"),
+])
+def test_cli_train_refuses_unusable_settings_in_one_line_before_reading_images(tiny_kvasir, tmp_path, capsys,
+                                                                               flags, message):
+    pytest.importorskip("torch")
+    from endoedge.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_kvasir), "--out", str(out), *flags]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"endoedge train: error: {message}")
+    assert not out.exists()
+
+
+def test_cli_train_refuses_a_file_as_out_and_a_tiny_input(tiny_kvasir, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from endoedge.cli import main
+
+    taken = tmp_path / "notes.txt"
+    taken.write_text("keep me")
+    assert main(["train", "--data", str(tiny_kvasir), "--out", str(taken)]) == 1
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "keep me"
+    with pytest.raises(SystemExit):  # argparse: exit 2 with the usage and one error line
+        main(["train", "--data", str(tiny_kvasir), "--out", str(tmp_path / "r"), "--imgsz", "7"])
+    assert "--imgsz: 7 px is too small; use at least 32" in capsys.readouterr().err
 
 
 def _rect_image(size: int, box) -> np.ndarray:

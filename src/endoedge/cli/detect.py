@@ -12,7 +12,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from endoedge.cli._common import add_model_options, load_detector, open_output, prepare_output_dir
+from endoedge.cli._common import (
+    add_model_options,
+    int_at_least,
+    load_detector,
+    open_output,
+    prepare_output_dir,
+)
 from endoedge.data.imageio import IMAGE_SUFFIXES
 from endoedge.data.walk import unique_files, walk_files
 from endoedge.errors import EndoedgeError, InputError
@@ -37,7 +43,7 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("sources", nargs="+", help="image files, folders (recursive) or glob patterns")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--no-images", action="store_true", help="write only the JSONL")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs on the first readable image (default 2)")
+    p.add_argument("--warmup", type=int_at_least(0), default=2, help="untimed runs on the first readable image (default 2)")
     p.add_argument("--show", type=int, default=3, help="print the N best detections per image (default 3)")
     add_model_options(p)
     p.set_defaults(func=run)

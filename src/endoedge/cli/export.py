@@ -56,10 +56,16 @@ def add_parser(sub: SubParsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export, then check parity unless ``--no-check``."""
     from dataclasses import replace
+    from pathlib import Path
 
     from endoedge.export import check_parity, export_onnx
     from endoedge.models.checkpoint import load_checkpoint
 
+    out = Path(args.output)
+    if out.is_dir():
+        raise InputError(f"-o '{out}' is a folder; give the ONNX file name (e.g. {out / 'model.onnx'})")
+    if out.resolve() == Path(args.weights).resolve():
+        raise InputError(f"-o '{out}' is the checkpoint itself; pick another -o (e.g. model.onnx)")
     size = (args.imgsz, args.imgsz) if args.imgsz else None
     loaded = load_checkpoint(args.weights, arch=args.arch, class_names=args.classes, input_size=size)
     trained = loaded.trained_input_size

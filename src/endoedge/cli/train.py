@@ -6,6 +6,8 @@ import argparse
 import logging
 from typing import TYPE_CHECKING
 
+from endoedge.cli._common import image_size
+
 if TYPE_CHECKING:
     from endoedge.cli._common import SubParsers
     from endoedge.data.datasets import Dataset
@@ -36,7 +38,8 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--val-count", type=int, default=0,
                    help="without --split: hold out this many random images (seeded; default 12%%)")
     p.add_argument("--arch", default=DEFAULT_ARCH, help=f"architecture (default {DEFAULT_ARCH})")
-    p.add_argument("--imgsz", type=int, default=320, help="square network input in pixels")
+    p.add_argument("--imgsz", type=image_size, help="square network input in pixels (default: the architecture's, "
+                   "320 for the SSDLite family; fixed-size architectures take only theirs)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
@@ -96,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
     from endoedge.training.domain_augment import DomainAugConfig
     from endoedge.training.trainer import TrainConfig, train
 
+    arch = get_arch(args.arch)
+    imgsz = args.imgsz or arch.default_input_size[0]
+    if not arch.resizable and (imgsz, imgsz) != tuple(arch.default_input_size):
+        size = arch.default_input_size
+        raise InputError(f"{args.arch} takes only its {size[0]}x{size[1]} input; drop --imgsz or pick a resizable "
+                         "architecture (the SSDLite family)")
     names = parse_class_names(args.classes)
     data = load_dataset(args.data, args.format, images_dir=args.images, class_names=names)
     if args.split:
@@ -105,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
         n_val = args.val_count or max(1, round(0.12 * len(stems)))
         train_stems, val_stems = random_split(stems, n_val, args.seed)
     train_set, val_set = data.subset(train_stems), data.subset(val_stems)
-    if not 0 <= args.hard_share <= 1 or args.neg_ratio < 0:
-        raise InputError("--hard-share must be within 0..1 and --neg-ratio >= 0")
     neg_set = load_negatives(args.negatives, data.class_names) if args.negatives else None
     val_neg_set = load_negatives(args.val_negatives, data.class_names) if args.val_negatives else None
     if neg_set and val_neg_set:
@@ -118,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         "val images); the weights inherit the training data's terms of use"
     )
     cfg = TrainConfig(
-        arch=args.arch, out=args.out, imgsz=args.imgsz, epochs=args.epochs, batch=args.batch,
+        arch=args.arch, out=args.out, imgsz=imgsz, epochs=args.epochs, batch=args.batch,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, final_lr=args.final_lr, focal=args.focal,
         pretrained=not args.no_pretrained, freeze=args.freeze, ema_decay=args.ema_decay,
@@ -127,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         save_epochs=args.save_epochs, endoscopy=endoscopy_option(getattr(args, "endoscopy", None)),
         augment=AugmentConfig(domain=DomainAugConfig() if args.domain_aug == "on" else None),
     )
-    if "frame_logits" in get_arch(args.arch).output_names:
+    if "frame_logits" in arch.output_names:
         return _run_multitask(args, cfg, train_set, val_set, neg_set, val_neg_set)
     print(f"training {args.arch} on {data.source}: {len(train_stems)} train / {len(val_stems)} val "
           f"images, classes {', '.join(data.class_names)}, {args.epochs} epochs -> {args.out}", flush=True)

@@ -236,11 +236,18 @@ def read_split(split: str | Path) -> tuple[list[str], list[str]]:
     """Train and val stems from a split folder holding exactly one ``*_train.txt`` and one
     ``*_val.txt`` (one image stem a line; ``#`` comments and blank lines ignored)."""
     d = Path(split)
+    if d.is_file():
+        raise InputError(f"split '{d}' is a file; give the folder that holds one *_train.txt and one *_val.txt "
+                         f"(e.g. '{d.parent}')")
+    if not d.is_dir():
+        raise InputError(f"split folder '{d}' does not exist; give a folder holding one *_train.txt and one *_val.txt")
     lists = []
     for part in ("train", "val"):
         found = sorted(d.glob(f"*_{part}.txt"))
         if len(found) != 1:
-            raise InputError(f"split folder {d} needs exactly one *_{part}.txt, found {len(found)}")
+            names = f" ({', '.join(f.name for f in found)})" if found else ""
+            raise InputError(f"split folder '{d}' needs exactly one *_{part}.txt, found {len(found)}{names}; "
+                             "keep one train and one val list there")
         lines = [ln.split("#")[0].strip() for ln in found[0].read_text().splitlines()]
         lists.append([ln for ln in lines if ln])
     overlap = set(lists[0]) & set(lists[1])

@@ -83,6 +83,32 @@ class TrainConfig:
     save_epochs: bool = False
     endoscopy: EndoscopyConfig | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse settings no run can use, before any image is read.
+
+        Raises:
+            InputError: one line naming the flag, its value and the allowed range.
+        """
+        whole = (("--imgsz", self.imgsz, 32), ("--epochs", self.epochs, 1), ("--batch", self.batch, 1),
+                 ("--freeze", self.freeze, 0), ("--val-every", self.val_every, 1), ("--threads", self.threads, 0))
+        for flag, value, least in whole:
+            if value < least:
+                raise InputError(f"{flag} must be at least {least}, got {value}")
+        ranges = (("--lr", self.lr, 0.0, None, False), ("--weight-decay", self.weight_decay, 0.0, None, True),
+                  ("--warmup-epochs", self.warmup_epochs, 0.0, None, True),
+                  ("--final-lr", self.final_lr, 0.0, 1.0, True), ("--ema-decay", self.ema_decay, 0.0, 1.0, True),
+                  ("--neg-ratio", self.neg_ratio, 0.0, None, True), ("--hard-share", self.hard_share, 0.0, 1.0, True))
+        for flag, number, low, high, low_ok in ranges:
+            if not (number >= low if low_ok else number > low) or (high is not None and number > high) \
+                    or number != number:  # NaN
+                bound = f"{'>=' if low_ok else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+                raise InputError(f"{flag} must be {bound}, got {number:g}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise InputError(f"--optimizer must be adamw or sgd, got '{self.optimizer}'")
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out '{out}' exists and is not a folder; pick another --out")
+
 
 class Progress:
     """One status line: per-step updates on a terminal, a line every ``every`` steps otherwise."""
@@ -116,7 +142,10 @@ class Trainer:
         torch = self.torch
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"cannot create --out '{cfg.out}': {err.strerror}; pick another --out") from err
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         dev = parse_device(cfg.device)
