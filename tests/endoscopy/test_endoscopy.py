@@ -372,4 +372,8 @@ def test_export_stores_endoscopy_and_load_applies_it(ssdlite, holohub, tmp_path,
         assert det.cleaner is None
     rc = main(["export", str(ssdlite[1]), "-o", str(out), "--no-check", "--endoscopy", "crop"])
     assert rc == 1
-    assert "unknown endoscopy option 'crop'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown endoscopy option 'crop'" in err
+    # the fix it names survives the CLI's credential redaction (it read "or key=***")
+    assert "name=value (e.g. redetect_every=1)" in err
+    assert "***" not in err

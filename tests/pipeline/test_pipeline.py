@@ -218,6 +218,22 @@ def test_stalled_live_source_reconnects_then_gives_up(ssdlite, tmp_path, capsys)
     assert report["frames"] == 0
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--stall-timeout", "0"], "--stall-timeout must be > 0 seconds (got 0)"),
+    (["--max-reconnects", "-1"], "--max-reconnects >= 0 (got -1)"),
+])
+def test_run_refuses_a_zero_stall_timeout_or_negative_reconnects(ssdlite, sample_paths, tmp_path, flags, message,
+                                                                 capsys):
+    report = tmp_path / "r.json"
+    rc, cap = _run([str(sample_paths[0].parent), "-m", str(ssdlite[2]), "--report", str(report), *flags], capsys)
+    assert rc == 1
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("endoedge run: error:")
+    assert message in lines[0]
+    assert not report.exists()
+
+
 @pytest.mark.gstreamer
 @pytest.mark.parametrize(
     ("make", "message"),

@@ -171,5 +171,5 @@ def test_config_parse_and_round_trip():
     assert (cfg.onset, cfg.hold, cfg.smooth, cfg.iou) == (4, 8, 0.6, 0.3)
     assert StabilizeConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.replace(hold=None, onset=2).onset == 2
-    with pytest.raises(InputError, match="key=value"):
+    with pytest.raises(InputError, match="is not name=value"):
         StabilizeConfig.parse("onset")

@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     live = spec.is_live if args.live is None else args.live
     if args.warmup < 0 or (args.max_frames is not None and args.max_frames <= 0):
         raise InputError("--warmup must be >= 0 and --max-frames > 0")
+    if not args.stall_timeout > 0 or (args.max_reconnects is not None and args.max_reconnects < 0):
+        raise InputError(f"--stall-timeout must be > 0 seconds (got {args.stall_timeout:g}) and --max-reconnects "
+                         f">= 0 (got {args.max_reconnects}); e.g. --stall-timeout 5")
     video_path, jsonl_path = _output_file(args.video), _output_file(args.detections)
     report_path, plot_path = _output_file(args.report), _output_file(args.plot)
     make_capture = make_capture_factory(spec, live=live, stall_timeout_s=args.stall_timeout,

@@ -260,11 +260,11 @@ def validate_thresholds(score: float, iou: float, max_det: int) -> None:
     from endoedge.errors import InputError
 
     if not 0.0 <= score <= 1.0:
-        raise InputError(f"score_threshold must be in [0, 1], got {score}")
+        raise InputError(f"score_threshold (--conf) must be in [0, 1], got {score}")
     if not 0.0 <= iou <= 1.0:
-        raise InputError(f"iou_threshold must be in [0, 1], got {iou}")
+        raise InputError(f"iou_threshold (--iou) must be in [0, 1], got {iou}")
     if max_det < 1:
-        raise InputError(f"max_detections must be >= 1, got {max_det}")
+        raise InputError(f"max_detections (--max-det) must be >= 1, got {max_det}")
 
 
 def _from_endoedge_metadata(props: Mapping[str, str], where: str) -> ModelSpec:

@@ -172,7 +172,7 @@ class EndoscopyConfig:
             else:
                 raise InputError(
                     f"unknown endoscopy option '{item}'; use fov_crop, mask_osd, median, wavelet, "
-                    "all, or key=value"
+                    "all, or name=value (e.g. redetect_every=1)"
                 )
         return cls.from_dict(values)
 

@@ -99,7 +99,7 @@ class StabilizeConfig:
                 continue
             key, eq, raw = item.partition("=")
             if not eq:
-                raise InputError(f"stabilize option '{item}' is not key=value (e.g. onset=3,hold=5)")
+                raise InputError(f"stabilize option '{item}' is not name=value (e.g. onset=3,hold=5)")
             try:
                 values[key.strip()] = float(raw)
             except ValueError:
