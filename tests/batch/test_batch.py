@@ -89,6 +89,14 @@ def test_folder_matches_per_image_detect(study, polyp_onnx, tmp_path):
     assert rep["run"]["minutes_per_50k"] > 0
 
 
+def test_a_list_file_saved_with_a_byte_order_mark_finds_its_first_image(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(cv2.imencode(".jpg", np.full((32, 32, 3), 80, np.uint8))[1].tobytes())
+    listing = tmp_path / "study.txt"
+    listing.write_bytes("a.jpg\r\n".encode("utf-8-sig"))  # as Windows Notepad saves it
+    items = open_source(listing).items
+    assert [(i.path, i.file) for i in items] == [("a.jpg", tmp_path / "a.jpg")]
+
+
 def test_list_file_processes_and_streams_give_the_same_records(study, polyp_onnx, tmp_path):
     files = sorted(study.rglob("img_*"))[:7]
     lst = study / "list.txt"

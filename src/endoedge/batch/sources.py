@@ -132,7 +132,7 @@ def _list(path: Path) -> Source:
     and duplicate lines are skipped. A ``.csv`` list: the first column, after an optional header
     row (``path``, ``file``, ``filename``, ``image`` or ``name``)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"cannot read list file '{path}': {err}") from err
     base = path.resolve().parent

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -120,6 +120,16 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Da
         coco = json.loads(json_path.read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read COCO json {json_path}: {err}") from err
+    try:
+        return _coco_dataset(coco, json_path, images_dir)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        what = f"missing key {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise InputError(f"COCO json {json_path} is malformed ({what}); it needs images (id, file_name), "
+                         "annotations (image_id, category_id, bbox as x, y, w, h) and categories (id, name)") from err
+
+
+def _coco_dataset(coco: Any, json_path: Path, images_dir: str | Path | None) -> Dataset:
+    """:func:`load_coco`'s parse of the decoded json (a missing key raises ``KeyError``)."""
     cats = coco.get("categories", [])
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     per_image: dict[int, list[dict]] = {}
@@ -134,6 +144,10 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Da
             raise InputError(f"image '{img['file_name']}' of {json_path} not found in {dirs}")
         anns = per_image.get(img["id"], [])
         boxes = _boxes([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
+        unknown = {a["category_id"] for a in anns} - cat_index.keys()
+        if unknown:
+            raise InputError(f"COCO json {json_path}: annotations of image {img['id']} use category_id "
+                             f"{sorted(unknown, key=str)} that categories does not list (ids {sorted(cat_index, key=str)})")
         labels = np.asarray([cat_index[a["category_id"]] for a in anns], np.int64)
         keep = _valid(boxes)
         size = (int(img["height"]), int(img["width"])) if "height" in img else None
@@ -158,7 +172,12 @@ def load_yolo(root: str | Path, class_names: Sequence[str] | None = None) -> Dat
     for path in images:
         rel = path.relative_to(img_dir).with_suffix(".txt")
         txt = lab_dir / rel
-        rows = np.loadtxt(txt, dtype=np.float32, ndmin=2) if txt.is_file() and txt.stat().st_size else np.zeros((0, 5), np.float32)
+        try:
+            rows = (np.loadtxt(txt, dtype=np.float32, ndmin=2) if txt.is_file() and txt.stat().st_size
+                    else np.zeros((0, 5), np.float32))
+        except ValueError as err:
+            raise InputError(f"{txt}: {str(err).splitlines()[0].rstrip('.')}; expected 'class cx cy w h' numbers "
+                             "per line") from err
         if rows.shape[1] < 5:
             raise InputError(f"{txt}: expected 'class cx cy w h' per line")
         img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -174,7 +193,7 @@ def load_yolo(root: str | Path, class_names: Sequence[str] | None = None) -> Dat
     if class_names is None:
         names_file = root / "classes.txt"
         if names_file.is_file():
-            class_names = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
+            class_names = [ln.strip() for ln in names_file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
         else:
             class_names = [f"class{i}" for i in range(max_label + 1)]
     if max_label >= len(class_names):
@@ -248,7 +267,7 @@ def read_split(split: str | Path) -> tuple[list[str], list[str]]:
             names = f" ({', '.join(f.name for f in found)})" if found else ""
             raise InputError(f"split folder '{d}' needs exactly one *_{part}.txt, found {len(found)}{names}; "
                              "keep one train and one val list there")
-        lines = [ln.split("#")[0].strip() for ln in found[0].read_text().splitlines()]
+        lines = [ln.split("#")[0].strip() for ln in found[0].read_text(encoding="utf-8-sig").splitlines()]
         lists.append([ln for ln in lines if ln])
     overlap = set(lists[0]) & set(lists[1])
     if overlap:
@@ -336,7 +355,7 @@ def read_stems(path: str | Path) -> list[str]:
     """
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
     except OSError as err:
         raise InputError(f"cannot read split file '{p}': {err.strerror or err}") from err
     except UnicodeDecodeError as err:
