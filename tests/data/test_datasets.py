@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from endoedge.data.datasets import load_coco, load_yolo, read_split, read_stems
+from endoedge.data.datasets import load_coco, load_kvasir, load_yolo, read_split, read_stems
 from endoedge.errors import InputError
 
 
@@ -62,3 +62,17 @@ def test_split_lists_with_a_byte_order_mark_and_crlf_read_like_plain_ones(tmp_pa
     (tmp_path / "x_val.txt").write_bytes("c\r\n".encode("utf-8-sig"))
     assert read_split(tmp_path) == (["a", "b"], ["c"])
     assert read_stems(tmp_path / "x_train.txt") == ["a", "b"]
+
+
+@pytest.mark.parametrize(("ann", "message"), [
+    ({"a": {"height": 48}}, r"malformed \(missing key 'width'\); each image id needs height, width and bbox"),
+    ({"a": {"height": 48, "width": 64, "bbox": [{"xmin": 1}]}}, r"malformed \(missing key 'label'\)"),
+    ({"a": {"height": 48, "width": 64, "bbox": [{"label": "polyp", "xmin": "q", "ymin": 1, "xmax": 2, "ymax": 3}]}},
+     r"malformed \(could not convert string to float: 'q'\)"),
+])
+def test_malformed_kvasir_json_is_one_input_error(tmp_path, jpg, ann, message):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(jpg.read_bytes())
+    (tmp_path / "kavsir_bboxes.json").write_text(json.dumps(ann))
+    with pytest.raises(InputError, match=message):
+        load_kvasir(tmp_path)

@@ -83,6 +83,16 @@ def load_kvasir(root: str | Path) -> Dataset:
         ann = json.loads(ann_path.read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read Kvasir annotations {ann_path}: {err}") from err
+    try:
+        return _kvasir_dataset(ann, root)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        what = f"missing key {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise InputError(f"Kvasir annotations {ann_path} are malformed ({what}); each image id needs height, width "
+                         "and bbox: a list of {label, xmin, ymin, xmax, ymax}") from err
+
+
+def _kvasir_dataset(ann: Any, root: Path) -> Dataset:
+    """:func:`load_kvasir`'s parse of the decoded json (a missing key raises ``KeyError``)."""
     names: list[str] = []
     samples = []
     for stem in sorted(ann):
