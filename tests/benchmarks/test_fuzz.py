@@ -5,6 +5,7 @@ without a crash (skipped when atheris is not installed)."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +44,13 @@ def test_short_seeded_fuzz_run(target, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     env = {**os.environ, "PYTHONPATH": SRC, "OPENCV_LOG_LEVEL": "OFF"}
+    # libFuzzer's RSS limit reads getrusage's ru_maxrss, which Linux carries across fork + exec: the fuzzer
+    # starts with this pytest process's high-water mark (over 2 GB late in the suite: a false "out-of-memory"
+    # from the first input). Give the run libFuzzer's default 2 GB on top of what it inherits.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     proc = subprocess.run(
         [sys.executable, str(FUZZ / "fuzz.py"), target, str(corpus), str(FUZZ / "seeds" / target),
-         "-max_total_time=2", "-seed=1", f"-artifact_prefix={tmp_path}/"],
+         "-max_total_time=2", "-seed=1", f"-artifact_prefix={tmp_path}/", f"-rss_limit_mb={inherited_mb + 2048}"],
         capture_output=True, text=True, timeout=120, check=False, env=env)
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
     assert proc.returncode == 0, tail
