@@ -116,6 +116,9 @@ def main() -> int:
     args = ap.parse_args()
     if not args.weights.is_file():
         ap.error(f"--weights {args.weights} is not a file")
+    missing = [str(d) for d in args.images if not d.is_dir()]
+    if missing:
+        ap.error(f"--images {', '.join(missing)}: not a folder (e.g. runs/yolo_peer/data_neg/images/train)")
     import cv2
     import torch
 
