@@ -16,6 +16,7 @@ from endoedge.training.augment import AugmentConfig, augment
 from endoedge.training.domain_augment import (
     DomainAugConfig,
     domain_augment,
+    dye,
     fov_mask,
     white_balance,
 )
@@ -62,6 +63,35 @@ def test_domain_augmentations_leave_the_boxes_alone(frame):
                       AugmentConfig(domain=ALWAYS))
         np.testing.assert_array_equal(plain[1], dom[1])
         assert dom[0].shape == (256, 256, 3)
+
+
+def test_dye_tints_a_lesion_blue_and_feathers_the_edge(frame):
+    rgb = np.ascontiguousarray(frame[..., ::-1])  # read_image gives BGR; training images are RGB
+    box = np.array([[120, 120, 200, 190]], np.float32)
+    on_box = 0
+    for seed in range(12):
+        out = dye(rgb, box, np.random.default_rng(seed))
+        assert out.shape == frame.shape
+        assert out.dtype == np.uint8
+        changed = np.abs(out.astype(int) - rgb).sum(2) > 0
+        assert 0 < changed.mean() < 1  # a region, not the whole frame
+        if np.abs(out[155, 160].astype(int) - rgb[155, 160]).sum() > 20:  # the ellipse covers the lesion
+            on_box += 1
+            before, after = rgb[150:160, 155:165].astype(float), out[150:160, 155:165].astype(float)
+            # bluer: blue minus red rises at the lesion
+            assert (after[..., 2] - after[..., 0]).mean() > (before[..., 2] - before[..., 0]).mean() + 10
+    assert on_box >= 5  # 70% of draws aim at the box
+
+
+def test_dye_comes_last_and_off_draws_nothing(frame):
+    """With p_dye 0 the other augmentations draw exactly as before it existed; with p_dye 1 the
+    result is the p_dye-0 image dyed with the rest of the same random stream."""
+    box = np.array([[60, 80, 200, 210]], np.float32)
+    rng_off, rng_on = np.random.default_rng(3), np.random.default_rng(3)
+    off = domain_augment(frame, rng_off, ALWAYS, box)
+    on = domain_augment(frame, rng_on, DomainAugConfig(1, 0.15, 1, 7, 1, 6, 1, 1, p_dye=1.0), box)
+    rng_off.random()  # the dye's coin
+    np.testing.assert_array_equal(on, dye(off, box, rng_off))
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +199,11 @@ def test_cli_trains_with_negatives_and_reports_them(data, tmp_path, capsys):
     rc = main([*common, "--negatives", str(data / "neg"), "--val-negatives", str(data / "neg" / "seq2_neg")])
     assert rc == 1
     assert "both --negatives and --val-negatives" in capsys.readouterr().err
+    for bad, msg in ((["--dye", "1.5"], "--dye must be a chance between 0 and 1"),
+                     (["--dye", "nan"], "--dye must be a chance"),
+                     (["--dye", "0.3", "--domain-aug", "off"], "drop --domain-aug off or --dye")):
+        assert main([*common, *bad]) == 1
+        assert msg in capsys.readouterr().err
 
 
 def test_cache_sees_frames_as_the_deployed_cleaner_does(data, tmp_path, sample_paths):

@@ -159,5 +159,5 @@ def augment(
     image, boxes, labels = random_scale_crop(image, boxes, labels, out_size, rng, cfg)
     image = color_jitter(image, rng, cfg)
     if cfg.domain is not None:
-        image = domain_augment(image, rng, cfg.domain)
+        image = domain_augment(image, rng, cfg.domain, boxes)
     return image, boxes, labels

@@ -9,9 +9,12 @@ at once (``cv2`` look-up tables, filters and drawing calls):
 - blur: Gaussian (focus) or a short motion streak (camera motion);
 - specular highlights: small saturated white blobs with a soft halo, as the light's glare;
 - OSD text: date/time/settings text burned into the corners (the processor's overlay);
-- FOV mask: black outside an octagon or a circle (the scope's field of view).
+- FOV mask: black outside an octagon or a circle (the scope's field of view);
+- dye (off unless ``p_dye`` > 0): a pale blue tint over a soft ellipse, on a boxed lesion or anywhere, as
+  chromoendoscopy or the blue submucosal cushion of a lifted lesion (other centres show polyps so; Kvasir-SEG
+  does not).
 
-Boxes are not moved. A highlight or text may cover part of a polyp, as in real video.
+Boxes are not moved (the dye reads them to tint a lesion). A highlight or text may cover part of a polyp, as in real video.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class DomainAugConfig:
         p_specular: chance of 1..``specular_max`` highlights (radius 1..3% of the image side).
         p_osd: chance of burned-in OSD text lines in the corners.
         p_fov: chance of a black field-of-view mask (octagon or circle).
+        p_dye: chance of a blue-dye tint (0 = off: then no random number is drawn for it, so the
+            other augmentations' draws are the same as without it).
     """
 
     p_white_balance: float = 0.5
@@ -41,6 +46,7 @@ class DomainAugConfig:
     specular_max: int = 6
     p_osd: float = 0.3
     p_fov: float = 0.3
+    p_dye: float = 0.0
 
 
 _OSD_WORDS = ("CVP", "EVIS", "LUCERA", "Eh:A5", "Cr:N", "CE:1", "Ef:B4", "ID:", "NBI", "AGC", "Iris:P", "x1.0")
@@ -135,9 +141,46 @@ def fov_mask(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.bitwise_and(image, image, mask=mask)
 
 
-def domain_augment(image: np.ndarray, rng: np.random.Generator, cfg: DomainAugConfig) -> np.ndarray:
+_DYE_WHITE = np.array([195.0, 215.0, 235.0], np.float32)  # RGB: the pale blue of a lifted lesion's cushion
+
+
+def dye(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Tint a soft ellipse pale blue, as indigo carmine or a blue submucosal cushion.
+
+    With boxes (xyxy pixels, N x 4), 70% of the time the ellipse covers one of them (1.0-1.6x its
+    half sides), else it lies anywhere (radius 10-35% of the shorter side), so that blue alone does
+    not mean a lesion. Inside, the colour is replaced by the pixel's luma times a blue-green tint
+    (R 0.6-0.85, G 1.0-1.15, B 1.1-1.35; texture and shading kept) lightened toward a pale
+    blue-white by 15-40%; the edge is feathered.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    if len(boxes) and rng.random() < 0.7:
+        x0, y0, x1, y1 = boxes[int(rng.integers(len(boxes)))]
+        centre = (int((x0 + x1) / 2), int((y0 + y1) / 2))
+        axes = (max(2, int((x1 - x0) / 2 * rng.uniform(1.0, 1.6))), max(2, int((y1 - y0) / 2 * rng.uniform(1.0, 1.6))))
+    else:
+        side = min(h, w)
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        r = rng.uniform(0.1, 0.35) * side
+        axes = (max(2, int(r)), max(2, int(r * rng.uniform(0.5, 1.0))))
+    region = np.zeros((h, w), np.float32)
+    cv2.ellipse(region, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(region, (0, 0), max(1.0, 0.2 * min(axes))) * float(rng.uniform(0.7, 1.0))
+    tint = np.array([rng.uniform(0.6, 0.85), rng.uniform(1.0, 1.15), rng.uniform(1.1, 1.35)], np.float32)
+    light = float(rng.uniform(0.15, 0.4))
+    x = image.astype(np.float32)
+    luma = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    tinted = np.clip(luma[..., None] * tint, 0, 255) * (1 - light) + _DYE_WHITE * light
+    out = x + alpha[..., None] * (tinted - x)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def domain_augment(image: np.ndarray, rng: np.random.Generator, cfg: DomainAugConfig,
+                   boxes: np.ndarray | None = None) -> np.ndarray:
     """Apply each domain augmentation with its probability; uint8 RGB in, uint8 RGB out,
-    same size (boxes unchanged)."""
+    same size (boxes, xyxy pixels of ``image``, unchanged; only the dye reads them)."""
     if rng.random() < cfg.p_white_balance:
         image = white_balance(image, 1.0 + rng.uniform(-cfg.wb_gain, cfg.wb_gain, 3))
     if rng.random() < cfg.p_blur:
@@ -148,4 +191,6 @@ def domain_augment(image: np.ndarray, rng: np.random.Generator, cfg: DomainAugCo
         image = osd_text(image, rng)
     if rng.random() < cfg.p_fov:
         image = fov_mask(image, rng)
+    if cfg.p_dye > 0 and rng.random() < cfg.p_dye:
+        image = dye(image, np.zeros((0, 4), np.float32) if boxes is None else boxes, rng)
     return image

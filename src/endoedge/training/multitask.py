@@ -124,7 +124,7 @@ class MultiTaskTrainer(Trainer):
             rgbm, boxes, labels = random_scale_crop(rgbm, boxes, c.labels[i], cfg.imgsz, self.rng, aug)
             img = color_jitter(np.ascontiguousarray(rgbm[..., :3]), self.rng, aug)
             if aug.domain is not None:
-                img = domain_augment(img, self.rng, aug.domain)
+                img = domain_augment(img, self.rng, aug.domain, boxes)
             frame = POLYP if len(boxes) else NORMAL
             if self.rng.random() < cfg.unclear_ratio:
                 img, frame = degrade(img, self.rng), UNCLEAR
