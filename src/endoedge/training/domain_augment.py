@@ -10,11 +10,12 @@ at once (``cv2`` look-up tables, filters and drawing calls):
 - specular highlights: small saturated white blobs with a soft halo, as the light's glare;
 - OSD text: date/time/settings text burned into the corners (the processor's overlay);
 - FOV mask: black outside an octagon or a circle (the scope's field of view);
-- dye (off unless ``p_dye`` > 0): a pale blue tint over a soft ellipse, on a boxed lesion or anywhere, as
-  chromoendoscopy or the blue submucosal cushion of a lifted lesion (other centres show polyps so; Kvasir-SEG
-  does not).
+- dye (off unless ``p_dye`` > 0): a pale blue-green tint over a soft ellipse, on a boxed lesion or
+  anywhere, as chromoendoscopy or the blue submucosal cushion of a lifted lesion (other centres show
+  polyps so; Kvasir-SEG does not).
 
-Boxes are not moved (the dye reads them to tint a lesion). A highlight or text may cover part of a polyp, as in real video.
+Boxes are not moved (the dye reads them to tint a lesion). A highlight or text may cover part of a
+polyp, as in real video.
 """
 
 from __future__ import annotations
