@@ -7,7 +7,7 @@
 # (ENDOSCOPY=all: field-of-view crop + OSD mask; the setting is stored in the checkpoints).
 # ENDOSCOPY=off reproduces the first fine-tune (frames as read), shipped before 2026-12-06 21:00.
 #
-# INIT, FREEZE, LR, NEG_RATIO, HARD_SHARE, DYE, EPOCHS, SEED, THREADS override the recipe's values;
+# INIT, FREEZE, LR, NEG_RATIO, HARD_SHARE, DYE, ZOOM ("MIN MAX"), EPOCHS, SEED, THREADS override the recipe's values;
 # EXTRA_NEG (space-separated folders, e.g. Kvasir-SEG background crops from kvasir_background_crops.py)
 # adds polyp-free training frames beside the PolypGen sequences.
 #   OUT=runs/polyp_neg nice -n 5 benchmarks/retrain_polyp_negatives.sh > runs/polyp_neg.log 2>&1 &
@@ -26,7 +26,7 @@ for d in ${EXTRA_NEG:-}; do args+=(--negatives "$d"); done
 while read -r seq; do args+=(--val-negatives "$NEG/$seq"); done < <(grep -v '^#' "$REPO/data/splits/polypgen_negatives/polypgen_neg_val.txt")
 exec "$PY" -m endoedge.cli train --data "$DATA/kvasir-seg" --split "$REPO/data/splits" \
   --init "$INIT" \
-  "${args[@]}" --neg-ratio ${NEG_RATIO:-0.5} --hard-share ${HARD_SHARE:-0.5} --domain-aug on --dye ${DYE:-0} \
+  "${args[@]}" --neg-ratio ${NEG_RATIO:-0.5} --hard-share ${HARD_SHARE:-0.5} --domain-aug on --dye ${DYE:-0} --zoom ${ZOOM:-0.7 1.5} \
   --arch ssdlite320_efficientnet_lite0 --imgsz 320 --epochs "$EPOCHS" --batch 16 \
   --lr ${LR:-6e-4} --warmup-epochs 0.3 --final-lr 0.05 --freeze ${FREEZE:-11} --seed ${SEED:-0} --threads ${THREADS:-1} \
   --save-epochs --resume --out "$OUT" --endoscopy "$ENDOSCOPY" \

@@ -184,8 +184,14 @@ def test_cli_trains_with_negatives_and_reports_them(data, tmp_path, capsys):
     common = ["train", "--data", str(data / "kv"), "--val-count", "1", "--epochs", "1", "--imgsz", "96",
               "--batch", "2", "--no-pretrained", "--threads", "2", "--out", str(out)]
     rc = main([*common, "--negatives", str(data / "neg" / "seq1_neg"),
-               "--val-negatives", str(data / "neg" / "seq2_neg"), "--save-epochs"])
+               "--val-negatives", str(data / "neg" / "seq2_neg"), "--save-epochs", "--zoom", "0.5", "1.5",
+               "--dye", "0.2"])
     assert rc == 0
+    import torch
+
+    saved = json.loads(torch.load(out / "train_state.pt", map_location="cpu", weights_only=False)["config"])
+    assert saved["augment"]["scale"] == [0.5, 1.5]
+    assert saved["augment"]["domain"]["p_dye"] == 0.2
     text = capsys.readouterr().out
     assert "negatives: 3 frames" in text
     assert "negatives with a box" in text
@@ -201,7 +207,9 @@ def test_cli_trains_with_negatives_and_reports_them(data, tmp_path, capsys):
     assert "both --negatives and --val-negatives" in capsys.readouterr().err
     for bad, msg in ((["--dye", "1.5"], "--dye must be a chance between 0 and 1"),
                      (["--dye", "nan"], "--dye must be a chance"),
-                     (["--dye", "0.3", "--domain-aug", "off"], "drop --domain-aug off or --dye")):
+                     (["--dye", "0.3", "--domain-aug", "off"], "drop --domain-aug off or --dye"),
+                     (["--zoom", "1.5", "0.7"], "--zoom MIN MAX must satisfy"),
+                     (["--zoom", "0", "1"], "--zoom MIN MAX must satisfy")):
         assert main([*common, *bad]) == 1
         assert msg in capsys.readouterr().err
 

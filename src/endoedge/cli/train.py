@@ -77,6 +77,9 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--dye", type=float, default=0.0, metavar="P",
                    help="chance per image (0..1) of a blue-dye tint on a boxed lesion or anywhere, as "
                    "chromoendoscopy or a lifted lesion's blue cushion (with --domain-aug on; default 0 = off)")
+    p.add_argument("--zoom", type=float, nargs=2, default=(0.7, 1.5), metavar=("MIN", "MAX"),
+                   help="range of the random zoom (relative to a plain resize): > 1 crops in, < 1 zooms out "
+                   "onto black, making objects smaller (default 0.7 1.5)")
     p.add_argument("--save-epochs", action="store_true", help="also keep every epoch as epoch_NNN.pt")
     p.add_argument("--endoscopy", metavar="OPTIONS",
                    help="endoscopy frame cleaning applied to every train, val and polyp-free frame as the "
@@ -104,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.dye <= 1.0:  # also refuses NaN
         raise InputError(f"--dye must be a chance between 0 and 1, got {args.dye}")
+    lo, hi = args.zoom
+    if not 0.1 <= lo <= hi <= 4.0:  # also refuses NaN
+        raise InputError(f"--zoom MIN MAX must satisfy 0.1 <= MIN <= MAX <= 4, got {lo} {hi}")
     if args.dye and args.domain_aug == "off":
         raise InputError("--dye is one of the domain augmentations; drop --domain-aug off or --dye")
     arch = get_arch(args.arch)
@@ -139,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         val_every=args.val_every, seed=args.seed, device=args.device, threads=args.threads,
         notes=notes, init=args.init or "", neg_ratio=args.neg_ratio, hard_share=args.hard_share,
         save_epochs=args.save_epochs, endoscopy=endoscopy_option(getattr(args, "endoscopy", None)),
-        augment=AugmentConfig(domain=DomainAugConfig(p_dye=args.dye) if args.domain_aug == "on" else None),
+        augment=AugmentConfig(scale=(lo, hi),
+                              domain=DomainAugConfig(p_dye=args.dye) if args.domain_aug == "on" else None),
     )
     if "frame_logits" in arch.output_names:
         return _run_multitask(args, cfg, train_set, val_set, neg_set, val_neg_set)
