@@ -65,7 +65,7 @@ def test_domain_augmentations_leave_the_boxes_alone(frame):
         assert dom[0].shape == (256, 256, 3)
 
 
-def test_dye_tints_a_lesion_blue_and_feathers_the_edge(frame):
+def test_dye_tints_a_region_and_turns_a_covered_lesion_bluer(frame):
     rgb = np.ascontiguousarray(frame[..., ::-1])  # read_image gives BGR; training images are RGB
     box = np.array([[120, 120, 200, 190]], np.float32)
     on_box = 0
