@@ -84,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "images").is_dir() or not (args.data / "masks").is_dir():
         print(f"error: {args.data} has no images/ and masks/ folders; give --data the Kvasir-SEG folder", file=sys.stderr)
         return 2
+    if not args.split.is_file():
+        print(f"error: split file {args.split} not found; give --split a list of Kvasir-SEG image stems", file=sys.stderr)
+        return 2
+    if args.per_image < 1 or not 0 <= args.margin < 1:
+        print("error: --per-image must be >= 1 and --margin in 0..1 (a share of the crop side)", file=sys.stderr)
+        return 2
+    if args.out.is_file():
+        print(f"error: --out {args.out} is a file; give a new folder", file=sys.stderr)
+        return 2
     if args.out.exists() and any(args.out.iterdir()):
         print(f"error: {args.out} is not empty; give a new --out folder", file=sys.stderr)
         return 2
