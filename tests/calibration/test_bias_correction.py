@@ -79,3 +79,43 @@ def test_quantize_with_bias_correction_records_it(ssdlite, calib, tmp_path):
     with pytest.raises(ExportError, match="needs the calibration images"):
         quantize_int8(ssdlite[2], tmp_path / "n.onnx", None, cache_path=tmp_path / "none.json",
                       bias_correction=True)
+
+
+def test_layers_measured_together_get_the_one_layer_per_pass_corrections(ssdlite, int8, calib, tmp_path, monkeypatch):
+    """Layers none of which feeds another share a pass; the corrections are bit-identical to
+    measuring one layer per pass in graph order (Nagel et al.'s sequential definition)."""
+    import onnx
+
+    from endoedge.calibration import bias_correction as bcm
+
+    model = onnx.load(str(int8.path))
+    names = [n.output[0] for n in bcm._quantized_convs(model)]
+    groups = bcm._levels(model, names)
+    assert sorted(i for g in groups for i in g) == list(range(len(names)))
+    assert len(groups) < len(names)  # the SSD heads' parallel branches share passes
+    # every quantized layer upstream of a layer sits in an earlier group (an independent graph walk)
+    group_of = {names[i]: k for k, g in enumerate(groups) for i in g}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for name in names:
+        seen, stack = set(), [i for i in producer[name].input if i]
+        while stack:
+            t = stack.pop()
+            if t in seen or t not in producer:
+                continue
+            seen.add(t)
+            if t in group_of:
+                assert group_of[t] < group_of[name], (t, name)
+            stack.extend(i for i in producer[t].input if i)
+
+    feeds = list(calib)[:1]
+    grouped, single = tmp_path / "grouped.onnx", tmp_path / "single.onnx"
+    shutil.copy(int8.path, grouped)
+    shutil.copy(int8.path, single)
+    a = bcm.correct_biases(ssdlite[2], grouped, feeds)
+    monkeypatch.setattr(bcm, "_levels", lambda model, names: [[i] for i in range(len(names))])
+    b = bcm.correct_biases(ssdlite[2], single, feeds)
+    assert a == b
+    ga = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(grouped)).graph.initializer}
+    gb = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(single)).graph.initializer}
+    assert ga.keys() == gb.keys()
+    assert all(np.array_equal(ga[k], gb[k]) for k in ga)

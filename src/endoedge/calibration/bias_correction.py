@@ -106,8 +106,11 @@ def correct_biases(fp32_path: str | Path, qdq_path: str | Path, feeds: list[dict
     of a deep layer's shift is inherited from the layers above, which are corrected too); a
     layer-local estimate (INT8 layer vs its float twin on the same input) misses the shift that
     zero-mean rounding noise turns into through ReLU6/Clip (measured: it removed 30% of the total
-    shift where the sequential pass removes 94%). ONNX Runtime runs the whole graph per fetch, so
-    this costs one forward pass of the calibration frames per quantized layer.
+    shift where the sequential pass removes 94%). A layer's mean depends only on the corrections
+    of the quantized Convs that feed it, so layers none of which feeds another are measured in one
+    pass (:func:`_levels`; the same corrections, to the bit, as one layer per pass). ONNX Runtime
+    runs the whole graph per fetch, so this costs one forward pass of the calibration frames per
+    group (the shipped SSD: 62 for 73 layers; YOLOv8n: 48 for 60).
 
     Args:
         fp32_path: the FP32 ONNX the copy was made from (same Conv output names, as ONNX
@@ -149,8 +152,9 @@ def correct_biases(fp32_path: str | Path, qdq_path: str | Path, feeds: list[dict
             return _layer_means(sess, fetch, [{**f, **values} for f in feeds])
 
         before = _mean_abs(ref_means, means(names))
-        for i, (name, bias) in enumerate(zip(names, biases, strict=True)):
-            values[bias] = values[bias] + (ref_means[i] - means([name])[0]).astype(np.float32)
+        for group in _levels(qm, names):
+            for i, mean in zip(group, means([names[i] for i in group]), strict=True):
+                values[biases[i]] = values[biases[i]] + (ref_means[i] - mean).astype(np.float32)
         after = _mean_abs(ref_means, means(names))
     except Exception as err:  # noqa: BLE001 - ORT raises plain exceptions
         raise ExportError(f"bias correction could not run '{qdq_path}': {str(err).splitlines()[0]}") from err
@@ -163,6 +167,23 @@ def correct_biases(fp32_path: str | Path, qdq_path: str | Path, feeds: list[dict
     tmp.replace(qdq_path)
     images = sum(int(next(iter(f.values())).shape[0]) for f in feeds)
     return BiasCorrection(len(convs), images, before, after)
+
+
+def _levels(model: Any, names: list[str]) -> list[list[int]]:
+    """Indices into ``names`` (Conv outputs of ``model``) in groups, in order: no layer of a group
+    feeds another of the same group, and every layer that feeds one, directly or through other
+    nodes, is in an earlier group (group ``k``: ``k`` of ``names`` on the longest path from the
+    graph inputs to the layer's input)."""
+    index = {name: i for i, name in enumerate(names)}
+    depth: dict[str, int] = {}
+    groups: dict[int, list[int]] = {}
+    for node in model.graph.node:  # ONNX keeps nodes in topological order
+        d = max((depth.get(t, 0) for t in node.input if t), default=0)
+        for t in node.output:
+            if t in index:
+                groups.setdefault(d, []).append(index[t])
+            depth[t] = d + 1 if t in index else d
+    return [sorted(groups[d]) for d in sorted(groups)]
 
 
 def _mean_abs(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
