@@ -32,7 +32,7 @@ CALIBRATION = {"source": None, "num_images": None, "num_skipped": None, "batch_s
 METADATA = {"endoedge.precision": None, "endoedge.quant_method": None, "endoedge.quant_format": None,
             "endoedge.quant_float_nodes": None, "endoedge.quant_float_outputs": None,
             "endoedge.calibration_sha256": None,
-            "endoedge.calibration_images": None}
+            "endoedge.calibration_images": None, "endoedge.quant_int32_bias": None}
 # What the operating-point gate appended (after the older keys, which keep their order).
 CRITERIA = {"criteria": [{"name": None, "value": None, "limit": None, "passed": None}], "reason": None}
 GATE_NOW = {**GATE, **CRITERIA}

@@ -108,6 +108,7 @@ def quantize_int8(
     weight_rounding: bool = False,
     smooth: float | None = None,
     smooth_images: int = 64,
+    int32_bias: bool = True,
 ) -> QuantResult:
     """Write an explicit Q/DQ INT8 copy of ``model_path`` calibrated on ``data``.
 
@@ -140,6 +141,11 @@ def quantize_int8(
         smooth: move each quantized Conv input's per-channel spread into its weights with this
             strength (0-1; :mod:`~endoedge.calibration.smoothing`), measured on the first
             ``smooth_images`` calibration images; ``None``: no smoothing (needs ``data``).
+        int32_bias: widen the weight scales of channels whose float bias would not fit int32 at
+            ``input_scale * weight_scale`` (ONNX Runtime's fused CPU kernels clamp it there), before
+            weight rounding and bias correction and again after
+            (:func:`~endoedge.calibration.int32_bias.widen_weight_scales`); the default since
+            session 16 (benchmarks/RESULTS.md, "INT8/FP16 across centres").
 
     Raises:
         ExportError: the method is unknown or ONNX Runtime cannot quantize or run the result.
@@ -270,6 +276,10 @@ def quantize_int8(
         meta["endoedge.calibration_sha256"] = data.content_hash
         meta["endoedge.calibration_images"] = str(data.num_images)
     n_batches = max(1, -(-bias_correction_images // data.batch_size)) if data is not None else 0
+    if int32_bias:
+        from endoedge.calibration.int32_bias import widen_weight_scales
+
+        widened = widen_weight_scales(out)
     if weight_rounding and data is not None:
         from endoedge.calibration.weight_rounding import round_weights
 
@@ -285,6 +295,9 @@ def quantize_int8(
                     bc.layers, bc.mean_abs_shift_before, bc.mean_abs_shift_after, bc.images)
         meta["endoedge.quant_bias_correction"] = json.dumps(
             {"layers": bc.layers, "images": bc.images})
+    if int32_bias:
+        widened += widen_weight_scales(out)
+        meta["endoedge.quant_int32_bias"] = json.dumps({"channels_widened": widened})
     _finish(onnx, src, out, meta)
     validate_in_ort(out)
     return QuantResult(out, "int8", method, list(nodes_to_exclude), outputs,
