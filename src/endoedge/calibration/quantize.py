@@ -145,7 +145,7 @@ def quantize_int8(
             ``input_scale * weight_scale`` (ONNX Runtime's fused CPU kernels clamp it there), before
             weight rounding and bias correction and again after
             (:func:`~endoedge.calibration.int32_bias.widen_weight_scales`); the default since
-            session 16 (benchmarks/RESULTS.md, "INT8/FP16 across centres").
+            2026-12-07 (benchmarks/RESULTS.md, "INT8/FP16 across centres").
 
     Raises:
         ExportError: the method is unknown or ONNX Runtime cannot quantize or run the result.
