@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -43,25 +41,15 @@ def clamped_bias_channels(copy: Path) -> dict:
     import onnx
 
     from endoedge.calibration.bias_correction import _quantized_convs
+    from endoedge.calibration.int32_bias import clamped_bias_layers
 
-    model = onnx.load(str(copy))
-    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    channels = clamped = 0
-    layers: list[dict] = []
-    for conv in _quantized_convs(model):
-        x_dq, w_dq = producer.get(conv.input[0]), producer[conv.input[1]]
-        if len(conv.input) < 3 or conv.input[2] not in inits or x_dq is None or x_dq.op_type != "DequantizeLinear":
-            continue
-        bias = inits[conv.input[2]].astype(np.float64)
-        limit = (2**31 - 1) * float(inits[x_dq.input[1]]) * inits[w_dq.input[1]].astype(np.float64)
-        over = np.abs(bias) > limit
-        channels += bias.size
-        clamped += int(over.sum())
-        if over.any():
-            layers.append({"conv": conv.name, "channels": int(over.sum()), "of": int(bias.size),
-                           "max_abs_bias": round(float(np.abs(bias[over]).max()), 4)})
-    return {"channels": channels, "clamped": clamped, "layers": layers}
+    model = onnx.load(str(copy), load_external_data=False)
+    inits = {t.name for t in model.graph.initializer}
+    channels = sum(int(next(i.dims[0] for i in model.graph.initializer if i.name == c.input[2]))
+                   for c in _quantized_convs(model) if len(c.input) > 2 and c.input[2] in inits)
+    layers = [{"conv": x.conv, "channels": x.channels, "of": x.of, "max_abs_bias": round(x.max_abs_bias, 4)}
+              for x in clamped_bias_layers(copy)]
+    return {"channels": channels, "clamped": sum(x["channels"] for x in layers), "layers": layers}
 
 
 def predictions(model: Path, paths: list[Path], mode: str) -> list:

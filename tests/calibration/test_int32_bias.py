@@ -49,10 +49,16 @@ def _run(path, optimized: bool):
 
 
 def test_a_bias_beyond_int32_is_lost_by_the_fused_kernel_and_kept_after_widening(tmp_path):
-    from endoedge.calibration.int32_bias import clamped_bias_channels, widen_weight_scales
+    from endoedge.calibration.int32_bias import (
+        ClampedLayer,
+        clamped_bias_channels,
+        clamped_bias_layers,
+        widen_weight_scales,
+    )
 
     path = tmp_path / "conv.onnx"
     _graph(path)
+    assert clamped_bias_layers(path) == [ClampedLayer("conv", 1, 2, pytest.approx(3.0))]
     assert clamped_bias_channels(path) == 1
     plain, fused = _run(path, optimized=False), _run(path, optimized=True)
     assert abs(plain[0, 1].mean() - 3.0) <= Y_SCALE  # as written: the bias is there

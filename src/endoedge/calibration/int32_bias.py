@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,26 @@ def widen_weight_scales(path: str | Path) -> int:
     return changed
 
 
-def clamped_bias_channels(path: str | Path) -> int:
-    """How many quantized Conv output channels of ``path`` have a float bias beyond int32 at
-    ``input_scale * weight_scale`` (what :func:`widen_weight_scales` fixes)."""
+@dataclass(frozen=True)
+class ClampedLayer:
+    """A quantized Conv with float biases beyond int32 at ``input_scale * weight_scale``.
+
+    Attributes:
+        conv: the Conv node's name (its output's when it has none).
+        channels: output channels whose bias does not fit.
+        of: the Conv's output channels.
+        max_abs_bias: the largest |bias| among them (the layer's output units).
+    """
+
+    conv: str
+    channels: int
+    of: int
+    max_abs_bias: float
+
+
+def clamped_bias_layers(path: str | Path) -> list[ClampedLayer]:
+    """The quantized Convs of ``path`` with a float bias beyond int32 at ``input_scale *
+    weight_scale`` (what :func:`widen_weight_scales` fixes), in graph order."""
     from endoedge.calibration.bias_correction import _quantized_convs
 
     onnx = _onnx()
@@ -92,7 +110,7 @@ def clamped_bias_channels(path: str | Path) -> int:
     model = onnx.load(str(path))
     inits = {t.name: t for t in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-    count = 0
+    out = []
     for conv in _quantized_convs(model):
         x_dq, w_dq = producer.get(conv.input[0]), producer[conv.input[1]]
         if (len(conv.input) < 3 or conv.input[2] not in inits or x_dq is None or x_dq.op_type != "DequantizeLinear"
@@ -101,5 +119,13 @@ def clamped_bias_channels(path: str | Path) -> int:
         x_scale = float(numpy_helper.to_array(inits[x_dq.input[1]]).reshape(-1)[0])
         scale = numpy_helper.to_array(inits[w_dq.input[1]]).astype(np.float64)
         bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
-        count += int((np.abs(bias) > INT32_MAX * x_scale * scale).sum())
-    return count
+        over = np.abs(bias) > INT32_MAX * x_scale * scale
+        if over.any():
+            out.append(ClampedLayer(conv.name or conv.output[0], int(over.sum()), int(bias.size),
+                                    float(np.abs(bias[over]).max())))
+    return out
+
+
+def clamped_bias_channels(path: str | Path) -> int:
+    """How many quantized Conv output channels of ``path`` have a float bias beyond int32."""
+    return sum(layer.channels for layer in clamped_bias_layers(path))
