@@ -44,9 +44,8 @@ def clamped_bias_channels(copy: Path) -> dict:
     from endoedge.calibration.int32_bias import clamped_bias_layers
 
     model = onnx.load(str(copy), load_external_data=False)
-    inits = {t.name for t in model.graph.initializer}
-    channels = sum(int(next(i.dims[0] for i in model.graph.initializer if i.name == c.input[2]))
-                   for c in _quantized_convs(model) if len(c.input) > 2 and c.input[2] in inits)
+    dims = {t.name: t.dims for t in model.graph.initializer}
+    channels = sum(int(dims[c.input[2]][0]) for c in _quantized_convs(model) if len(c.input) > 2 and c.input[2] in dims)
     layers = [{"conv": x.conv, "channels": x.channels, "of": x.of, "max_abs_bias": round(x.max_abs_bias, 4)}
               for x in clamped_bias_layers(copy)]
     return {"channels": channels, "clamped": sum(x["channels"] for x in layers), "layers": layers}
@@ -92,10 +91,16 @@ def main() -> None:
     sets = xc.frame_sets()
     out: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sets": {k: len(v) for k, v in sets.items()},
                  "pairs": {}}
+    from endoedge.errors import EndoedgeError
+
     for name, (fp32, copy) in pairs.items():
-        thr = xc.threshold_of(fp32)
-        ref = {k: xc.predictions(fp32, v) for k, v in sets.items()}
-        entry: dict = {"fp32": str(fp32), "copy": str(copy), "threshold": thr, "bias": clamped_bias_channels(copy)}
+        try:
+            thr = xc.threshold_of(fp32)
+            ref = {k: xc.predictions(fp32, v) for k, v in sets.items()}
+            entry: dict = {"fp32": str(fp32), "copy": str(copy), "threshold": thr,
+                           "bias": clamped_bias_channels(copy)}
+        except EndoedgeError as err:
+            sys.exit(f"--pair {name}: {err} (pairs already measured are in {args.json})")
         for mode in MODES:
             t = time.perf_counter()
             entry[mode] = {k: xc.compare(ref[k], predictions(copy, v, mode), thr) for k, v in sets.items()}
@@ -104,7 +109,7 @@ def main() -> None:
                                           for k, s in entry[mode].items()}), flush=True)
         print(name, "bias channels beyond int32:", entry["bias"]["clamped"], "of", entry["bias"]["channels"], flush=True)
         out["pairs"][name] = entry
-    args.json.write_text(json.dumps(out, indent=1) + "\n")
+        args.json.write_text(json.dumps(out, indent=1) + "\n")  # after each pair: a later failure keeps it
 
 
 if __name__ == "__main__":

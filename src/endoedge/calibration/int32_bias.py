@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,21 @@ def _onnx() -> Any:
     return require("onnx", extra="torch", purpose="INT8 weight scales")
 
 
+def _biased_convs(model: Any, inits: dict[str, Any], producer: dict[str, Any]) -> Iterator[tuple[Any, float, str, np.ndarray]]:
+    """The quantized Convs with a float bias initializer and a per-tensor DequantizeLinear input:
+    ``(conv, input_scale, weight scale initializer name, bias as float64)``."""
+    from endoedge.calibration.bias_correction import _quantized_convs
+
+    numpy_helper = _onnx().numpy_helper
+    for conv in _quantized_convs(model):
+        x_dq, w_dq = producer.get(conv.input[0]), producer[conv.input[1]]
+        if (len(conv.input) < 3 or conv.input[2] not in inits or x_dq is None or x_dq.op_type != "DequantizeLinear"
+                or len(x_dq.input) < 2 or x_dq.input[1] not in inits or w_dq.input[1] not in inits):
+            continue
+        x_scale = float(numpy_helper.to_array(inits[x_dq.input[1]]).reshape(-1)[0])
+        yield conv, x_scale, str(w_dq.input[1]), numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+
+
 def widen_weight_scales(path: str | Path) -> int:
     """Widen, in place, the per-channel weight scales of ``path``'s quantized Convs whose float
     bias does not fit int32 at ``input_scale * weight_scale``; return the channels changed.
@@ -40,8 +56,6 @@ def widen_weight_scales(path: str | Path) -> int:
     A scale shared with anything but its own weight's QuantizeLinear/DequantizeLinear pair is
     left as it is.
     """
-    from endoedge.calibration.bias_correction import _quantized_convs
-
     onnx = _onnx()
     numpy_helper = onnx.numpy_helper
     model = onnx.load(str(path))
@@ -49,21 +63,12 @@ def widen_weight_scales(path: str | Path) -> int:
     producer = {o: n for n in model.graph.node for o in n.output}
     uses = Counter(i for n in model.graph.node for i in n.input)
     changed = 0
-    for conv in _quantized_convs(model):
-        if len(conv.input) < 3 or conv.input[2] not in inits:
-            continue
-        x_dq, w_dq = producer.get(conv.input[0]), producer[conv.input[1]]
-        if x_dq is None or x_dq.op_type != "DequantizeLinear" or len(x_dq.input) < 2 or x_dq.input[1] not in inits:
-            continue
-        scale_name = w_dq.input[1]
+    for conv, x_scale, scale_name, bias in _biased_convs(model, inits, producer):
+        w_dq = producer[conv.input[1]]
         w_q = producer.get(w_dq.input[0])
         own_uses = 1 + int(w_q is not None and w_q.op_type == "QuantizeLinear" and w_q.input[1] == scale_name)
-        if scale_name not in inits or uses[scale_name] != own_uses:
-            continue
-        x_scale = float(numpy_helper.to_array(inits[x_dq.input[1]]).reshape(-1)[0])
         scale = numpy_helper.to_array(inits[scale_name])
-        bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
-        if x_scale <= 0 or scale.shape != bias.shape:
+        if uses[scale_name] != own_uses or x_scale <= 0 or scale.shape != bias.shape:
             continue
         need = MARGIN * np.abs(bias) / (INT32_MAX * x_scale)
         over = need > scale.astype(np.float64)
@@ -103,22 +108,14 @@ class ClampedLayer:
 def clamped_bias_layers(path: str | Path) -> list[ClampedLayer]:
     """The quantized Convs of ``path`` with a float bias beyond int32 at ``input_scale *
     weight_scale`` (what :func:`widen_weight_scales` fixes), in graph order."""
-    from endoedge.calibration.bias_correction import _quantized_convs
-
     onnx = _onnx()
     numpy_helper = onnx.numpy_helper
     model = onnx.load(str(path))
     inits = {t.name: t for t in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
     out = []
-    for conv in _quantized_convs(model):
-        x_dq, w_dq = producer.get(conv.input[0]), producer[conv.input[1]]
-        if (len(conv.input) < 3 or conv.input[2] not in inits or x_dq is None or x_dq.op_type != "DequantizeLinear"
-                or x_dq.input[1] not in inits or w_dq.input[1] not in inits):
-            continue
-        x_scale = float(numpy_helper.to_array(inits[x_dq.input[1]]).reshape(-1)[0])
-        scale = numpy_helper.to_array(inits[w_dq.input[1]]).astype(np.float64)
-        bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+    for conv, x_scale, scale_name, bias in _biased_convs(model, inits, producer):
+        scale = numpy_helper.to_array(inits[scale_name]).astype(np.float64)
         over = np.abs(bias) > INT32_MAX * x_scale * scale
         if over.any():
             out.append(ClampedLayer(conv.name or conv.output[0], int(over.sum()), int(bias.size),
